@@ -1,0 +1,41 @@
+"""Errors nnFM raises on bad input. Each message names the problem and the fix."""
+
+
+class NNFMError(Exception):
+    """Base class: everything nnFM refuses on purpose derives from this."""
+
+
+class ConfigurationError(NNFMError):
+    """A required setting (environment variable, plans entry, CLI flag) is missing or invalid."""
+
+
+class PatchSizeError(ConfigurationError):
+    """A patch size the network cannot process (not divisible by its stride)."""
+
+
+class WeightsUnavailableError(NNFMError):
+    """Pretrained weights are not on disk and cannot be downloaded."""
+
+
+class ChecksumMismatchError(NNFMError):
+    """A downloaded or cached checkpoint does not have the registered sha256."""
+
+
+class CheckpointCorruptError(NNFMError):
+    """A checkpoint file is truncated or not a readable checkpoint."""
+
+
+class UnsafeCheckpointError(NNFMError):
+    """A checkpoint needs arbitrary pickled code to load; nnFM refuses to execute it."""
+
+
+class WrongCheckpointFamilyError(NNFMError):
+    """A checkpoint belongs to another model family than the network it is loaded into."""
+
+
+class CheckpointMismatchError(NNFMError):
+    """Keys are missing/unexpected or shapes differ between a checkpoint and the network."""
+
+
+class ChannelMismatchError(CheckpointMismatchError):
+    """The checkpoint's input channels cannot be adapted to the dataset's channels."""

@@ -1,0 +1,92 @@
+"""A pretrained anatomix U-Net turned into an nnU-Net segmentation network.
+
+Built from plain kwargs (like dynamic-network-architectures) so that nnU-Net's
+``get_network_from_plans`` and ``nnFMTrainer.build_network_architecture`` can both create it.
+"""
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from nnfm.errors import ConfigurationError
+from nnfm.networks.anatomix_unet import AnatomixUNet
+from nnfm.networks.intensity_window import IntensityWindow
+from nnfm.networks.stride_padding import check_divisible, crop_to, pad_to_multiple
+
+
+class DeepSupervisionHeads(nn.Module):
+    """1x1x1 segmentation heads on the dense output and on the decoder levels.
+
+    The attribute name ``decoder.deep_supervision`` is what nnU-Net's trainer toggles.
+    """
+
+    def __init__(self, dense_channels: int, level_channels: Sequence[int], num_classes: int,
+                 deep_supervision: bool):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        # heads[0] works on the full-resolution features, heads[i] on 1/2**i resolution
+        self.heads = nn.ModuleList([nn.Conv3d(c, num_classes, 1) for c in (dense_channels, *level_channels)])
+
+    def forward(self, dense: torch.Tensor, levels_fine_to_coarse: List[torch.Tensor]):
+        full = self.heads[0](dense)
+        if not self.deep_supervision:
+            return full
+        return [full] + [head(f) for head, f in zip(self.heads[1:], levels_fine_to_coarse)]
+
+
+class AnatomixSegmentationNetwork(nn.Module):
+    """anatomix U-Net (exact published layout, ``self.encoder``) + segmentation heads (``self.decoder``).
+
+    Deep supervision outputs: full, 1/2, 1/4, 1/8 resolution (``deep_supervision_scales``).
+    Inputs whose size is not divisible by 16 are padded and the outputs cropped back, so the
+    network also runs on patch sizes planned for nnU-Net's own U-Net.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = True,
+                 num_downs: int = 4, ngf: int = 16, encoder_out_channels: int = 16, norm: str = "batch",
+                 input_window: Optional[Sequence[Sequence[float]]] = None,
+                 pad_to_stride: bool = True, strides: Optional[Sequence[Sequence[int]]] = None,
+                 **unused_nnunet_kwargs):
+        super().__init__()
+        self.num_downs = num_downs
+        self.stride = 2 ** num_downs
+        # reflect padding needs >= 2 voxels per axis at the bottleneck
+        self.min_size = 2 * self.stride
+        self.pad_to_stride = pad_to_stride
+        if strides is not None:
+            expected = [[1, 1, 1]] + [[2, 2, 2]] * num_downs
+            if [list(s) for s in strides] != expected:
+                raise ConfigurationError(
+                    f"The anatomix U-Net pools 2x2x2 {num_downs} times; the plans say strides={strides}. "
+                    f"Re-plan with nnFM_plan_and_preprocess or remove 'strides' from arch_kwargs.")
+        self.input_window = IntensityWindow(input_channels, input_window)
+        self.encoder = AnatomixUNet(input_channels, encoder_out_channels, num_downs, ngf, norm)
+        # deep supervision taps the finest num_downs-1 decoder levels below full resolution
+        level_channels = list(reversed(self.encoder.decoder_channels[:-1]))
+        self.decoder = DeepSupervisionHeads(encoder_out_channels, level_channels, num_classes, deep_supervision)
+
+    @property
+    def deep_supervision_scales(self) -> List[List[float]]:
+        return [[1 / 2 ** i] * 3 for i in range(self.num_downs)]
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
+        spatial = x.shape[2:]
+        x = self.input_window(x)
+        if self.pad_to_stride:
+            # padding after the window: zeros are the darkest intensity the encoder knows
+            x = pad_to_multiple(x, self.stride, minimum=self.min_size)
+        else:
+            check_divisible(spatial, self.stride, self.min_size)
+        dense, levels = self.encoder.forward_with_levels(x)
+        # levels are coarsest first and end with the full-resolution level
+        out = self.decoder(dense, list(reversed(levels[:-1])))
+        if not isinstance(out, list):
+            return crop_to(out, spatial, 1.0)
+        return [crop_to(o, spatial, scale[0]) for o, scale in zip(out, self.deep_supervision_scales)]
+
+    def initialize(self, module: nn.Module) -> None:
+        """Kaiming init for convs, as nnU-Net's InitWeights_He; called by get_network_from_plans."""
+        if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(module.weight, a=1e-2)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

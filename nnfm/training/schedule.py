@@ -1,0 +1,61 @@
+"""Learning-rate schedule for fine-tuning a pretrained encoder inside nnU-Net.
+
+Three phases, in epochs:
+  1. head warm-up: encoder frozen, heads/new layers ramp up linearly to their lr;
+  2. full warm-up: everything trains, the lr ramps up linearly from 0 (protects pretrained
+     features from the first large, noisy gradients of randomly initialised heads);
+  3. nnU-Net's polynomial decay (exponent 0.9) to 0 at the last epoch.
+Each param group keeps its own base lr, so an encoder lr multiplier survives all phases.
+"""
+from dataclasses import dataclass
+
+from torch.optim.lr_scheduler import _LRScheduler
+
+
+@dataclass(frozen=True)
+class FineTuneSchedule:
+    num_epochs: int
+    head_warmup_epochs: int = 0
+    full_warmup_epochs: int = 0
+    exponent: float = 0.9
+
+    @classmethod
+    def from_fractions(cls, num_epochs: int, head_fraction: float, full_fraction: float) -> "FineTuneSchedule":
+        # short runs (smoke tests, CPU budgets) get no warm-up rather than a phase of 0.x epochs
+        head = int(round(num_epochs * head_fraction))
+        full = int(round(num_epochs * full_fraction))
+        if head + full >= num_epochs:
+            head = full = 0
+        return cls(num_epochs, head, full)
+
+    def encoder_frozen(self, epoch: int) -> bool:
+        return epoch < self.head_warmup_epochs
+
+    def lr_factor(self, epoch: int, is_encoder: bool) -> float:
+        if epoch < self.head_warmup_epochs:
+            return 0.0 if is_encoder else (epoch + 1) / self.head_warmup_epochs
+        warm_end = self.head_warmup_epochs + self.full_warmup_epochs
+        if epoch < warm_end:
+            return (epoch - self.head_warmup_epochs + 1) / self.full_warmup_epochs
+        decay_epochs = max(1, self.num_epochs - warm_end)
+        return (1 - (epoch - warm_end) / decay_epochs) ** self.exponent
+
+
+class FineTuneLRScheduler(_LRScheduler):
+    """Drop-in for nnU-Net's PolyLRScheduler: ``step(epoch)`` sets every group's lr."""
+
+    def __init__(self, optimizer, schedule: FineTuneSchedule):
+        self.schedule = schedule
+        self.base_lrs_by_group = [g["initial_lr"] if "initial_lr" in g else g["lr"] for g in optimizer.param_groups]
+        self.ctr = 0
+        super().__init__(optimizer, -1)
+
+    def step(self, current_step=None):
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs_by_group):
+            group["lr"] = base * self.schedule.lr_factor(current_step, group.get("is_encoder", False))
+
+    def get_lr(self):
+        return [g["lr"] for g in self.optimizer.param_groups]

@@ -1,0 +1,3 @@
+from planners.nnfm_planner import nnFMPlanner
+
+__all__ = ["nnFMPlanner"]

@@ -1,0 +1,150 @@
+"""nnFMPlanner: nnU-Net's experiment planner for a fixed, pretrained network topology.
+
+Reused from nnU-Net unchanged: fingerprint, target spacing, transpose, resampling, reader/writer
+and normalisation scheme. Replaced: the network (the pretrained one, not a searched U-Net),
+the patch size (divisible by the network's stride, as large as the memory target allows), the
+batch size (same memory estimate, nnU-Net's rules: at least 2, at most 5% of the dataset's voxels)
+and an intensity window that maps nnU-Net's normalised intensities to the encoder's [0, 1] range.
+"""
+import shutil
+from typing import Optional, Sequence
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+
+from nnfm.networks.from_plans import class_path
+from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
+from nnfm.planning.intensity import measure_input_window
+from nnfm.planning.memory import estimate_training_memory
+
+GB = 1024 ** 3
+
+
+class nnFMPlanner(ExperimentPlanner):
+    network_class = AnatomixSegmentationNetwork
+    network_kwargs = {"num_downs": 4, "ngf": 16, "encoder_out_channels": 16, "norm": "batch"}
+    # starting patch volume, as nnU-Net's 3D planner (256**3 voxels before clipping to the median shape)
+    initial_patch_voxels = 256 ** 3
+
+    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnFMPlans_anatomix",
+                 overwrite_target_spacing=None, suppress_transpose: bool = False,
+                 encoder: str = "anatomix", weights: Optional[str] = None):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose)
+        self.encoder = encoder
+        self.weights = weights
+
+    # ---- topology ---------------------------------------------------------------------
+    @property
+    def stride(self) -> int:
+        return 2 ** self.network_kwargs["num_downs"]
+
+    @property
+    def min_axis(self) -> int:
+        return 2 * self.stride  # reflect padding needs 2 voxels per axis at the bottleneck
+
+    def _round_to_stride(self, size: float) -> int:
+        return max(self.min_axis, int(np.ceil(size / self.stride)) * self.stride)
+
+    def estimate(self, patch_size: Sequence[int], num_input_channels: int, num_classes: int):
+        return estimate_training_memory(
+            lambda: self.network_class(num_input_channels, num_classes, True, **self.network_kwargs),
+            num_input_channels, patch_size, bytes_per_activation=2)
+
+    def plan_patch_and_batch(self, spacing, median_shape, num_input_channels: int, num_classes: int,
+                             approximate_n_voxels_dataset: float):
+        target = self.UNet_vram_target_GB * GB
+        aspect = 1 / np.asarray(spacing, dtype=float)
+        patch = aspect * (self.initial_patch_voxels / np.prod(aspect)) ** (1 / 3)
+        patch = [self._round_to_stride(min(p, m)) for p, m in zip(patch, median_shape)]
+        estimate = self.estimate(patch, num_input_channels, num_classes)
+        while estimate.total_bytes(self.UNet_min_batch_size) > target:
+            shrinkable = [i for i, p in enumerate(patch) if p - self.stride >= self.min_axis]
+            if not shrinkable:
+                break
+            # shrink the axis that is largest relative to the median image, as nnU-Net does
+            axis = max(shrinkable, key=lambda i: patch[i] / median_shape[i])
+            patch[axis] -= self.stride
+            estimate = self.estimate(patch, num_input_channels, num_classes)
+        batch = estimate.max_batch_size(target)
+        five_percent = round(approximate_n_voxels_dataset * self.max_dataset_covered / np.prod(patch, dtype=np.float64))
+        batch = max(min(batch, five_percent), self.UNet_min_batch_size)
+        return patch, batch, estimate
+
+    # ---- configuration ------------------------------------------------------------------
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier: str,
+                                    approximate_n_voxels_dataset: float, _cache: dict) -> dict:
+        if len(spacing) != 3:
+            raise ValueError("The anatomix U-Net is a 3D network; nnFM plans only 3d_fullres for it.")
+        num_input_channels = len(self.dataset_json["channel_names"])
+        num_classes = len(self.dataset_json["labels"])
+        patch, batch, estimate = self.plan_patch_and_batch(spacing, median_shape, num_input_channels,
+                                                           num_classes, approximate_n_voxels_dataset)
+        resampling_data, resampling_data_kwargs, resampling_seg, resampling_seg_kwargs = self.determine_resampling()
+        resampling_softmax, resampling_softmax_kwargs = self.determine_segmentation_softmax_export_fn()
+        schemes, use_mask = self.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
+        window = measure_input_window(self.dataset, self.determine_reader_writer(), schemes, use_mask,
+                                      self.dataset_fingerprint["foreground_intensity_properties_per_channel"])
+        arch_kwargs = dict(self.network_kwargs, input_window=window, pad_to_stride=False,
+                           strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"])
+        return {
+            "data_identifier": data_identifier,
+            "preprocessor_name": self.preprocessor_name,
+            "batch_size": int(batch),
+            "patch_size": [int(p) for p in patch],
+            "median_image_size_in_voxels": median_shape,
+            "spacing": spacing,
+            "normalization_schemes": schemes,
+            "use_mask_for_norm": use_mask,
+            "resampling_fn_data": resampling_data.__name__,
+            "resampling_fn_seg": resampling_seg.__name__,
+            "resampling_fn_data_kwargs": resampling_data_kwargs,
+            "resampling_fn_seg_kwargs": resampling_seg_kwargs,
+            "resampling_fn_probabilities": resampling_softmax.__name__,
+            "resampling_fn_probabilities_kwargs": resampling_softmax_kwargs,
+            "architecture": {"network_class_name": class_path(self.network_class), "arch_kwargs": arch_kwargs,
+                             "_kw_requires_import": []},
+            "batch_dice": False,
+            "nnfm": {
+                "encoder": self.encoder,
+                "weights": self.weights,
+                "estimated_training_memory_gb": round(estimate.total_bytes(batch) / GB, 3),
+                "gpu_memory_target_gb": self.UNet_vram_target_GB,
+            },
+        }
+
+    def plan_experiment(self) -> dict:
+        transpose_forward, transpose_backward = self.determine_transpose()
+        spacing = self.determine_fullres_target_spacing()
+        new_shapes = [compute_new_shape(shape, s, spacing) for s, shape in
+                      zip(self.dataset_fingerprint["spacings"], self.dataset_fingerprint["shapes_after_crop"])]
+        median_shape = np.median(new_shapes, 0)[transpose_forward]
+        n_voxels = float(np.prod(median_shape, dtype=np.float64) * self.dataset_json["numTraining"])
+        fullres = self.get_plans_for_configuration(spacing[transpose_forward], median_shape,
+                                                   self.generate_data_identifier("3d_fullres"), n_voxels, {})
+        plans = {
+            "dataset_name": self.dataset_name,
+            "plans_name": self.plans_identifier,
+            "original_median_spacing_after_transp": [float(i) for i in
+                                                     np.median(self.dataset_fingerprint["spacings"], 0)[transpose_forward]],
+            "original_median_shape_after_transp": [int(round(i)) for i in
+                                                   np.median(self.dataset_fingerprint["shapes_after_crop"], 0)[transpose_forward]],
+            "image_reader_writer": self.determine_reader_writer().__name__,
+            "transpose_forward": [int(i) for i in transpose_forward],
+            "transpose_backward": [int(i) for i in transpose_backward],
+            "configurations": {"3d_fullres": fullres},
+            "experiment_planner_used": self.__class__.__name__,
+            "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel":
+                self.dataset_fingerprint["foreground_intensity_properties_per_channel"],
+        }
+        # nnU-Net's trainers read dataset.json from the preprocessed folder
+        shutil.copy(join(self.raw_dataset_folder, "dataset.json"),
+                    join(nnUNet_preprocessed, self.dataset_name, "dataset.json"))
+        self.plans = plans
+        self.save_plans(plans)
+        return plans

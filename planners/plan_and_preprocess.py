@@ -1,0 +1,68 @@
+"""``nnFM_plan_and_preprocess``: fingerprint, nnFM plans and preprocessing in one command.
+
+nnUNetv2_plan_experiment -pl only finds planners inside nnunetv2, so nnFM ships this entry point.
+The plans file it writes (nnFMPlans_<encoder>) is used with ``nnUNetv2_train ... -p``.
+"""
+import argparse
+import os
+
+from nnfm.paths import require_nnunet_paths
+
+ENCODER_PLANNERS = {"anatomix": "planners.nnfm_planner.nnFMPlanner"}
+
+
+def plans_name_for(encoder: str) -> str:
+    return f"nnFMPlans_{encoder}"
+
+
+def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str = None,
+                        gpu_memory_target_gb: float = 8, num_processes: int = 2, preprocess: bool = True,
+                        verify_dataset_integrity: bool = False) -> str:
+    require_nnunet_paths()
+    if encoder not in ENCODER_PLANNERS:
+        raise SystemExit(f"Unknown encoder {encoder!r}; choose one of {sorted(ENCODER_PLANNERS)}.")
+    import pydoc
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+    dataset_name = convert_id_to_dataset_name(dataset_id)
+    if not isfile(join(nnUNet_preprocessed, dataset_name, "dataset_fingerprint.json")):
+        extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
+                                    check_dataset_integrity=verify_dataset_integrity, clean=True, verbose=False)
+    planner_class = pydoc.locate(ENCODER_PLANNERS[encoder])
+    plans_name = plans_name_for(encoder)
+    planner = planner_class(dataset_id, gpu_memory_target_gb, plans_name=plans_name, encoder=encoder,
+                            weights=weights)
+    plans = planner.plan_experiment()
+    config = plans["configurations"]["3d_fullres"]
+    print(f"nnFM plans '{plans_name}': patch {config['patch_size']}, batch {config['batch_size']}, "
+          f"spacing {config['spacing']}, estimated training memory "
+          f"{config['nnfm']['estimated_training_memory_gb']} GB (target {gpu_memory_target_gb} GB), "
+          f"intensity window {config['architecture']['arch_kwargs']['input_window']}")
+    if preprocess:
+        preprocess_dataset(dataset_id, plans_name, ("3d_fullres",), (num_processes,), verbose=False)
+    return plans_name
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", "--dataset", type=int, nargs="+", required=True, help="dataset id(s)")
+    parser.add_argument("-e", "--encoder", default="anatomix", choices=sorted(ENCODER_PLANNERS))
+    parser.add_argument("-w", "--weights", default=None,
+                        help="registry name or path of the pretrained checkpoint stored in the plans; "
+                             "'random' for none. Default: the encoder's published weights.")
+    parser.add_argument("-gpu_memory_target", type=float, default=8, help="GPU memory target in GB (as nnU-Net)")
+    parser.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="processes")
+    parser.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
+    parser.add_argument("--verify_dataset_integrity", action="store_true")
+    args = parser.parse_args(argv)
+    for dataset_id in args.dataset:
+        plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
+                                         not args.no_pp, args.verify_dataset_integrity)
+        print(f"Train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr nnFMTrainer -p {plans_name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""nnFMTrainer: nnU-Net's trainer with a pretrained anatomix U-Net in place of nnU-Net's network.
+
+Everything else (data loading, augmentation, loss, deep supervision, validation, checkpoints,
+sliding-window prediction) is nnU-Net's own. Pretrained weights are verified and loaded in
+``initialize`` (before any training step); their name and sha256 go into the plans stored with
+the model (and so into every checkpoint and ``plans.json``), and into ``nnfm_pretrained.json``.
+"""
+import os
+from typing import Optional
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, save_json
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch._dynamo import OptimizedModule
+
+from nnfm.networks.from_plans import build_from_configuration
+from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
+from nnfm.networks.stride_padding import check_divisible
+from nnfm.paths import require_nnunet_paths
+from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
+
+# no pretrained weights: the encoder keeps its random initialisation
+RANDOM_INIT = ("random", "none", "scratch")
+
+
+class nnFMTrainer(nnUNetTrainer):
+    network_class = AnatomixSegmentationNetwork
+    encoder_family = "anatomix_unet"
+    default_weights = "anatomix"        # registry entry used when neither env nor plans name weights
+    use_pretrained = True
+    # fine-tuning schedule, as fractions of num_epochs (see nnfm/training/schedule.py)
+    head_warmup_fraction = 0.05
+    full_warmup_fraction = 0.05
+    encoder_lr_multiplier = 1.0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        require_nnunet_paths(("nnUNet_preprocessed", "nnUNet_results"))
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._apply_budget_from_environment()
+        self.pretrained_report = None
+        self._resuming = False
+
+    # ---- budget -------------------------------------------------------------------------
+    def _apply_budget_from_environment(self) -> None:
+        """nnFM_EPOCHS / nnFM_ITERATIONS / nnFM_VAL_ITERATIONS override the budget (CPU runs, benchmarks)."""
+        for env, attribute in (("nnFM_EPOCHS", "num_epochs"), ("nnFM_ITERATIONS", "num_iterations_per_epoch"),
+                               ("nnFM_VAL_ITERATIONS", "num_val_iterations_per_epoch")):
+            if os.environ.get(env):
+                setattr(self, attribute, int(os.environ[env]))
+                self.print_to_log_file(f"{attribute} = {getattr(self, attribute)} (from {env})")
+
+    # ---- network ------------------------------------------------------------------------
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
+                                        num_output_channels, enable_deep_supervision)
+
+    def _bare_network(self) -> torch.nn.Module:
+        net = self.network.module if self.is_ddp else self.network
+        return net._orig_mod if isinstance(net, OptimizedModule) else net
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        net = self.network_class(input_channels=1, num_classes=1, deep_supervision=True) \
+            if self.network is None else self._bare_network()
+        ndim = len(self.configuration_manager.patch_size)
+        return [s[:ndim] for s in net.deep_supervision_scales]
+
+    # ---- pretrained weights ---------------------------------------------------------------
+    def weights_source(self) -> Optional[str]:
+        """Where the encoder weights come from: env nnFM_WEIGHTS > plans (nnFM planner -w) > registry default."""
+        if not self.use_pretrained:
+            return None
+        source = os.environ.get("nnFM_WEIGHTS") or \
+            self.configuration_manager.configuration.get("nnfm", {}).get("weights") or self.default_weights
+        return None if str(source).lower() in RANDOM_INIT else source
+
+    def initialize(self):
+        super().initialize()
+        net = self._bare_network()
+        if not getattr(net, "pad_to_stride", True):
+            check_divisible(self.configuration_manager.patch_size, net.stride, net.min_size)
+        if not self._resuming:
+            self._load_pretrained_encoder(net)
+
+    def _load_pretrained_encoder(self, net) -> None:
+        from nnfm.weights import load_pretrained
+
+        source = self.weights_source()
+        if source is None:
+            provenance = {"encoder": self.encoder_family, "weights": None, "sha256": None,
+                          "note": "random initialisation (no pretrained weights)"}
+            self.print_to_log_file("nnFM: encoder randomly initialised (no pretrained weights).")
+        else:
+            report = load_pretrained(net.encoder, source, family=self.encoder_family)
+            self.pretrained_report = report
+            self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
+            provenance = {"encoder": self.encoder_family, "weights": source, "sha256": report.sha256,
+                          "path": str(report.path)}
+        provenance["trainer"] = self.__class__.__name__
+        # the plans dict is shared with init_args: provenance lands in plans.json and every checkpoint
+        self.configuration_manager.configuration.setdefault("nnfm", {})["provenance"] = provenance
+        self.plans_manager.plans["configurations"][self.configuration_name].setdefault(
+            "nnfm", {})["provenance"] = provenance
+        if self.local_rank == 0:
+            full = dict(provenance, report=self.pretrained_report.to_dict() if self.pretrained_report else None)
+            save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        # resuming restores every weight from nnU-Net's checkpoint: the pretrained file is not needed
+        self._resuming = True
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            # our own training output, written by nnU-Net's save_checkpoint (trusted like nnU-Net does)
+            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=False)
+        saved = checkpoint.get("init_args", {}).get("plans", {}).get("configurations", {}) \
+            .get(self.configuration_name, {}).get("nnfm", {}).get("provenance")
+        if saved is not None:
+            self.plans_manager.plans["configurations"][self.configuration_name].setdefault(
+                "nnfm", {})["provenance"] = saved
+        super().load_checkpoint(checkpoint)
+
+    # ---- optimisation -------------------------------------------------------------------
+    def fine_tune_schedule(self) -> FineTuneSchedule:
+        if not self.use_pretrained:
+            return FineTuneSchedule(self.num_epochs)
+        return FineTuneSchedule.from_fractions(self.num_epochs, self.head_warmup_fraction, self.full_warmup_fraction)
+
+    def configure_optimizers(self):
+        net = self._bare_network()
+        encoder_ids = {id(p) for p in net.encoder.parameters()}
+        encoder = [p for p in net.parameters() if id(p) in encoder_ids]
+        rest = [p for p in net.parameters() if id(p) not in encoder_ids]
+        groups = [{"params": rest, "lr": self.initial_lr, "is_encoder": False},
+                  {"params": encoder, "lr": self.initial_lr * self.encoder_lr_multiplier, "is_encoder": True}]
+        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                    nesterov=True)
+        return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
+
+    def on_train_epoch_start(self):
+        frozen = self.fine_tune_schedule().encoder_frozen(self.current_epoch)
+        encoder = self._bare_network().encoder
+        for p in encoder.parameters():
+            p.requires_grad_(not frozen)
+        super().on_train_epoch_start()  # sets train mode and the epoch's learning rates
+        if frozen:
+            encoder.eval()  # keep pretrained batch-norm statistics while the encoder is frozen
+            self.print_to_log_file("nnFM: encoder frozen (head warm-up)")
