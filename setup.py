@@ -1,11 +1,27 @@
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+PTH = "nnfm-ext-trainer.pth"  # sets nnUNet_extTrainer at start-up (nnfm/_ext_trainer_hook.py)
+
+
+class build_py_with_pth(build_py):
+    def run(self):
+        super().run()
+        self.copy_file(PTH, os.path.join(self.build_lib, PTH))
+
 
 setup(
     name="nnfm",
     version="0.1.0",
+    description="Pretrained foundation-model encoders inside nnU-Net v2's self-configuring pipeline",
+    long_description=open("README.md").read() if os.path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
     packages=find_packages(include=["nnfm", "nnfm.*", "planners", "planners.*", "trainers", "trainers.*"]),
     python_requires=">=3.10",
     install_requires=[
+        # pip on this project's machines caps torch at 2.14.1; never ask for newer
         "torch>=2.1,<=2.14.1",
         "nnunetv2==2.8.1",
         "dynamic-network-architectures>=0.4.1,<0.5",
@@ -14,6 +30,16 @@ setup(
         "SimpleITK>=2.2.1",
         "timm>=1.0.20,<=1.0.22",
         "safetensors>=0.4",
+        "tqdm",
+        "matplotlib",
     ],
     extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "nnFM_plan_and_preprocess = planners.plan_and_preprocess:main",
+            "nnFM_demo = nnfm.demo:main",
+            "nnFM_doctor = nnfm.doctor:main",
+        ]
+    },
+    cmdclass={"build_py": build_py_with_pth},
 )

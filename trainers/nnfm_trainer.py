@@ -38,6 +38,8 @@ class nnFMTrainer(nnUNetTrainer):
         require_nnunet_paths(("nnUNet_preprocessed", "nnUNet_results"))
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._apply_budget_from_environment()
+        # a checkpoint every epoch: an interrupted run loses at most one epoch (nnU-Net: every 50)
+        self.save_every = 1
         self.pretrained_report = None
         self._resuming = False
 
@@ -87,14 +89,14 @@ class nnFMTrainer(nnUNetTrainer):
             self._load_pretrained_encoder(net)
 
     def _load_pretrained_encoder(self, net) -> None:
-        from nnfm.weights import load_pretrained
-
         source = self.weights_source()
         if source is None:
             provenance = {"encoder": self.encoder_family, "weights": None, "sha256": None,
                           "note": "random initialisation (no pretrained weights)"}
             self.print_to_log_file("nnFM: encoder randomly initialised (no pretrained weights).")
         else:
+            from nnfm.weights import load_pretrained
+
             report = load_pretrained(net.encoder, source, family=self.encoder_family)
             self.pretrained_report = report
             self.print_to_log_file("nnFM pretrained weights:\n" + report.format())

@@ -1,0 +1,124 @@
+"""``nnFM_demo``: the whole pipeline on real MRI, on the CPU, in minutes, with nnU-Net's own commands.
+
+MSD Hippocampus -> nnUNetv2_convert_MSD_dataset -> nnFM_plan_and_preprocess -> nnUNetv2_train
+(nnFMTrainer, fold 0, short budget) -> nnUNetv2_predict on held-back cases -> nnUNetv2_evaluate_folder.
+Everything lives in its own workspace folder; nothing is downloaded.
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_MSD = Path("..") / "shared" / "data" / "Task04_Hippocampus"
+DATASET_ID = 904
+
+
+def run(command: list, env: dict) -> None:
+    print(f"\n$ {shlex.join(command)}", flush=True)
+    subprocess.run(command, env=env, check=True)
+
+
+def choose_cases(case_ids: list, n_train: int, n_val: int, n_test: int, seed: int = 0):
+    import random
+    ids = sorted(case_ids)
+    random.Random(seed).shuffle(ids)
+    if n_train + n_val + n_test > len(ids):
+        raise SystemExit(f"Need {n_train + n_val + n_test} cases, the dataset has {len(ids)}.")
+    return ids[:n_train], ids[n_train:n_train + n_val], ids[n_train + n_val:n_train + n_val + n_test]
+
+
+def resolve_demo_weights(requested: str) -> str:
+    """Use the published weights if they are available offline; otherwise say so and go on without."""
+    if requested.lower() in ("random", "none", "scratch"):
+        return "random"
+    from nnfm.errors import NNFMError
+    from nnfm.weights import resolve_checkpoint
+    try:
+        path, sha = resolve_checkpoint(requested)
+        print(f"Pretrained weights: {requested} -> {path} (sha256 {sha})")
+        return str(path)
+    except NNFMError as error:
+        print(f"\nNOTE: pretrained weights '{requested}' are not available offline:\n{error}\n"
+              "The demo goes on with the encoder randomly initialised (weights=random); "
+              "pass --weights PATH to use a local checkpoint.\n")
+        return "random"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--msd", type=Path, default=Path(os.environ.get("nnFM_DEMO_DATA", DEFAULT_MSD)),
+                        help="MSD Task04_Hippocampus folder (default: ../shared/data/Task04_Hippocampus)")
+    parser.add_argument("--workdir", type=Path, default=Path("nnfm_work") / "demo")
+    parser.add_argument("--weights", default="anatomix", help="registry name, checkpoint path, or 'random'")
+    parser.add_argument("--train-cases", type=int, default=40)
+    parser.add_argument("--val-cases", type=int, default=10)
+    parser.add_argument("--test-cases", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=12, help="training iterations per epoch")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    start = time.time()
+    if not (args.msd / "dataset.json").is_file():
+        raise SystemExit(f"No MSD dataset at {args.msd.resolve()}: pass --msd /path/to/Task04_Hippocampus.")
+    work = args.workdir.resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
+               nnUNet_results=str(work / "results"), nnFM_EPOCHS=str(args.epochs),
+               nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS="2", nnUNet_compile="0",
+               nnUNet_n_proc_DA=env_default("nnUNet_n_proc_DA", "2"))
+    bin_dir = Path(sys.executable).parent
+    tool = lambda name: str(bin_dir / name) if (bin_dir / name).exists() else name  # noqa: E731
+
+    run([tool("nnUNetv2_convert_MSD_dataset"), "-i", str(args.msd.resolve()), "-overwrite_id", str(DATASET_ID),
+         "-np", "2"], env)
+    raw = next((work / "raw").glob(f"Dataset{DATASET_ID}_*"))
+    dataset_name = raw.name
+    cases = [p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz")]
+    train, val, test = choose_cases(cases, args.train_cases, args.val_cases, args.test_cases)
+
+    weights = resolve_demo_weights(args.weights)
+    run([tool("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
+    # fold 0 of a small split keeps the demo in minutes; held-back test cases are never seen in training
+    splits = [{"train": train, "val": val}]
+    (work / "preprocessed" / dataset_name / "splits_final.json").write_text(json.dumps(splits, indent=1))
+    run([tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", "nnFMTrainer",
+         "-p", "nnFMPlans_anatomix", "-device", args.device], env)
+
+    test_images, test_labels = work / "test_images", work / "test_labels"
+    test_images.mkdir()
+    test_labels.mkdir()
+    for case in test:
+        shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", test_images)
+        shutil.copy(raw / "labelsTr" / f"{case}.nii.gz", test_labels)
+    predictions = work / "test_predictions"
+    run([tool("nnUNetv2_predict"), "-i", str(test_images), "-o", str(predictions), "-d", str(DATASET_ID),
+         "-c", "3d_fullres", "-tr", "nnFMTrainer", "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
+         "-npp", "1", "-nps", "1"], env)
+    run([tool("nnUNetv2_evaluate_folder"), str(test_labels), str(predictions),
+         "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
+
+    summary = json.loads((predictions / "summary.json").read_text())
+    labels = json.loads((raw / "dataset.json").read_text())["labels"]
+    names = {str(v): k for k, v in labels.items()}
+    print("\n==== nnFM demo result (held-back test cases, never used for training) ====")
+    print(f"trainer nnFMTrainer, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations, "
+          f"{len(train)} training cases, {len(test)} test cases")
+    for label, metrics in summary["mean"].items():
+        print(f"Dice {names.get(label, label):>10}: {metrics['Dice']:.4f}")
+    print(f"Dice       mean: {summary['foreground_mean']['Dice']:.4f}")
+    print(f"wall time: {time.time() - start:.0f} s; outputs in {work}")
+
+
+def env_default(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+if __name__ == "__main__":
+    main()
