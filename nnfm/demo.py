@@ -58,8 +58,10 @@ def main(argv=None) -> None:
     parser.add_argument("--train-cases", type=int, default=40)
     parser.add_argument("--val-cases", type=int, default=10)
     parser.add_argument("--test-cases", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=12, help="training iterations per epoch")
+    parser.add_argument("--batch-size", type=int, default=2,
+                        help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -86,8 +88,15 @@ def main(argv=None) -> None:
     weights = resolve_demo_weights(args.weights)
     run([tool("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
     # fold 0 of a small split keeps the demo in minutes; held-back test cases are never seen in training
-    splits = [{"train": train, "val": val}]
-    (work / "preprocessed" / dataset_name / "splits_final.json").write_text(json.dumps(splits, indent=1))
+    preprocessed = work / "preprocessed" / dataset_name
+    (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
+    if args.batch_size:
+        # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch
+        plans_file = preprocessed / "nnFMPlans_anatomix.json"
+        plans = json.loads(plans_file.read_text())
+        print(f"demo: batch size {plans['configurations']['3d_fullres']['batch_size']} -> {args.batch_size}")
+        plans["configurations"]["3d_fullres"]["batch_size"] = args.batch_size
+        plans_file.write_text(json.dumps(plans, indent=1))
     run([tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", "nnFMTrainer",
          "-p", "nnFMPlans_anatomix", "-device", args.device], env)
 
