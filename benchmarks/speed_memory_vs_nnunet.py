@@ -69,6 +69,15 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(args.dataset, *args.worker, args.iterations, args.warmup, args.device)))
         return
 
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    dataset_name = maybe_convert_to_dataset_name(args.dataset)
+    for plans in sorted({p for _, p in ROWS}):
+        if not os.path.isfile(os.path.join(nnUNet_preprocessed, dataset_name, plans + ".json")):
+            fix = (f"nnUNetv2_plan_and_preprocess -d {args.dataset} -c 3d_fullres" if plans == "nnUNetPlans"
+                   else f"nnFM_plan_and_preprocess -d {args.dataset}")
+            raise SystemExit(f"{plans} is missing for {dataset_name}; run: {fix}")
+    # weights do not change speed or memory; a real checkpoint can be passed with nnFM_WEIGHTS
     env = dict(os.environ, nnFM_WEIGHTS=os.environ.get("nnFM_WEIGHTS", "random"), nnUNet_compile="0")
     rows = []
     for trainer, plans in ROWS:
