@@ -1,0 +1,92 @@
+"""One entry point for pretrained weights: resolve, read safely, check the family, map, verify, load."""
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ChecksumMismatchError,
+                         WeightsUnavailableError, WrongCheckpointFamilyError)
+from nnfm.weights.checkpoint_io import read_state_dict
+from nnfm.weights.download import cache_dir, download_entry, sha256_of
+from nnfm.weights.filters import FAMILY_USE, FILTERS, STEM_KEYS, detect_family
+from nnfm.weights.registry import available_weights, get_weights_entry
+from nnfm.weights.report import LoadReport
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+def resolve_checkpoint(source) -> Tuple[Path, str]:
+    """A local file, or a registry name (cached, else downloaded). Returns (path, sha256)."""
+    path = Path(str(source)).expanduser()
+    if path.is_file():
+        return path, sha256_of(path)
+    entry = get_weights_entry(str(source))
+    if entry is None:
+        if "/" in str(source) or str(source).endswith(CHECKPOINT_SUFFIXES):
+            raise WeightsUnavailableError(f"Checkpoint missing: {path} does not exist. Check the path "
+                                          f"(nnFM_WEIGHTS or the plans' nnfm.weights).")
+        raise WeightsUnavailableError(f"Unknown weights '{source}': not a file and not a registered name. "
+                                      f"Registered: {', '.join(available_weights())}. A local path works too.")
+    cached = cache_dir() / entry.filename
+    if not cached.is_file():
+        cached = download_entry(entry)
+    sha = sha256_of(cached)
+    if entry.sha256 is not None and sha != entry.sha256:
+        raise ChecksumMismatchError(f"Cached {cached} has sha256 {sha}, expected {entry.sha256} for "
+                                    f"'{entry.name}'. Delete it to download it again.")
+    return cached, sha
+
+
+def adapt_stem_channels(weight: torch.Tensor, channels: int) -> Tuple[torch.Tensor, str]:
+    """Map a stem conv's input channels: 1 -> C (repeat / C), C -> 1 (sum), RGB -> C (mean, repeat / C)."""
+    have = weight.shape[1]
+    if have == 1:
+        return weight.repeat(1, channels, *([1] * (weight.dim() - 2))) / channels, f"1 -> {channels} (repeat / {channels})"
+    if channels == 1:
+        return weight.sum(dim=1, keepdim=True), f"{have} -> 1 (sum)"
+    if have == 3:
+        mean = weight.mean(dim=1, keepdim=True)
+        return mean.repeat(1, channels, *([1] * (weight.dim() - 2))) * (3 / channels), f"3 -> {channels} (RGB mean)"
+    raise ValueError
+
+
+def load_pretrained(module: torch.nn.Module, source, family: str = "anatomix_unet",
+                    adapt_input_channels: bool = True) -> LoadReport:
+    """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise."""
+    path, sha = resolve_checkpoint(source)
+    state, unwrapped = read_state_dict(path)
+    found = detect_family(state)
+    if found != family:
+        raise WrongCheckpointFamilyError(
+            f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs '{family}'. "
+            f"That checkpoint fits {FAMILY_USE.get(found, 'no nnFM network')}; for this network use weights from "
+            f"the registry ({', '.join(available_weights(family)) or 'none registered'}) or a '{family}' file.")
+    mapped, dropped = FILTERS[family](state)
+    report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped)
+    target = module.state_dict()
+
+    stem = STEM_KEYS.get(family)
+    if stem in mapped and stem in target and mapped[stem].shape != target[stem].shape \
+            and mapped[stem].shape[0] == target[stem].shape[0] and mapped[stem].shape[2:] == target[stem].shape[2:]:
+        have, need = mapped[stem].shape[1], target[stem].shape[1]
+        try:
+            if not adapt_input_channels:
+                raise ValueError
+            mapped[stem], how = adapt_stem_channels(mapped[stem], need)
+            report.adapted[stem] = how
+        except ValueError:
+            raise ChannelMismatchError(
+                f"ChannelMismatchError: the checkpoint's stem {stem} takes {have} input channel(s), the dataset has "
+                f"{need}; {have} -> {need} cannot be mapped (1 -> N, N -> 1 and RGB -> N can). Train with "
+                f"nnFMTrainer_scratch, or use a checkpoint pretrained with {need} channel(s).") from None
+
+    report.missing = sorted(k for k in target if k not in mapped)
+    report.unexpected = sorted(k for k in mapped if k not in target)
+    report.shape_mismatched = [(k, list(v.shape), list(target[k].shape)) for k, v in mapped.items()
+                               if k in target and v.shape != target[k].shape]
+    report.loaded = sorted(k for k in mapped if k in target and mapped[k].shape == target[k].shape)
+    if not report.ok:
+        raise CheckpointMismatchError("CheckpointMismatchError: the checkpoint does not match the network.\n"
+                                      + report.format(max_items=50))
+    module.load_state_dict({k: v.to(target[k].dtype) for k, v in mapped.items()}, strict=True)
+    return report
