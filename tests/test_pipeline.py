@@ -126,7 +126,16 @@ def test_find_best_configuration_and_ensemble_on_nnfm_results(trained_pretrained
     info = json.loads((hippocampus["results"] / "inference_information.json").read_text())
     assert "best_model_or_ensemble" in info
     assert "nnFMTrainer" in result.stdout
-    folders = [_output_folder(hippocampus, t) / "validation" for t in ("nnFMTrainer", "nnFMTrainer_scratch")]
+    images = tmp_path / "images"
+    images.mkdir()
+    for case in hippocampus["test"]:
+        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
+    folders = []
+    for trainer in ("nnFMTrainer", "nnFMTrainer_scratch"):
+        folders.append(tmp_path / trainer)
+        run_cli(["nnUNetv2_predict", "-i", images, "-o", folders[-1], "-d", hippocampus["id"], "-c", "3d_fullres",
+                 "-tr", trainer, "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1,
+                 "--save_probabilities"], nnunet_env)
     ensembled = tmp_path / "ensemble"
     run_cli(["nnUNetv2_ensemble", "-i", *folders, "-o", ensembled, "-np", 1], nnunet_env)
-    assert sorted(p.name for p in ensembled.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in hippocampus["val"])
+    assert sorted(p.name for p in ensembled.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in hippocampus["test"])

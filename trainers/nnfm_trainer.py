@@ -114,16 +114,13 @@ class nnFMTrainer(nnUNetTrainer):
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         # resuming restores every weight from nnU-Net's checkpoint: the pretrained file is not needed
         self._resuming = True
-        checkpoint = filename_or_checkpoint
-        if isinstance(checkpoint, str):
-            # our own training output, written by nnU-Net's save_checkpoint (trusted like nnU-Net does)
-            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=False)
-        saved = checkpoint.get("init_args", {}).get("plans", {}).get("configurations", {}) \
+        super().load_checkpoint(filename_or_checkpoint)
+        # keep the original pretrained provenance (init_args holds the plans saved with the checkpoint)
+        saved = self.my_init_kwargs.get("plans", {}).get("configurations", {}) \
             .get(self.configuration_name, {}).get("nnfm", {}).get("provenance")
         if saved is not None:
             self.plans_manager.plans["configurations"][self.configuration_name].setdefault(
                 "nnfm", {})["provenance"] = saved
-        super().load_checkpoint(checkpoint)
 
     # ---- optimisation -------------------------------------------------------------------
     def fine_tune_schedule(self) -> FineTuneSchedule:
