@@ -1,5 +1,6 @@
 """Loader against published checkpoint layouts (random tensors), safety and error reporting."""
 import os
+import random
 
 import numpy as np
 import pytest
@@ -112,11 +113,13 @@ def test_missing_file_is_named(tmp_path):
         load_pretrained(AnatomixUNet(), "no_such_encoder")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "random_bytes", "empty"])
+@pytest.mark.parametrize("damage", ["truncated", "empty"] + [f"random_bytes_{seed}" for seed in range(8)])
 def test_corrupt_files_are_named(tmp_path, damage):
     path = _save(tmp_path, random_state_dict_from_layout(ANATOMIX))
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[: len(data) // 2], "random_bytes": os.urandom(4096), "empty": b""}[damage])
+    if damage.startswith("random_bytes"):
+        data = random.Random(int(damage.rsplit("_", 1)[1])).randbytes(4096)
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b""}.get(damage, data))
     with pytest.raises(CheckpointCorruptError, match="truncated or corrupt"):
         load_pretrained(AnatomixUNet(), path)
 
