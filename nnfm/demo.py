@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     parser.add_argument("--train-cases", type=int, default=40)
     parser.add_argument("--val-cases", type=int, default=10)
     parser.add_argument("--test-cases", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=12, help="training iterations per epoch")
     parser.add_argument("--batch-size", type=int, default=2,
                         help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's)")
