@@ -1,7 +1,5 @@
 """Bad input fails early, before any training step, with an error that names the problem and the fix."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -2,7 +2,6 @@
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
