@@ -39,6 +39,7 @@ setup(
             "nnFM_plan_and_preprocess = planners.plan_and_preprocess:main",
             "nnFM_demo = nnfm.demo:main",
             "nnFM_doctor = nnfm.doctor:main",
+            "nnFM_pretrain = nnfm.pretraining.cli:main",
         ]
     },
     cmdclass={"build_py": build_py_with_pth},

@@ -1,0 +1,123 @@
+"""``nnFM_pretrain``: pretraining commands, one subcommand each.
+
+    nnFM_pretrain synth --out DIR --steps N --batch-size B --size 96 --workers W [--labels-dir DIR] [--resume]
+    nnFM_pretrain synth-preview --out preview.png [--n 6]
+    nnFM_pretrain synth-benchmark [--sizes 96 128]
+
+Multi-GPU / multi-process: ``torchrun --nproc_per_node G -m nnfm.pretraining.cli synth ...``.
+A new method (e.g. ``dino``) adds one ``_add_<name>`` function to ``SUBCOMMANDS``.
+"""
+import argparse
+import json
+import sys
+from typing import Callable, List, Optional
+
+
+def _add_synth(subparsers) -> None:
+    from nnfm.pretraining.supcon_model import DEFAULT_TAPS, TAPS
+    p = subparsers.add_parser("synth", help="anatomix-style voxel SupCon pretraining on synthetic volumes",
+                              description="Pretrain the anatomix U-Net on synthetic label ensembles; writes "
+                                          "DIR/anatomix_synth.pth (use with nnFM_WEIGHTS=...) and "
+                                          "DIR/checkpoint_latest.pth (for --resume).")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (also the target when resuming)")
+    p.add_argument("--batch-size", type=int, default=2, help="samples per step and process (x2 views)")
+    p.add_argument("--size", type=int, default=96, help="cube edge in voxels (multiple of 16, >= 32)")
+    p.add_argument("--workers", type=int, default=2, help="data-generating processes per training process")
+    p.add_argument("--labels-dir", default=None, help="folder of label maps (e.g. nnU-Net labelsTr) to mix in")
+    p.add_argument("--real-label-prob", type=float, default=0.5, help="share of samples from --labels-dir")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--temperature", type=float, default=0.33)
+    p.add_argument("--voxels-per-layer", type=int, default=512)
+    p.add_argument("--head-dim", type=int, default=256)
+    p.add_argument("--taps", nargs="+", default=list(DEFAULT_TAPS), choices=sorted(TAPS),
+                   help="decoder outputs the loss is applied to")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from nnfm.pretraining.synth_trainer import SynthPretrainConfig, train_synth
+    if args.size % 16 or args.size < 32:
+        raise SystemExit(f"--size must be a multiple of 16 and >= 32 (the U-Net pools 4 times), got {args.size}")
+    config = SynthPretrainConfig(
+        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, size=args.size, workers=args.workers,
+        labels_dir=args.labels_dir, real_label_prob=args.real_label_prob, seed=args.seed, resume=args.resume,
+        lr=args.lr, temperature=args.temperature, voxels_per_layer=args.voxels_per_layer, head_dim=args.head_dim,
+        taps=tuple(args.taps), checkpoint_every=args.checkpoint_every, device=args.device,
+        progress=not args.no_progress)
+    summary = train_synth(config)
+    history = summary.pop("loss_history")
+    if summary["world_size"] == 1 or _is_main_process():
+        summary["loss_first"] = history[0] if history else None
+        summary["loss_last"] = history[-1] if history else None
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _is_main_process() -> bool:
+    import os
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _add_synth_preview(subparsers) -> None:
+    p = subparsers.add_parser("synth-preview", help="PNG grid of synthetic samples (view 1 / view 2 / labels)")
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--n", type=int, default=6)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels-dir", default=None)
+    p.set_defaults(run=_run_synth_preview)
+
+
+def _run_synth_preview(args) -> int:
+    from nnfm.pretraining.synth import SyntheticPairGenerator
+    from nnfm.pretraining.synth.preview import write_preview_png
+    generator = SyntheticPairGenerator(seed=args.seed, size=args.size, labels_dir=args.labels_dir)
+    print(write_preview_png(args.out, args.n, generator))
+    return 0
+
+
+def _add_synth_benchmark(subparsers) -> None:
+    p = subparsers.add_parser("synth-benchmark", help="samples/s of the synthetic engine on one CPU core")
+    p.add_argument("--sizes", type=int, nargs="+", default=[96, 128])
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--step-seconds", type=float, default=None,
+                   help="training step time to size the worker pool for (with --batch-size)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.set_defaults(run=_run_synth_benchmark)
+
+
+def _run_synth_benchmark(args) -> int:
+    from nnfm.pretraining.synth.benchmark import measure_samples_per_second, workers_needed
+    for size in args.sizes:
+        rate = measure_samples_per_second(size, args.samples)
+        line = {"size": size, "samples_per_s_per_core": round(rate, 3)}
+        if args.step_seconds:
+            line["workers_needed"] = workers_needed(rate, args.batch_size, args.step_seconds)
+        print(json.dumps(line))
+    return 0
+
+
+SUBCOMMANDS: List[Callable] = [_add_synth, _add_synth_preview, _add_synth_benchmark]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnFM_pretrain", description="Pretrain nnFM encoders.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Voxel SupCon pretraining of AnatomixUNet on synthetic view pairs (single process or DDP).
+
+Reproducibility: sample ``i`` of the data stream and the voxel positions of step ``s`` are
+functions of the seed only, so a resumed run sees exactly the data and sampling an uninterrupted
+run would have seen.
+"""
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from nnfm.networks.anatomix_unet import AnatomixUNet
+from nnfm.pretraining.checkpoints import (EXPORT, LATEST, load_training_checkpoint, restore_rng_state,
+                                          save_training_checkpoint)
+from nnfm.pretraining.distributed import DistributedContext, cleanup_distributed, setup_distributed
+from nnfm.pretraining.loss_curve import write_loss_curve
+from nnfm.pretraining.supcon_model import DEFAULT_TAPS, SupConPretrainingModel, SupConSettings
+from nnfm.pretraining.synth.engine import SyntheticPairDataset, SyntheticPairGenerator, SynthConfig, worker_init
+
+
+@dataclass
+class SynthPretrainConfig:
+    out_dir: str
+    steps: int = 1000
+    batch_size: int = 2                  # per process; each sample gives two views
+    size: int = 96
+    workers: int = 2
+    labels_dir: Optional[str] = None
+    real_label_prob: float = 0.5
+    seed: int = 0
+    resume: bool = False
+    lr: float = 2e-4
+    weight_decay: float = 1e-2           # torch's AdamW default
+    warmup_steps: int = -1               # -1: min(500, steps // 20), linear from lr/100
+    temperature: float = 0.33
+    voxels_per_layer: int = 512
+    head_dim: int = 256
+    taps: Tuple[str, ...] = DEFAULT_TAPS
+    checkpoint_every: int = 100
+    amp: str = "auto"                    # bf16 autocast on CUDA, off on CPU
+    device: str = "auto"
+    progress: bool = True
+
+    # settings that must not change under --resume (they define the run)
+    RUN_DEFINING = ("seed", "batch_size", "size", "taps", "head_dim", "labels_dir", "real_label_prob")
+
+
+def _learning_rate(config: SynthPretrainConfig, step: int) -> float:
+    warmup = config.warmup_steps if config.warmup_steps >= 0 else min(500, config.steps // 20)
+    if warmup and step < warmup:
+        return config.lr * (0.01 + 0.99 * step / warmup)
+    return config.lr
+
+
+def _data_loader(config: SynthPretrainConfig, context: DistributedContext, first_step: int) -> DataLoader:
+    synth = SynthConfig(size=(config.size,) * 3, labels_dir=config.labels_dir, real_label_prob=config.real_label_prob)
+    dataset = SyntheticPairDataset(SyntheticPairGenerator(synth, seed=config.seed), config.batch_size,
+                                   first_batch=first_step, num_batches=config.steps - first_step,
+                                   rank=context.rank, world_size=context.world_size)
+    return DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers,
+                      worker_init_fn=worker_init, pin_memory=context.device.type == "cuda",
+                      persistent_workers=False, prefetch_factor=4 if config.workers else None)
+
+
+def _step_generator(config: SynthPretrainConfig, step: int, rank: int) -> torch.Generator:
+    # voxel positions of step s on rank r: independent of resumes and of the RNG history
+    seed = int(np.random.SeedSequence([config.seed, step, rank]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def _settings_snapshot(config: SynthPretrainConfig) -> Dict:
+    snapshot = {k: v for k, v in asdict(config).items() if k not in ("out_dir", "resume", "progress")}
+    snapshot["taps"] = list(config.taps)
+    return snapshot
+
+
+def _check_resume_settings(saved: Dict, config: SynthPretrainConfig) -> None:
+    changed = [k for k in config.RUN_DEFINING if k in saved and saved[k] != _settings_snapshot(config)[k]]
+    if changed:
+        details = ", ".join(f"{k}: saved {saved[k]!r} vs now {_settings_snapshot(config)[k]!r}" for k in changed)
+        raise ValueError(f"--resume with different run settings ({details}); use the saved values or a new --out")
+
+
+def train_synth(config: SynthPretrainConfig) -> Dict:
+    """Run (or resume) pretraining; returns a summary. Works under torchrun (DDP) and in one process."""
+    context = setup_distributed(config.device)
+    try:
+        return _train(config, context)
+    finally:
+        cleanup_distributed()
+
+
+def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
+    out_dir = Path(config.out_dir)
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    context.barrier()
+    torch.manual_seed(config.seed)   # identical initial weights on every rank
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    settings = SupConSettings(tuple(config.taps), config.voxels_per_layer, config.head_dim, config.temperature)
+    model = SupConPretrainingModel(AnatomixUNet(), settings).to(context.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start_step, history = 0, []
+    if config.resume:
+        state = load_training_checkpoint(out_dir)
+        _check_resume_settings(state["settings"], config)
+        model.encoder.load_state_dict(state["model"], strict=True)
+        model.heads.load_state_dict(state["heads"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng_state(state["rng"])
+        start_step, history = int(state["step"]), list(state["loss_history"])
+    trained = model
+    if context.enabled:
+        # the final conv is only used when "out" is tapped
+        trained = DistributedDataParallel(model, device_ids=[context.local_rank] if context.device.type == "cuda" else None,
+                                          find_unused_parameters="out" not in config.taps)
+    use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"
+    snapshot = _settings_snapshot(config)
+    step = start_step
+    started = time.time()
+    bar = tqdm(total=config.steps, initial=start_step, disable=not (config.progress and context.is_main),
+               desc="synth SupCon", dynamic_ncols=True)
+    model.train()
+    for batch in _data_loader(config, context, start_step):
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step)
+        view1, view2, labels = (batch[k].to(context.device, non_blocking=True) for k in ("view1", "view2", "labels"))
+        with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, per_tap = trained(view1, view2, labels, _step_generator(config, step, context.rank))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        value = context.mean(float(loss.detach()))
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}; lower --lr")
+        history.append(value)
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3f}", **{k: f"{float(v):.3f}" for k, v in per_tap.items()})
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            if context.is_main:
+                save_training_checkpoint(out_dir, step, model, optimizer, snapshot, history)
+                write_loss_curve(out_dir, history)
+            context.barrier()
+    bar.close()
+    elapsed = time.time() - started
+    return {"start_step": start_step, "step": step, "loss_history": history, "seconds": elapsed,
+            "seconds_per_step": elapsed / max(1, step - start_step), "checkpoint": str(out_dir / LATEST),
+            "weights": str(out_dir / EXPORT), "world_size": context.world_size}
