@@ -40,6 +40,7 @@ setup(
             "nnFM_demo = nnfm.demo:main",
             "nnFM_doctor = nnfm.doctor:main",
             "nnFM_pretrain = nnfm.pretraining.cli:main",
+            "nnFM_benchmark = nnfm.benchmark.cli:main",
         ]
     },
     cmdclass={"build_py": build_py_with_pth},

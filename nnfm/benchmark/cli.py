@@ -1,0 +1,139 @@
+"""``nnFM_benchmark``: nnFM trainers vs nnU-Net's own, on nnU-Net datasets, with few-shot folds.
+
+For every dataset x configuration x fold x labelled-case count (x draw seed) x trainer: plan and
+preprocess where needed, train with nnU-Net (nnUNetv2_train through a memory-measuring wrapper),
+validate, and optionally predict and evaluate a held-out test set with nnUNetv2_predict and
+nnUNetv2_evaluate_folder. Rerunning the same command skips finished runs and continues killed
+ones. Results (results.csv, per_case_dice.csv, results.md, plots/) go to --output.
+
+Example (CPU, MSD Hippocampus, 20 held-out test cases):
+  nnFM_benchmark -d 904 --msd ../shared/data/Task04_Hippocampus --test-cases 20 \\
+      -tr nnFMTrainer nnFMTrainer_scratch nnUNetTrainer --shots 1 3 all --profile cpu -device cpu
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from nnfm.benchmark.profiles import PROFILES, resolve_profile
+from nnfm.benchmark.trainer_table import TRAINERS
+
+DEFAULT_TRAINERS = ["nnUNetTrainer", "nnFMTrainer", "nnFMTrainer_scratch"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nnFM_benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("-d", "--datasets", type=int, nargs="+", required=True, help="nnU-Net dataset ids")
+    data.add_argument("--msd", type=Path, nargs="+",
+                      help="MSD task folders, one per dataset id, converted as that id (nnUNetv2_convert_MSD_dataset)")
+    data.add_argument("--test-cases", type=int, default=0,
+                      help="with --msd: hold this many cases out of training entirely and evaluate on them")
+    data.add_argument("--max-cases", type=int, default=None,
+                      help="with --msd: use only this many cases (test cases included), drawn reproducibly")
+    data.add_argument("--case-seed", type=int, default=0, help="seed of the --test-cases/--max-cases draw")
+    data.add_argument("--test-images", type=Path, help="labelled test set of an existing dataset: images folder")
+    data.add_argument("--test-labels", type=Path, help="... and its labels folder")
+    data.add_argument("--no-test", action="store_true", help="do not predict a test set even when there is one")
+    runs = parser.add_argument_group("runs")
+    runs.add_argument("-tr", "--trainers", nargs="+", default=DEFAULT_TRAINERS, choices=sorted(TRAINERS),
+                      metavar="TRAINER", help=f"any of {', '.join(TRAINERS)} (default: all)")
+    runs.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"])
+    runs.add_argument("-f", "--folds", type=int, nargs="+", default=[0], help="cross-validation folds")
+    runs.add_argument("--shots", nargs="+", default=["all"],
+                      help="labelled training cases per fold: numbers and/or 'all' (default: all)")
+    runs.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot draws per number of cases")
+    runs.add_argument("--profile",
+                      help=f"budget: {', '.join(f'{k} ({b.epochs}x{b.iterations})' for k, b in PROFILES.items())}, "
+                           "or EPOCHSxITERATIONS (required unless --report-only)")
+    runs.add_argument("-w", "--weights", default=None,
+                      help="pretrained weights for nnFMTrainer (registry name, path or 'random'); "
+                           "default: nnFM_WEIGHTS, else the plans' or the encoder's published weights")
+    runs.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda if available")
+    runs.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                      help="processes for conversion, preprocessing, prediction and evaluation")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", type=Path, default=None,
+                     help="benchmark folder (default: $nnUNet_results/nnFM_benchmark); trained models go to "
+                          "OUTPUT/PROFILE/ in nnU-Net's layout")
+    out.add_argument("--workdir", type=Path, default=None,
+                     help="use WORKDIR/nnUNet_raw, _preprocessed and _results instead of the environment's")
+    out.add_argument("--report-only", action="store_true", help="only rebuild tables and plots from finished runs")
+    out.add_argument("-v", "--verbose", action="store_true", help="show nnU-Net's output (always in the logs)")
+    args = parser.parse_args(argv)
+    if args.msd and len(args.msd) != len(args.datasets):
+        parser.error("give one --msd folder per dataset id")
+    if (args.test_images or args.test_labels) and len(args.datasets) != 1:
+        parser.error("--test-images/--test-labels go with a single dataset")
+    if (args.test_cases or args.max_cases) and not args.msd:
+        parser.error("--test-cases and --max-cases need --msd")
+    if not args.profile and not args.report_only:
+        parser.error("--profile is required")
+    try:
+        args.budget = resolve_profile(args.profile) if args.profile else None
+        args.shots = [parse_shots(s) for s in args.shots]
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def parse_shots(value: str):
+    if value == "all":
+        return "all"
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise ValueError(f"--shots takes positive numbers or 'all', not {value!r}")
+
+
+def nnunet_folders(args) -> dict:
+    """The environment with nnUNet_raw/_preprocessed/_results set (from --workdir, or as exported)."""
+    env = dict(os.environ)
+    if args.workdir:
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            env[name] = str((args.workdir / name).resolve())
+    missing = [n for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not env.get(n)]
+    if missing:
+        raise SystemExit(f"Set {', '.join(missing)} (export them, or pass --workdir DIR).")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[name]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    env = nnunet_folders(args)
+    output = (args.output or Path(env["nnUNet_results"]) / "nnFM_benchmark").resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    failures = []
+    if not args.report_only:
+        from nnfm.benchmark.orchestration import run_benchmark
+        failures = run_benchmark(args, env, output)
+    report(output)
+    if failures:
+        print(f"\n{len(failures)} run(s) failed; rerun the same command to retry them:")
+        for failure in failures:
+            print(f"  {failure}")
+        sys.exit(1)
+
+
+def report(output: Path) -> None:
+    from nnfm.benchmark.plots import write_plots
+    from nnfm.benchmark.results import collect_records, write_csv, write_markdown, write_per_case_csv
+
+    records = collect_records(output)
+    if not records:
+        print(f"No runs under {output} yet.")
+        return
+    write_csv(records, output / "results.csv")
+    write_per_case_csv(records, output / "per_case_dice.csv")
+    write_markdown(records, output / "results.md")
+    plots = write_plots(records, output / "plots")
+    print("\n" + (output / "results.md").read_text().split("\n## Runs")[0])
+    done = sum(r["status"] == "done" for r in records)
+    print(f"{done} of {len(records)} runs done; tables: {output / 'results.csv'}, {output / 'results.md'}; "
+          f"{len(plots)} plots in {output / 'plots'}")
+
+
+if __name__ == "__main__":
+    main()
