@@ -314,3 +314,9 @@ def test_two_process_gloo_ddp_run_through_the_cli(preprocessed, tmp_path):
     assert summary["world_size"] == 2 and summary["step"] == 2 and np.isfinite(summary["total_last"])
     assert torch.load(out / LATEST, weights_only=True)["step"] == 2
     load_dinov3_weights(MaskableDinoViT(**TINY), str(out / EXPORT))
+
+
+def test_cli_reports_bad_input_without_a_traceback(preprocessed, tmp_path):
+    from nnfm.pretraining.cli import main
+    with pytest.raises(SystemExit, match="nnFM_pretrain dino: stage 2 continues an earlier stage: pass --from"):
+        main(["dino", "--data-folder", str(data_folder(preprocessed)), "--out", str(tmp_path), "--stage", "2"])

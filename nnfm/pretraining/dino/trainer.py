@@ -70,6 +70,7 @@ class DinoPretrainConfig:
     resume: bool = False
     checkpoint_every: int = 100
     workers: int = 2
+    amp: str = "auto"                      # bf16 autocast on CUDA, off on CPU ("bf16" / "off" to force)
     device: str = "auto"
     progress: bool = True
 
@@ -228,6 +229,7 @@ def _train(config: DinoPretrainConfig, context: DistributedContext) -> Dict:
                                           if context.device.type == "cuda" else None)
     warmup = config.warmup_steps if config.warmup_steps >= 0 else config.steps // 10
     temp_warmup = config.teacher_temp_warmup_steps if config.teacher_temp_warmup_steps >= 0 else config.steps // 3
+    use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"
     grid = (config.global_size // model.student.backbone.patch_size,) * 2
     step, started = start_step, time.time()
     bar = tqdm(total=config.steps, initial=start_step, disable=not (config.progress and context.is_main),
@@ -244,8 +246,9 @@ def _train(config: DinoPretrainConfig, context: DistributedContext) -> Dict:
         masks = global_crop_masks(global_crops.shape[0], grid, _step_rng(config, step, context.rank),
                                   config.mask_probability, config.mask_ratio).to(context.device)
         teacher_temp = linear_warmup(step, temp_warmup, *config.teacher_temp)
-        targets = model.teacher_targets(global_crops, masks, teacher_temp)
-        parts = model.loss(student(global_crops, local_crops, masks), targets, masks, N_GLOBAL)
+        with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            targets = model.teacher_targets(global_crops, masks, teacher_temp)
+            parts = model.loss(student(global_crops, local_crops, masks), targets, masks, N_GLOBAL)
         optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         if step < config.freeze_last_layer_steps:   # DINO: prototypes fixed at the start avoid early collapse
