@@ -134,6 +134,12 @@ def _add_dino(subparsers) -> None:
     p.add_argument("--head-hidden", type=int, default=2048)
     p.add_argument("--head-bottleneck", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=0.992,
+                   help="teacher EMA momentum at the start (cosine to 1); short runs need ~0.9")
+    p.add_argument("--teacher-temp", type=float, default=0.07, help="teacher temperature after warm-up")
+    p.add_argument("--warmup-teacher-temp", type=float, default=0.04,
+                   help="teacher temperature at step 0 (linear to --teacher-temp over a third of the steps); "
+                        "short runs from scratch need a sharper teacher, e.g. 0.02 for both")
     p.add_argument("--koleo-weight", type=float, default=0.1)
     p.add_argument("--gram-weight", type=float, default=None, help="default 0 in stage 1, 1.0 in stages 2-3")
     p.add_argument("--freeze-last-layer-steps", type=int, default=0)
@@ -165,6 +171,7 @@ def _run_dino_checked(args) -> int:
         model=args.model, model_kwargs=model_kwargs, steps=args.steps, batch_size=args.batch_size,
         global_size=args.global_size, local_size=args.local_size, n_local=args.n_local, n_prototypes=args.prototypes,
         head_hidden=args.head_hidden, head_bottleneck=args.head_bottleneck, lr=args.lr,
+        momentum=(args.momentum, 1.0), teacher_temp=(args.warmup_teacher_temp, args.teacher_temp),
         koleo_weight=args.koleo_weight, gram_weight=args.gram_weight,
         freeze_last_layer_steps=args.freeze_last_layer_steps, seed=args.seed, resume=args.resume,
         checkpoint_every=args.checkpoint_every, workers=args.workers, device=args.device,

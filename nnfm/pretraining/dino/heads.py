@@ -12,11 +12,15 @@ class DINOHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim),
                                  nn.GELU(), nn.Linear(hidden_dim, bottleneck_dim))
         self.last_layer = nn.Linear(bottleneck_dim, n_prototypes, bias=False)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        # DINOv3 draws every weight with std 0.02, which is 1/sqrt(2048), i.e. variance-preserving for its
+        # 2048-wide MLP. std = 1/sqrt(fan_in) is the same at that width and keeps the signal alive in the
+        # narrower heads used for small ViTs (with 0.02 there the MLP output shrinks to ~1e-2, Adam's bias
+        # updates swamp it, every image gets the same bottleneck and Sinkhorn targets turn uniform).
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=layer.in_features ** -0.5)
+                nn.init.zeros_(layer.bias)
+        nn.init.trunc_normal_(self.last_layer.weight, std=0.02)   # logit scale as DINOv3, whatever the width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.normalize(self.mlp(x), dim=-1, eps=1e-6 if x.dtype == torch.float16 else 1e-12)
