@@ -3,6 +3,8 @@
     nnFM_pretrain synth --out DIR --steps N --batch-size B --size 96 --workers W [--labels-dir DIR] [--resume]
     nnFM_pretrain synth-preview --out preview.png [--n 6]
     nnFM_pretrain synth-benchmark [--sizes 96 128]
+    nnFM_pretrain dino -d 4 -c 2d --stage 1 --out DIR [--init dinov3.pth] [--resume]
+    nnFM_pretrain dino -d 4 -c 2d --stage 2 --from DIR --out DIR2   (Gram anchoring; stage 3: higher resolution)
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node G -m nnfm.pretraining.cli synth ...``.
 A new method (e.g. ``dino``) adds one ``_add_<name>`` function to ``SUBCOMMANDS``.
@@ -103,7 +105,87 @@ def _run_synth_benchmark(args) -> int:
     return 0
 
 
-SUBCOMMANDS: List[Callable] = [_add_synth, _add_synth_preview, _add_synth_benchmark]
+def _add_dino(subparsers) -> None:
+    p = subparsers.add_parser("dino", help="DINOv3-style SSL of a timm DINOv3 ViT on nnU-Net preprocessed slices",
+                              description="Stage 1: DINO + iBOT + KoLeo with an EMA teacher and multi-crop; stage 2: "
+                                          "plus Gram anchoring to the previous stage's teacher; stage 3: stage 2 at a "
+                                          "higher resolution. Writes DIR/meddinov3_teacher.pth (MedDINOv3 layout, "
+                                          "for nnFM's ViT loader), DIR/checkpoint_latest.pth (--resume) and loss "
+                                          "curves (PNG).")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("-d", "--dataset", help="nnU-Net dataset id or name (under $nnUNet_preprocessed)")
+    data.add_argument("--data-folder", help="a preprocessed folder (*.b2nd / *.npz) instead of -d/-c/-p")
+    p.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration whose data is sliced")
+    p.add_argument("-p", "--plans", default=None, help="plans identifier (default: nnUNetPlans, else any *Plans*)")
+    p.add_argument("--out", required=True, help="output folder of this stage")
+    p.add_argument("--stage", type=int, default=1, choices=(1, 2, 3))
+    p.add_argument("--from", dest="from_dir", default=None, help="stages 2-3: the previous stage's --out")
+    p.add_argument("--init", default=None, help="stage 1: DINOv3/MedDINOv3 weights (path or registered name)")
+    p.add_argument("--model", default="vit_small_patch16_dinov3", help="timm DINOv3 model name")
+    p.add_argument("--embed-dim", type=int, default=None, help="override for small/tiny ViTs (with --depth, --num-heads)")
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--num-heads", type=int, default=None)
+    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps of this stage (also when resuming)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step and process")
+    p.add_argument("--global-size", type=int, default=None, help="global crop edge (default 224; stage 3: 2x previous)")
+    p.add_argument("--local-size", type=int, default=None, help="local crop edge (default 96)")
+    p.add_argument("--n-local", type=int, default=8, help="local crops per image")
+    p.add_argument("--prototypes", type=int, default=4096)
+    p.add_argument("--head-hidden", type=int, default=2048)
+    p.add_argument("--head-bottleneck", type=int, default=256)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=0.992,
+                   help="teacher EMA momentum at the start (cosine to 1); short runs need ~0.9")
+    p.add_argument("--teacher-temp", type=float, default=0.07, help="teacher temperature after warm-up")
+    p.add_argument("--warmup-teacher-temp", type=float, default=0.04,
+                   help="teacher temperature at step 0 (linear to --teacher-temp over a third of the steps); "
+                        "short runs from scratch need a sharper teacher, e.g. 0.02 for both")
+    p.add_argument("--koleo-weight", type=float, default=0.1)
+    p.add_argument("--gram-weight", type=float, default=None, help="default 0 in stage 1, 1.0 in stages 2-3")
+    p.add_argument("--freeze-last-layer-steps", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes per training process")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_dino)
+
+
+def _run_dino(args) -> int:
+    from nnfm.errors import NNFMError
+    try:
+        return _run_dino_checked(args)
+    except NNFMError as error:   # bad input: the message says what to change, no traceback
+        raise SystemExit(f"nnFM_pretrain dino: {error}") from None
+
+
+def _run_dino_checked(args) -> int:
+    from nnfm.pretraining.dino.data import preprocessed_folder
+    from nnfm.pretraining.dino.trainer import DinoPretrainConfig, train_dino
+    folder = args.data_folder or str(preprocessed_folder(args.dataset, args.configuration, args.plans))
+    model_kwargs = {k: v for k, v in (("embed_dim", args.embed_dim), ("depth", args.depth),
+                                      ("num_heads", args.num_heads)) if v is not None}
+    config = DinoPretrainConfig(
+        out_dir=args.out, data_folder=folder, stage=args.stage, init=args.init, from_dir=args.from_dir,
+        model=args.model, model_kwargs=model_kwargs, steps=args.steps, batch_size=args.batch_size,
+        global_size=args.global_size, local_size=args.local_size, n_local=args.n_local, n_prototypes=args.prototypes,
+        head_hidden=args.head_hidden, head_bottleneck=args.head_bottleneck, lr=args.lr,
+        momentum=(args.momentum, 1.0), teacher_temp=(args.warmup_teacher_temp, args.teacher_temp),
+        koleo_weight=args.koleo_weight, gram_weight=args.gram_weight,
+        freeze_last_layer_steps=args.freeze_last_layer_steps, seed=args.seed, resume=args.resume,
+        checkpoint_every=args.checkpoint_every, workers=args.workers, device=args.device,
+        progress=not args.no_progress)
+    summary = train_dino(config)
+    history = summary.pop("loss_history")
+    if summary["world_size"] == 1 or _is_main_process():
+        for name, values in history.items():
+            summary[f"{name}_first"], summary[f"{name}_last"] = values[0], values[-1]
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+SUBCOMMANDS: List[Callable] = [_add_synth, _add_synth_preview, _add_synth_benchmark, _add_dino]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     return np.concatenate([head, (cumulative[window:] - cumulative[:-window]) / window])
 
 
-def write_loss_curve(out_dir, losses: Sequence[float], name: str = "loss_curve.png") -> Path:
+def write_loss_curve(out_dir, losses: Sequence[float], name: str = "loss_curve.png",
+                     ylabel: str = "voxel SupCon loss") -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -28,7 +29,7 @@ def write_loss_curve(out_dir, losses: Sequence[float], name: str = "loss_curve.p
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot(steps, losses, alpha=0.3, label="per step")
     axis.plot(steps, smooth, label="moving average")
-    axis.set_xlabel("step"); axis.set_ylabel("voxel SupCon loss"); axis.legend()
+    axis.set_xlabel("step"); axis.set_ylabel(ylabel); axis.legend()
     figure.tight_layout()
     figure.savefig(out_dir / name, dpi=100)
     plt.close(figure)
