@@ -6,6 +6,7 @@ import torch
 
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ChecksumMismatchError,
                          WeightsUnavailableError, WrongCheckpointFamilyError)
+from nnfm.weights.adapters import ADAPTERS
 from nnfm.weights.checkpoint_io import read_state_dict
 from nnfm.weights.download import cache_dir, download_entry, sha256_of
 from nnfm.weights.filters import FAMILY_USE, FILTERS, STEM_KEYS, detect_family
@@ -64,6 +65,8 @@ def load_pretrained(module: torch.nn.Module, source, family: str = "anatomix_une
     mapped, dropped = FILTERS[family](state)
     report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped)
     target = module.state_dict()
+    if family in ADAPTERS:  # e.g. position embeddings resized to the network's patch grid
+        report.adapted.update(ADAPTERS[family](mapped, module, target))
 
     stem = STEM_KEYS.get(family)
     if stem in mapped and stem in target and mapped[stem].shape != target[stem].shape \

@@ -59,3 +59,14 @@ register_weights(WeightsEntry(
     filename="anatomix+brains.pth",
     description="anatomix variant with brain label maps in its synthesis (same architecture); sha256 not published.",
     license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
+
+register_weights(WeightsEntry(
+    name="primus_m_openmind_mae", family="nnssl_primus",
+    url="https://huggingface.co/AnonRes/PrimusM-OpenMind-MAE/resolve/main/checkpoint_final.pth", sha256=None,
+    filename="PrimusM-OpenMind-MAE_checkpoint_final.pth",
+    description="nnssl Primus-M (Eva, embed 864, depth 16, 12 heads, 8^3 patches) MAE-pretrained on the OpenMind "
+                "brain MRI collection (160^3 patches, 1 mm isotropic, z-scored). Hub repo AnonRes/PrimusM-OpenMind-MAE "
+                "from the MIC-DKFZ OpenMind collection; sha256 not published by the authors, so the first download "
+                "is recorded unverified.",
+    license="see the model card of AnonRes/PrimusM-OpenMind-MAE (OpenMind models)",
+    citation="Wald et al., An OpenMind for 3D medical vision self-supervised learning, arXiv:2412.17041"))
