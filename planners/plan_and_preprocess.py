@@ -8,7 +8,11 @@ import os
 
 from nnfm.paths import require_nnunet_paths
 
-ENCODER_PLANNERS = {"anatomix": "planners.nnfm_planner.nnFMPlanner"}
+ENCODER_PLANNERS = {"anatomix": "planners.nnfm_planner.nnFMPlanner",
+                    "primus_m": "planners.nnfm_primus_planner.nnFMPrimusPlanner",
+                    "primus_tiny": "planners.nnfm_primus_planner.nnFMPrimusTinyPlanner"}
+# the trainer to name in the printed nnUNetv2_train command
+ENCODER_TRAINERS = {"anatomix": "nnFMTrainer", "primus_m": "nnFMTrainer_Primus", "primus_tiny": "nnFMTrainer_PrimusTiny"}
 
 
 def plans_name_for(encoder: str) -> str:
@@ -40,7 +44,7 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     print(f"nnFM plans '{plans_name}': patch {config['patch_size']}, batch {config['batch_size']}, "
           f"spacing {config['spacing']}, estimated training memory "
           f"{config['nnfm']['estimated_training_memory_gb']} GB (target {gpu_memory_target_gb} GB), "
-          f"intensity window {config['architecture']['arch_kwargs']['input_window']}")
+          f"intensity window {config['architecture']['arch_kwargs'].get('input_window', 'none (z-scored input)')}")
     if preprocess:
         preprocess_dataset(dataset_id, plans_name, ("3d_fullres",), (num_processes,), verbose=False)
     return plans_name
@@ -61,7 +65,8 @@ def main(argv=None) -> None:
     for dataset_id in args.dataset:
         plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
                                          not args.no_pp, args.verify_dataset_integrity)
-        print(f"Train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr nnFMTrainer -p {plans_name}")
+        print(f"Train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr {ENCODER_TRAINERS[args.encoder]} "
+              f"-p {plans_name}")
 
 
 if __name__ == "__main__":

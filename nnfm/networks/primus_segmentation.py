@@ -22,9 +22,14 @@ from nnfm.networks.stride_padding import check_divisible
 from nnfm.networks.token_decoder import PrimusStyleDecoder, evenly_spaced_blocks, tokens_to_grid
 
 PATCH_EMBED_SIZE = 8
-# sizes of dynamic_network_architectures' Primus configs (primus.py _PRIMUS_CONFIGS); M matches nnssl Primus-M
-PRIMUS_SIZES = {"S": dict(embed_dim=396, depth=12, num_heads=6), "B": dict(embed_dim=792, depth=12, num_heads=12),
-                "M": dict(embed_dim=864, depth=16, num_heads=12), "L": dict(embed_dim=1056, depth=24, num_heads=16)}
+# arch_kwargs presets. Primus-M = nnssl's EvaMAE encoder (dynamic_network_architectures' "M" config); drop path
+# 0.2 as nnU-Net's own Primus trainers fine-tune with. "tiny" is for tests and CPU runs (no published weights).
+PRIMUS_PRESETS = {
+    "primus_m": {"embed_dim": 864, "depth": 16, "num_heads": 12, "num_aggregated_blocks": 4,
+                 "drop_path_rate": 0.2, "init_values": 0.1, "scale_attn_inner": True},
+    "primus_tiny": {"embed_dim": 48, "depth": 4, "num_heads": 2, "num_aggregated_blocks": 4,
+                    "drop_path_rate": 0.0, "init_values": 0.1, "scale_attn_inner": True},
+}
 
 
 def check_rope_compatible(embed_dim: int, num_heads: int) -> None:
@@ -99,6 +104,19 @@ class PrimusSegmentationNetwork(nn.Module):
     @property
     def num_tokens(self) -> int:
         return int(torch.tensor(self.encoder.grid).prod())
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.encoder.eva.blocks)
+
+    def encoder_layer_id(self, name: str) -> int:
+        """Layer id for layer-wise lr decay of an encoder parameter name (relative to ``self.encoder``):
+        stem and position embedding 0, ``eva.blocks.i`` i + 1, the final norm depth + 1."""
+        if name.startswith(("down_projection.", "eva.pos_embed")):
+            return 0
+        if name.startswith("eva.blocks."):
+            return int(name.split(".")[2]) + 1
+        return self.num_layers + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if list(x.shape[2:]) != self.input_shape:
