@@ -1,6 +1,6 @@
 """One entry point for pretrained weights: resolve, read safely, check the family, map, verify, load."""
 from pathlib import Path
-from typing import Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 
@@ -51,17 +51,25 @@ def adapt_stem_channels(weight: torch.Tensor, channels: int) -> Tuple[torch.Tens
     raise ValueError
 
 
-def load_pretrained(module: torch.nn.Module, source, family: str = "anatomix_unet",
+def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence[str]] = "anatomix_unet",
                     adapt_input_channels: bool = True) -> LoadReport:
-    """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise."""
+    """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise.
+
+    ``family`` may name several families the module accepts (e.g. a DINOv3 ViT loads official DINOv3,
+    MedDINOv3 and MedDINOv3 nnU-Net checkpoints); the detected one is used and reported.
+    """
+    families = (family,) if isinstance(family, str) else tuple(family)
     path, sha = resolve_checkpoint(source)
     state, unwrapped = read_state_dict(path)
     found = detect_family(state)
-    if found != family:
+    if found not in families:
+        needed = " or ".join(f"'{f}'" for f in families)
+        registered = sorted({n for f in families for n in available_weights(f)})
         raise WrongCheckpointFamilyError(
-            f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs '{family}'. "
+            f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs {needed}. "
             f"That checkpoint fits {FAMILY_USE.get(found, 'no nnFM network')}; for this network use weights from "
-            f"the registry ({', '.join(available_weights(family)) or 'none registered'}) or a '{family}' file.")
+            f"the registry ({', '.join(registered) or 'none registered'}) or a {needed} file.")
+    family = found
     mapped, dropped = FILTERS[family](state)
     report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped)
     target = module.state_dict()
