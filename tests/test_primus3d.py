@@ -217,3 +217,53 @@ def test_non_cubic_pretraining_grid_is_refused(tmp_path):
     torch.save(_nnssl_wrap(state), path)
     with pytest.raises(CheckpointMismatchError, match="not a cubic"):
         load_pretrained(_tiny_net(input_shape=(16, 16, 16)).encoder, path, family="nnssl_primus")
+
+
+# ---- planning, training and prediction through nnU-Net's CLIs -----------------------------------------
+@pytest.fixture(scope="module")
+def primus_plans(hippocampus, nnunet_env):
+    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "primus_tiny", "-np", 1], nnunet_env)
+    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "primus_m", "-np", 1, "--no_pp"], nnunet_env)
+    return {name: json.loads((hippocampus["preprocessed"] / f"{name}.json").read_text())["configurations"]["3d_fullres"]
+            for name in ("nnFMPlans_primus_tiny", "nnFMPlans_primus_m")}
+
+
+def test_primus_plans_patch_divisible_by_8_and_network_kwargs(primus_plans):
+    for name, config in primus_plans.items():
+        arch = config["architecture"]
+        assert arch["network_class_name"] == "nnfm.networks.primus_segmentation.PrimusSegmentationNetwork"
+        assert all(p % 8 == 0 for p in config["patch_size"]) and arch["arch_kwargs"]["input_shape"] == config["patch_size"]
+        assert config["batch_size"] >= 2 and config["normalization_schemes"] == ["ZScoreNormalization"]
+        assert "input_window" not in arch["arch_kwargs"]  # nnssl was pretrained on z-scored images, as nnU-Net gives
+    assert primus_plans["nnFMPlans_primus_m"]["architecture"]["arch_kwargs"]["embed_dim"] == 864
+    # Hippocampus' median image (about 36x50x35 voxels) rounded up to multiples of 8
+    assert primus_plans["nnFMPlans_primus_tiny"]["patch_size"] == [40, 56, 40]
+
+
+def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippocampus, nnunet_env, tmp_path):
+    weights, state = tiny_nnssl_checkpoint(tmp_path / "tiny_nnssl.pth", grid_side=4)
+    trainer, plans = "nnFMTrainer_PrimusTiny", "nnFMPlans_primus_tiny"
+    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans, "-device", "cpu"],
+            dict(nnunet_env, nnFM_WEIGHTS=str(weights)))
+    folder = hippocampus["results"] / f"{trainer}__{plans}__3d_fullres" / "fold_0"
+    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
+    assert provenance["encoder"] == "nnssl_primus" and provenance["report"]["missing"] == []
+    assert "4x4x4 -> 5x7x5" in provenance["report"]["adapted"]["eva.pos_embed"]
+    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["current_epoch"] == 1 and len(checkpoint["logging"]["train_losses"]) == 1
+    # two AdamW steps moved the pretrained weights
+    assert not torch.equal(checkpoint["network_weights"]["encoder.eva.blocks.3.mlp.fc2.weight"],
+                           state["eva.blocks.3.mlp.fc2.weight"])
+
+    images, predictions = tmp_path / "images", tmp_path / "predictions"
+    images.mkdir()
+    for case in hippocampus["test"]:
+        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
+    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres",
+             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], nnunet_env)
+    import SimpleITK as sitk
+    for case in hippocampus["test"]:
+        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
+        reference = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
+        assert predicted.GetSize() == reference.GetSize()
+        assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}
