@@ -243,8 +243,9 @@ def test_primus_plans_patch_divisible_by_8_and_network_kwargs(primus_plans):
 def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippocampus, nnunet_env, tmp_path):
     weights, state = tiny_nnssl_checkpoint(tmp_path / "tiny_nnssl.pth", grid_side=4)
     trainer, plans = "nnFMTrainer_PrimusTiny", "nnFMPlans_primus_tiny"
+    env = dict(nnunet_env, nnUNet_def_n_proc="1")  # nnU-Net's validation/evaluation pools would spawn 8 processes
     run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans, "-device", "cpu"],
-            dict(nnunet_env, nnFM_WEIGHTS=str(weights)))
+            dict(env, nnFM_WEIGHTS=str(weights)))
     folder = hippocampus["results"] / f"{trainer}__{plans}__3d_fullres" / "fold_0"
     provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
     assert provenance["encoder"] == "nnssl_primus" and provenance["report"]["missing"] == []
@@ -260,7 +261,7 @@ def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippoca
     for case in hippocampus["test"]:
         shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
     run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], nnunet_env)
+             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], env)
     import SimpleITK as sitk
     for case in hippocampus["test"]:
         predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))

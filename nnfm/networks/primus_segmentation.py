@@ -9,6 +9,7 @@ the shared ``PrimusStyleDecoder``.
 Eva's learned position embedding and RoPE tables are built for one patch grid: the network takes
 inputs of exactly ``input_shape`` (nnU-Net's patch size; its sliding window only sends such tiles).
 """
+import math
 from typing import List, Optional, Sequence
 
 import torch
@@ -103,7 +104,7 @@ class PrimusSegmentationNetwork(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        return int(torch.tensor(self.encoder.grid).prod())
+        return math.prod(self.encoder.grid)
 
     @property
     def num_layers(self) -> int:
