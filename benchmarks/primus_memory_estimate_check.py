@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from nnfm.networks.primus_segmentation import PRIMUS_PRESETS, PrimusSegmentationNetwork
-from nnfm.planning.attention_memory import estimate_vit_training_memory
+from nnfm.planning.vit_memory import estimate_vit_training_memory
 from nnfm.planning.measure import measure_in_subprocess
 from nnfm.planning.memory import MemoryEstimate
 
@@ -23,7 +23,7 @@ def sgd_estimate(patch, batch, backend: str, bytes_per_activation: int, classes:
     def build():
         with torch.device("meta"):
             return PrimusSegmentationNetwork(1, classes, False, input_shape=list(patch), **PRIMUS_PRESETS[preset])
-    vit = estimate_vit_training_memory(build, 1, patch, backend, bytes_per_activation)
+    vit = estimate_vit_training_memory(build, 1, patch, bytes_per_activation, backend, patch=8)
     return MemoryEstimate(vit.activation_elements_per_sample, vit.parameter_elements,
                           bytes_per_activation).total_bytes(batch)
 

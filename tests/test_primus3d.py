@@ -11,8 +11,7 @@ from conftest import LAYOUTS, random_state_dict_from_layout, run_cli
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ConfigurationError, PatchSizeError,
                          WrongCheckpointFamilyError)
 from nnfm.networks.primus_segmentation import PRIMUS_PRESETS, PrimusEncoder, PrimusSegmentationNetwork
-from nnfm.planning.attention_memory import attention_matrix_elements, estimate_vit_training_memory
-from nnfm.planning.memory import count_activation_elements
+from nnfm.planning.vit_memory import count_vit_activation_elements, estimate_vit_training_memory
 from nnfm.weights import load_pretrained
 from nnfm.weights.pos_embed import resize_pos_embed_3d
 
@@ -156,29 +155,31 @@ def test_tiny_nnssl_checkpoint_into_a_network_on_another_grid(tmp_path):
 
 
 # ---- memory -------------------------------------------------------------------------------------
-def test_meta_count_sees_the_math_attention_matrices_and_the_fused_estimate_removes_them():
-    """Per block, the meta count is c + a*N + q*N^2; fit it on three grids: q must be 2 * heads."""
-    heads = 2
+def test_memory_count_has_an_n_squared_term_only_for_math_attention():
+    """Per block the count is c + a*N + q*N^2; fitted on three grids, q = heads (math) and 0 (fused)."""
+    heads = TINY["num_heads"]
 
-    def per_block(shape):
-        counts = [count_activation_elements(_tiny_net(input_shape=shape, depth=d, num_aggregated_blocks=1),
-                                            (1, 1, *shape)) for d in (1, 2)]
+    def per_block(shape, attention):
+        counts = [count_vit_activation_elements(_tiny_net(input_shape=shape, depth=d, num_aggregated_blocks=1),
+                                                (1, 1, *shape), attention) for d in (1, 2)]
         return counts[1] - counts[0]
 
     shapes = [(32, 32, 32), (64, 64, 64), (64, 64, 128)]
     tokens = torch.tensor([(s[0] // 8) * (s[1] // 8) * (s[2] // 8) for s in shapes], dtype=torch.float64)
-    counts = torch.tensor([per_block(s) for s in shapes], dtype=torch.float64)
     design = torch.stack([torch.ones(3, dtype=torch.float64), tokens, tokens ** 2], dim=1)
-    _, _, quadratic = torch.linalg.solve(design, counts).tolist()
-    assert quadratic == pytest.approx(2 * heads)
-    assert attention_matrix_elements(512, heads, 1) == 2 * heads * 512 ** 2
+    for attention, expected in (("math", heads), ("fused", 0)):
+        counts = torch.tensor([per_block(s, attention) for s in shapes], dtype=torch.float64)
+        assert torch.linalg.solve(design, counts)[2].item() == pytest.approx(expected, abs=1e-6)
 
     def build():
         with torch.device("meta"):
             return _tiny_net(input_shape=(64, 64, 64))
-    fused, math = (estimate_vit_training_memory(build, 1, (64, 64, 64), b) for b in ("fused", "math"))
-    assert math.activation_elements_per_sample - fused.activation_elements_per_sample == \
-        attention_matrix_elements(512, heads, 4)
+    math = estimate_vit_training_memory(build, 1, (64, 64, 64), 2, "math", patch=8)
+    fused = estimate_vit_training_memory(build, 1, (64, 64, 64), 2, "fused", patch=8)
+    assert math.tokens == 512 and math.attention_matrix_elements == TINY["depth"] * heads * 512 ** 2
+    # the two counts differ by the N x N term, less the O(N) tensors only the fused kernel keeps (out, logsumexp)
+    difference = math.activation_elements_per_sample - fused.activation_elements_per_sample
+    assert 0.9 * math.attention_matrix_elements <= difference <= math.attention_matrix_elements
     assert fused.parameter_bytes == 16 * fused.parameter_elements  # AdamW: weights, grads, two moments
 
 

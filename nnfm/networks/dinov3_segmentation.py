@@ -93,7 +93,7 @@ class DINOv3SegmentationNetwork(nn.Module):
             rope._non_persistent_buffers_set.discard("periods")
         depth = len(self.encoder.blocks)
         self.aggregation_blocks = list(aggregation_blocks) if aggregation_blocks is not None \
-            else evenly_spaced_blocks(depth, 4)
+            else evenly_spaced_blocks(depth, min(4, depth))
         if not self.aggregation_blocks or any(not 0 <= b < depth for b in self.aggregation_blocks):
             raise ConfigurationError(f"aggregation_blocks {self.aggregation_blocks} must lie in 0..{depth - 1}")
         self.embed_dim = self.encoder.embed_dim

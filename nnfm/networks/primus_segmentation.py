@@ -57,6 +57,11 @@ class PrimusEncoder(nn.Module):
                        use_rot_pos_emb=True, use_abs_pos_emb=True, mlp_ratio=4 * 2 / 3,
                        drop_path_rate=drop_path_rate, init_values=init_values, scale_attn_inner=scale_attn_inner)
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """Eva's blocks, where ViT tools (memory estimate, layer decay) look for them."""
+        return self.eva.blocks
+
     def forward(self, x: torch.Tensor, block_indices: Sequence[int]) -> List[torch.Tensor]:
         """Patch tokens (B, N, D) after ``eva.norm`` of each block in ``block_indices``, in row-major grid order."""
         x = self.down_projection(x).flatten(2).transpose(1, 2)  # (B, D, *grid) -> (B, N, D), as Primus' rearrange

@@ -35,6 +35,10 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
     if entry.sha256 is not None and sha != entry.sha256:
         raise ChecksumMismatchError(f"Cached {cached} has sha256 {sha}, expected {entry.sha256} for "
                                     f"'{entry.name}'. Delete it to download it again.")
+    prefix = getattr(entry, "sha256_prefix", None)
+    if entry.sha256 is None and prefix and not sha.startswith(prefix):
+        raise ChecksumMismatchError(f"Cached {cached} has sha256 {sha}, which does not start with the published "
+                                    f"prefix {prefix} of '{entry.name}'. Delete it to download it again.")
     return cached, sha
 
 
