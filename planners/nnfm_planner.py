@@ -87,10 +87,7 @@ class nnFMPlanner(ExperimentPlanner):
         resampling_data, resampling_data_kwargs, resampling_seg, resampling_seg_kwargs = self.determine_resampling()
         resampling_softmax, resampling_softmax_kwargs = self.determine_segmentation_softmax_export_fn()
         schemes, use_mask = self.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
-        window = measure_input_window(self.dataset, self.determine_reader_writer(), schemes, use_mask,
-                                      self.dataset_fingerprint["foreground_intensity_properties_per_channel"])
-        arch_kwargs = dict(self.network_kwargs, input_window=window, pad_to_stride=False,
-                           strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"])
+        arch_kwargs = self.architecture_kwargs(patch, schemes, use_mask)
         return {
             "data_identifier": data_identifier,
             "preprocessor_name": self.preprocessor_name,
@@ -116,6 +113,13 @@ class nnFMPlanner(ExperimentPlanner):
                 "gpu_memory_target_gb": self.UNet_vram_target_GB,
             },
         }
+
+    def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
+        """The network's plain kwargs stored in the plans (subclasses for other encoders override this)."""
+        window = measure_input_window(self.dataset, self.determine_reader_writer(), schemes, use_mask,
+                                      self.dataset_fingerprint["foreground_intensity_properties_per_channel"])
+        return dict(self.network_kwargs, input_window=window, pad_to_stride=False,
+                    strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"])
 
     def plan_experiment(self) -> dict:
         transpose_forward, transpose_backward = self.determine_transpose()

@@ -8,7 +8,18 @@ import os
 
 from nnfm.paths import require_nnunet_paths
 
-ENCODER_PLANNERS = {"anatomix": "planners.nnfm_planner.nnFMPlanner"}
+ENCODER_PLANNERS = {"anatomix": "planners.nnfm_planner.nnFMPlanner",
+                    "meddinov3_vitb16": "planners.nnfm_vit_planner.nnFMViTPlanner",
+                    "dinov3_vitb16": "planners.nnfm_vit_planner.nnFMViTPlanner",
+                    "dinov3_vits16": "planners.nnfm_vit_planner.nnFMViTPlanner",
+                    "primus_m": "planners.nnfm_primus_planner.nnFMPrimusPlanner",
+                    "primus_tiny": "planners.nnfm_primus_planner.nnFMPrimusTinyPlanner"}
+# the nnU-Net configuration each encoder's planner writes, and the trainer to use with it
+ENCODER_CONFIGURATION = {"anatomix": "3d_fullres", "meddinov3_vitb16": "2d", "dinov3_vitb16": "2d",
+                         "dinov3_vits16": "2d", "primus_m": "3d_fullres", "primus_tiny": "3d_fullres"}
+ENCODER_TRAINER = {"anatomix": "nnFMTrainer", "meddinov3_vitb16": "nnFMTrainer_MedDINOv3",
+                   "dinov3_vitb16": "nnFMTrainer_DINOv3_B", "dinov3_vits16": "nnFMTrainer_DINOv3_S",
+                   "primus_m": "nnFMTrainer_Primus", "primus_tiny": "nnFMTrainer_PrimusTiny"}
 
 
 def plans_name_for(encoder: str) -> str:
@@ -17,7 +28,7 @@ def plans_name_for(encoder: str) -> str:
 
 def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str = None,
                         gpu_memory_target_gb: float = 8, num_processes: int = 2, preprocess: bool = True,
-                        verify_dataset_integrity: bool = False) -> str:
+                        verify_dataset_integrity: bool = False, hires: int = None, vit_kwargs: str = None) -> str:
     require_nnunet_paths()
     if encoder not in ENCODER_PLANNERS:
         raise SystemExit(f"Unknown encoder {encoder!r}; choose one of {sorted(ENCODER_PLANNERS)}.")
@@ -33,16 +44,23 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
                                     check_dataset_integrity=verify_dataset_integrity, clean=True, verbose=False)
     planner_class = pydoc.locate(ENCODER_PLANNERS[encoder])
     plans_name = plans_name_for(encoder)
+    configuration = ENCODER_CONFIGURATION[encoder]
+    extra = {}
+    if configuration == "2d":
+        from planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg
+        extra = {"hires": hires, "vit_kwargs": vit_kwargs_from_env_or_arg(vit_kwargs)}
+    elif hires is not None or vit_kwargs is not None:
+        raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder!r}.")
     planner = planner_class(dataset_id, gpu_memory_target_gb, plans_name=plans_name, encoder=encoder,
-                            weights=weights)
+                            weights=weights, **extra)
     plans = planner.plan_experiment()
-    config = plans["configurations"]["3d_fullres"]
-    print(f"nnFM plans '{plans_name}': patch {config['patch_size']}, batch {config['batch_size']}, "
+    config = plans["configurations"][configuration]
+    print(f"nnFM plans '{plans_name}' ({configuration}): patch {config['patch_size']}, batch {config['batch_size']}, "
           f"spacing {config['spacing']}, estimated training memory "
           f"{config['nnfm']['estimated_training_memory_gb']} GB (target {gpu_memory_target_gb} GB), "
-          f"intensity window {config['architecture']['arch_kwargs']['input_window']}")
+          f"intensity window {config['architecture']['arch_kwargs'].get('input_window', 'none (z-scored input)')}")
     if preprocess:
-        preprocess_dataset(dataset_id, plans_name, ("3d_fullres",), (num_processes,), verbose=False)
+        preprocess_dataset(dataset_id, plans_name, (configuration,), (num_processes,), verbose=False)
     return plans_name
 
 
@@ -57,11 +75,18 @@ def main(argv=None) -> None:
     parser.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="processes")
     parser.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
     parser.add_argument("--verify_dataset_integrity", action="store_true")
+    parser.add_argument("--hires", type=int, default=None, metavar="SIZE",
+                        help="ViT encoders: resample slices in-plane so the median slice's longer side is SIZE "
+                             "pixels (MedDINOv3's high-resolution setting, e.g. 896)")
+    parser.add_argument("--vit_kwargs", default=None, metavar="JSON",
+                        help="ViT encoders: extra timm kwargs stored in the plans, e.g. a tiny test model "
+                             "'{\"embed_dim\": 32, \"depth\": 4, \"num_heads\": 2}' (use with -w random)")
     args = parser.parse_args(argv)
     for dataset_id in args.dataset:
         plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
-                                         not args.no_pp, args.verify_dataset_integrity)
-        print(f"Train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr nnFMTrainer -p {plans_name}")
+                                         not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs)
+        print(f"Train with: nnUNetv2_train {dataset_id} {ENCODER_CONFIGURATION[args.encoder]} FOLD "
+              f"-tr {ENCODER_TRAINER[args.encoder]} -p {plans_name}")
 
 
 if __name__ == "__main__":

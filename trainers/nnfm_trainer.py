@@ -91,7 +91,8 @@ class nnFMTrainer(nnUNetTrainer):
     def _load_pretrained_encoder(self, net) -> None:
         source = self.weights_source()
         if source is None:
-            provenance = {"encoder": self.encoder_family, "weights": None, "sha256": None,
+            family = self.encoder_family if isinstance(self.encoder_family, str) else self.encoder_family[0]
+            provenance = {"encoder": family, "weights": None, "sha256": None,
                           "note": "random initialisation (no pretrained weights)"}
             self.print_to_log_file("nnFM: encoder randomly initialised (no pretrained weights).")
         else:
@@ -100,7 +101,7 @@ class nnFMTrainer(nnUNetTrainer):
             report = load_pretrained(net.encoder, source, family=self.encoder_family)
             self.pretrained_report = report
             self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
-            provenance = {"encoder": self.encoder_family, "weights": source, "sha256": report.sha256,
+            provenance = {"encoder": report.family, "weights": source, "sha256": report.sha256,
                           "path": str(report.path)}
         provenance["trainer"] = self.__class__.__name__
         # the plans dict is shared with init_args: provenance lands in plans.json and every checkpoint

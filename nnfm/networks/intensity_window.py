@@ -16,7 +16,7 @@ DEFAULT_WINDOW = (-3.0, 3.0)
 
 
 class IntensityWindow(nn.Module):
-    def __init__(self, num_channels: int, window: Optional[Sequence[Sequence[float]]] = None):
+    def __init__(self, num_channels: int, window: Optional[Sequence[Sequence[float]]] = None, ndim: int = 3):
         super().__init__()
         if window is None:
             window = [DEFAULT_WINDOW] * num_channels
@@ -27,7 +27,7 @@ class IntensityWindow(nn.Module):
         upper = torch.tensor([float(w[1]) for w in window])
         if torch.any(upper <= lower):
             raise ValueError(f"input_window needs lower < upper for every channel, got {window}")
-        shape = (1, num_channels, 1, 1, 1)
+        shape = (1, num_channels) + (1,) * ndim  # ndim spatial axes (3 for 3D networks, 2 for 2D)
         # not persistent: the window comes from the plans, not from checkpoints
         self.register_buffer("lower", lower.view(shape), persistent=False)
         self.register_buffer("upper", upper.view(shape), persistent=False)

@@ -50,7 +50,16 @@ def download_entry(entry, timeout: float = 30.0) -> Path:
             f"Download {entry.url}\nand put it at {target}\n"
             f"(or set nnFM_weights_cache to the folder that holds {entry.filename}, or pass a local path).") from None
     actual = sha256_of(tmp)
-    if entry.sha256 is None:
+    prefix = getattr(entry, "sha256_prefix", None)
+    if entry.sha256 is None and prefix and not actual.startswith(prefix):
+        tmp.unlink(missing_ok=True)
+        raise ChecksumMismatchError(
+            f"Download of '{entry.name}' from {entry.url} has sha256 {actual}, which does not start with the "
+            f"published prefix {prefix}. The file was deleted; check that the URL serves {entry.filename}.")
+    if entry.sha256 is None and prefix:
+        warnings.warn(f"'{entry.name}': only the sha256 prefix {prefix} is published; it matches "
+                      f"(sha256 {actual}).")
+    elif entry.sha256 is None:
         warnings.warn(f"'{entry.name}' has no published sha256: downloaded file is UNVERIFIED (sha256 {actual}).")
     elif actual != entry.sha256:
         tmp.unlink(missing_ok=True)

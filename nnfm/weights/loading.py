@@ -1,11 +1,12 @@
 """One entry point for pretrained weights: resolve, read safely, check the family, map, verify, load."""
 from pathlib import Path
-from typing import Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ChecksumMismatchError,
                          WeightsUnavailableError, WrongCheckpointFamilyError)
+from nnfm.weights.adapters import ADAPTERS
 from nnfm.weights.checkpoint_io import read_state_dict
 from nnfm.weights.download import cache_dir, download_entry, sha256_of
 from nnfm.weights.filters import FAMILY_USE, FILTERS, STEM_KEYS, detect_family
@@ -34,6 +35,10 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
     if entry.sha256 is not None and sha != entry.sha256:
         raise ChecksumMismatchError(f"Cached {cached} has sha256 {sha}, expected {entry.sha256} for "
                                     f"'{entry.name}'. Delete it to download it again.")
+    prefix = getattr(entry, "sha256_prefix", None)
+    if entry.sha256 is None and prefix and not sha.startswith(prefix):
+        raise ChecksumMismatchError(f"Cached {cached} has sha256 {sha}, which does not start with the published "
+                                    f"prefix {prefix} of '{entry.name}'. Delete it to download it again.")
     return cached, sha
 
 
@@ -50,20 +55,30 @@ def adapt_stem_channels(weight: torch.Tensor, channels: int) -> Tuple[torch.Tens
     raise ValueError
 
 
-def load_pretrained(module: torch.nn.Module, source, family: str = "anatomix_unet",
+def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence[str]] = "anatomix_unet",
                     adapt_input_channels: bool = True) -> LoadReport:
-    """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise."""
+    """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise.
+
+    ``family`` may name several families the module accepts (e.g. a DINOv3 ViT loads official DINOv3,
+    MedDINOv3 and MedDINOv3 nnU-Net checkpoints); the detected one is used and reported.
+    """
+    families = (family,) if isinstance(family, str) else tuple(family)
     path, sha = resolve_checkpoint(source)
     state, unwrapped = read_state_dict(path)
     found = detect_family(state)
-    if found != family:
+    if found not in families:
+        needed = " or ".join(f"'{f}'" for f in families)
+        registered = sorted({n for f in families for n in available_weights(f)})
         raise WrongCheckpointFamilyError(
-            f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs '{family}'. "
+            f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs {needed}. "
             f"That checkpoint fits {FAMILY_USE.get(found, 'no nnFM network')}; for this network use weights from "
-            f"the registry ({', '.join(available_weights(family)) or 'none registered'}) or a '{family}' file.")
+            f"the registry ({', '.join(registered) or 'none registered'}) or a {needed} file.")
+    family = found
     mapped, dropped = FILTERS[family](state)
     report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped)
     target = module.state_dict()
+    if family in ADAPTERS:  # e.g. position embeddings resized to the network's patch grid
+        report.adapted.update(ADAPTERS[family](mapped, module, target))
 
     stem = STEM_KEYS.get(family)
     if stem in mapped and stem in target and mapped[stem].shape != target[stem].shape \

@@ -19,6 +19,9 @@ class WeightsEntry:
     license: str
     citation: str
     in_channels: int = 1
+    # where only a prefix of the sha256 is published (torch.hub-style file names "-<8 hex>.pth"), that prefix:
+    # it is checked, and the file is reported as verified by prefix only
+    sha256_prefix: Optional[str] = None
 
 
 _REGISTRY: Dict[str, WeightsEntry] = {}
@@ -59,3 +62,48 @@ register_weights(WeightsEntry(
     filename="anatomix+brains.pth",
     description="anatomix variant with brain label maps in its synthesis (same architecture); sha256 not published.",
     license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
+
+register_weights(WeightsEntry(
+    name="primus_m_openmind_mae", family="nnssl_primus",
+    url="https://huggingface.co/AnonRes/PrimusM-OpenMind-MAE/resolve/main/checkpoint_final.pth", sha256=None,
+    filename="PrimusM-OpenMind-MAE_checkpoint_final.pth",
+    description="nnssl Primus-M (Eva, embed 864, depth 16, 12 heads, 8^3 patches) MAE-pretrained on the OpenMind "
+                "brain MRI collection (160^3 patches, 1 mm isotropic, z-scored). Hub repo AnonRes/PrimusM-OpenMind-MAE "
+                "from the MIC-DKFZ OpenMind collection; sha256 not published by the authors, so the first download "
+                "is recorded unverified.",
+    license="see the model card of AnonRes/PrimusM-OpenMind-MAE (OpenMind models)",
+    citation="Wald et al., An OpenMind for 3D medical vision self-supervised learning, arXiv:2412.17041"))
+
+_DINOV3_CITE = "Simeoni et al., DINOv3, arXiv:2508.10104 (2025)"
+_DINOV3_LICENSE = "DINOv3 License (Meta; https://ai.meta.com/resources/models-and-libraries/dinov3-license/)"
+_DINOV3_NOTE = ("Official DINOv3 backbone (LVD-1689M), bare state dict with qkv bias + bias_mask, storage tokens and RoPE "
+                "periods. Meta gates the download behind its licence form; if the URL refuses, fetch the file with the "
+                "link Meta sends you and put it in the nnFM cache under this name. The name's '-{p}' suffix is the "
+                "first 8 hex digits of its sha256 (torch.hub convention); only that prefix is checked, the full "
+                "sha256 is not published.")
+
+register_weights(WeightsEntry(
+    name="dinov3_vits16", family="dinov3_vit",
+    url="https://dl.fbaipublicfiles.com/dinov3/dinov3_vits16/dinov3_vits16_pretrain_lvd1689m-08c60483.pth",
+    sha256=None, sha256_prefix="08c60483", filename="dinov3_vits16_pretrain_lvd1689m-08c60483.pth",
+    description="DINOv3 ViT-S/16 (21.6M parameters). " + _DINOV3_NOTE.format(p="08c60483"),
+    license=_DINOV3_LICENSE, citation=_DINOV3_CITE, in_channels=3))
+
+register_weights(WeightsEntry(
+    name="dinov3_vitb16", family="dinov3_vit",
+    url="https://dl.fbaipublicfiles.com/dinov3/dinov3_vitb16/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
+    sha256=None, sha256_prefix="73cec8be", filename="dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
+    description="DINOv3 ViT-B/16 (85.7M parameters). " + _DINOV3_NOTE.format(p="73cec8be"),
+    license=_DINOV3_LICENSE, citation=_DINOV3_CITE, in_channels=3))
+
+register_weights(WeightsEntry(
+    name="meddinov3_vitb16", family="meddinov3_vit",
+    url="https://huggingface.co/ricklisz123/MedDINOv3-ViTB-16-CT-3M/resolve/main/model.pth",
+    sha256=None, filename="meddinov3_vitb16_ct3m_model.pth",
+    description="MedDINOv3 ViT-B/16: DINOv3 ViT-B continued on CT-3M (3.87M CT slices), no qkv bias, "
+                "{'teacher': backbone.* + DINO/iBOT heads}. Hugging Face ricklisz123/MedDINOv3-ViTB-16-CT-3M, "
+                "file model.pth (cached as meddinov3_vitb16_ct3m_model.pth); sha256 not published, so the first "
+                "download is recorded unverified.",
+    license="see the model card (derived from DINOv3: DINOv3 License terms apply)",
+    citation="Li et al., MedDINOv3: How to adapt vision foundation models for medical image segmentation?, "
+             "arXiv:2509.02379 (2025)", in_channels=3))

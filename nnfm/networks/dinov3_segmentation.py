@@ -1,0 +1,148 @@
+"""DINOv3 / MedDINOv3 ViT (timm) + multi-scale token aggregation + Primus-style decoder, for 2D nnU-Net.
+
+The MedDINOv3 segmentation network (Li et al. 2025, ``Primus_Multiscale``): the final-normed patch
+tokens of four evenly spaced blocks (2, 5, 8, 11 of 12) are reshaped to the 16x-downsampled grid,
+concatenated (4 * D channels) and decoded by log2(16) = 4 stages of transposed convolution +
+LayerNorm + GELU and a 1x1 classifier (``nnfm.networks.token_decoder``). The ViT is timm's own
+DINOv3 port (``vit_*_patch16_dinov3[_qkvb]``, RoPE, 4 register/"storage" tokens, LayerScale); the
+aggregated tokens are exactly timm's ``forward_intermediates(norm=True)`` of those blocks.
+
+Built from plain kwargs (the plans' ``architecture.arch_kwargs``) with the
+``input_channels, num_classes, deep_supervision`` signature, so nnU-Net's ``get_network_from_plans``
+and the nnFM trainers both build it. Any number of input channels (the loader adapts the RGB stem,
+see ``nnfm.weights.loading.adapt_stem_channels``), any input whose axes are multiples of 16.
+
+Input range: DINOv3 was pretrained on ImageNet-normalised RGB, MedDINOv3 on CT slices repeated to
+three channels and normalised the same way (it continues DINOv3's pretraining with its recipe).
+nnU-Net's own normalisation (z-score / CT) runs as usual; the network then clips each channel to the
+window the planner measured (0.5 / 99.5 foreground percentiles) and maps it to [0, 1] as an image,
+and applies ImageNet's statistics averaged over RGB (mean 0.449, std 0.226): a grey image repeated
+to RGB and ImageNet-normalised differs from this only by the spread of ImageNet's per-channel
+statistics (means 0.406-0.485, stds 0.224-0.229), which the stem's fine-tuning absorbs.
+``input_norm="none"`` feeds nnU-Net's normalised data unchanged instead.
+
+No deep supervision (MedDINOv3 trains without it): the network returns one tensor and refuses
+``deep_supervision=True`` with the fix. On CUDA, whenever autocast is on (nnU-Net's training,
+validation and ``nnUNetv2_predict``), the network runs in bfloat16 (``autocast_dtype``), with
+timm's fused scaled-dot-product attention (flash / memory-efficient kernels).
+"""
+import contextlib
+from typing import Dict, List, Optional, Sequence
+
+import timm
+import torch
+from torch import nn
+
+from nnfm.errors import ConfigurationError
+from nnfm.networks.intensity_window import IntensityWindow
+from nnfm.networks.stride_padding import check_divisible
+from nnfm.networks.token_decoder import PrimusStyleDecoder, evenly_spaced_blocks
+
+PATCH = 16
+# grey-level ImageNet statistics (the mean of timm's IMAGENET_DEFAULT_MEAN / _STD over RGB)
+IMAGENET_GREY_MEAN = (0.485 + 0.456 + 0.406) / 3
+IMAGENET_GREY_STD = (0.229 + 0.224 + 0.225) / 3
+
+# encoder presets: timm model name, weights family, default registry weights, drop-path rate.
+# Official DINOv3 files carry a (masked) qkv bias -> timm's ``_qkvb`` variant; MedDINOv3 was
+# trained with qkv_bias=False -> the variant without bias.
+VIT_PRESETS: Dict[str, dict] = {
+    "dinov3_vits16": {"vit": "vit_small_patch16_dinov3_qkvb", "weights": "dinov3_vits16",
+                      "drop_path_rate": 0.1},
+    "dinov3_vitb16": {"vit": "vit_base_patch16_dinov3_qkvb", "weights": "dinov3_vitb16",
+                      "drop_path_rate": 0.2},
+    "meddinov3_vitb16": {"vit": "vit_base_patch16_dinov3", "weights": "meddinov3_vitb16",
+                         "drop_path_rate": 0.2},
+}
+
+
+class DINOv3SegmentationNetwork(nn.Module):
+    """timm DINOv3 ViT (``self.encoder``) + multi-scale tokens + PrimusStyleDecoder (``self.decoder``)."""
+
+    ndim = 2
+    stride = PATCH
+    min_size = PATCH
+    pad_to_stride = False
+
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
+                 vit: str = "vit_base_patch16_dinov3", vit_kwargs: Optional[dict] = None,
+                 aggregation_blocks: Optional[Sequence[int]] = None, drop_path_rate: float = 0.0,
+                 input_window: Optional[Sequence[Sequence[float]]] = None, input_norm: str = "imagenet",
+                 autocast_dtype: Optional[str] = "bfloat16", **unused_nnunet_kwargs):
+        super().__init__()
+        if deep_supervision:
+            raise ConfigurationError(
+                "DINOv3SegmentationNetwork has no deep supervision (MedDINOv3 trains without it). Train it with "
+                "an nnFM ViT trainer (nnFMTrainer_MedDINOv3, nnFMTrainer_DINOv3_S, ...: enable_deep_supervision=False), "
+                "not nnUNetTrainer.")
+        if input_norm not in ("imagenet", "none"):
+            raise ConfigurationError(f"input_norm must be 'imagenet' or 'none', got {input_norm!r}")
+        self.input_norm = input_norm
+        self.input_window = IntensityWindow(input_channels, input_window, ndim=2) if input_norm == "imagenet" \
+            else nn.Identity()
+        kwargs = dict(vit_kwargs or {})
+        self.encoder = timm.create_model(vit, pretrained=False, num_classes=0, in_chans=input_channels,
+                                         drop_path_rate=drop_path_rate, **kwargs)
+        if tuple(self.encoder.patch_embed.patch_size) != (PATCH, PATCH):
+            raise ConfigurationError(f"{vit} has patch size {self.encoder.patch_embed.patch_size}; nnFM's 2D ViT "
+                                     f"path needs 16x16 patches.")
+        rope = getattr(self.encoder, "rope", None)
+        if rope is not None and "periods" in getattr(rope, "_non_persistent_buffers_set", set()):
+            # DINOv3 checkpoints store their RoPE periods (bf16-rounded in MedDINOv3); keeping the buffer
+            # persistent loads them exactly instead of timm's fp32 recomputation, and saves them in checkpoints
+            rope._non_persistent_buffers_set.discard("periods")
+        depth = len(self.encoder.blocks)
+        self.aggregation_blocks = list(aggregation_blocks) if aggregation_blocks is not None \
+            else evenly_spaced_blocks(depth, min(4, depth))
+        if not self.aggregation_blocks or any(not 0 <= b < depth for b in self.aggregation_blocks):
+            raise ConfigurationError(f"aggregation_blocks {self.aggregation_blocks} must lie in 0..{depth - 1}")
+        self.embed_dim = self.encoder.embed_dim
+        self.decoder = PrimusStyleDecoder(len(self.aggregation_blocks) * self.embed_dim, num_classes, PATCH, ndim=2)
+        self.decoder.deep_supervision = False  # nnU-Net's trainer sets this attribute; the decoder ignores it
+        self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_GREY_MEAN), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_GREY_STD), persistent=False)
+
+    # ---- pieces ---------------------------------------------------------------------------
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """nnU-Net-normalised intensities -> what the ViT was pretrained on."""
+        if self.input_norm == "none":
+            return x
+        return (self.input_window(x) - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
+
+    def aggregated_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) prepared input -> (B, len(blocks) * D, H / 16, W / 16): final-normed patch tokens."""
+        maps: List[torch.Tensor] = self.encoder.forward_intermediates(
+            x, indices=self.aggregation_blocks, norm=True, output_fmt="NCHW", intermediates_only=True,
+            stop_early=True)
+        return torch.cat(maps, dim=1)
+
+    def _precision(self, x: torch.Tensor):
+        if self.autocast_dtype is not None and x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+            return torch.autocast("cuda", dtype=self.autocast_dtype)
+        return contextlib.nullcontext()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_divisible(x.shape[2:], PATCH, self.min_size)
+        with self._precision(x):
+            return self.decoder(self.aggregated_tokens(self.prepare_input(x)))
+
+    # ---- nnU-Net hooks -----------------------------------------------------------------------
+    def initialize(self, module: nn.Module) -> None:
+        """nnU-Net's InitWeights_He for the decoder's convolutions (timm initialises the ViT itself)."""
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module is not self.encoder.patch_embed.proj:
+            nn.init.kaiming_normal_(module.weight, a=1e-2)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.encoder.blocks)
+
+    def encoder_layer_id(self, name: str) -> int:
+        """Depth of an encoder parameter for layer-wise lr decay: embeddings 0, block i -> i + 1, norm -> depth + 1."""
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        if name.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed", "rope")):
+            return 0
+        return self.num_layers + 1

@@ -1,0 +1,63 @@
+"""3D Primus ViT trainers (nnssl / OpenMind Primus-M encoder + multi-scale Primus-style decoder).
+
+- ``nnFMTrainer_Primus``: Primus-M with the OpenMind MAE weights (``primus_m_openmind_mae``) by default.
+- ``nnFMTrainer_Primus_scratch``: the same network and schedule, random initialisation.
+- ``nnFMTrainer_PrimusTiny`` (+ ``_scratch``): embed 48, depth 4 for CPU runs and tests; no published
+  weights (random unless ``nnFM_WEIGHTS`` names an nnssl-layout checkpoint).
+- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+
+Optimisation, bf16 autocast, gradient clipping, drop path, budgets and provenance come from
+``nnFMViTTrainer``; this file only says which network is built and how.
+"""
+import pydoc
+
+from nnfm.networks.primus_segmentation import PRIMUS_PRESETS, PrimusSegmentationNetwork
+from trainers.nnfm_trainer_variants import _with_epochs
+from trainers.nnfm_vit_trainer import nnFMViTTrainer
+
+
+class nnFMTrainer_Primus(nnFMViTTrainer):
+    network_class = PrimusSegmentationNetwork
+    primus_preset = "primus_m"
+    encoder_family = ("nnssl_primus",)
+    default_weights = "primus_m_openmind_mae"
+    # in-domain MAE features (brain MRI): the encoder fine-tunes 3x slower than the new decoder.
+    # Not chosen by measurement (the weights cannot be downloaded here); one attribute to change.
+    encoder_lr_by_family = {"nnssl_primus": 1e-4, None: 3e-4}
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = False):
+        """Plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset.
+        The token grid always follows the configuration's patch size (sliding-window tiles have that size)."""
+        planned = pydoc.locate(configuration_manager.network_arch_class_name)
+        kwargs = dict(PRIMUS_PRESETS[cls.primus_preset])
+        if planned is not None and isinstance(planned, type) and issubclass(planned, cls.network_class):
+            kwargs = dict(configuration_manager.network_arch_init_kwargs)
+        kwargs["input_shape"] = list(configuration_manager.patch_size)
+        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
+                                 deep_supervision=False, **kwargs)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # one full-resolution output, as nnU-Net's own Primus trainers
+
+
+class nnFMTrainer_Primus_scratch(nnFMTrainer_Primus):
+    use_pretrained = False
+
+
+class nnFMTrainer_PrimusTiny(nnFMTrainer_Primus):
+    primus_preset = "primus_tiny"
+    default_weights = None
+
+
+class nnFMTrainer_PrimusTiny_scratch(nnFMTrainer_PrimusTiny):
+    use_pretrained = False
+
+
+for _base in (nnFMTrainer_Primus, nnFMTrainer_Primus_scratch, nnFMTrainer_PrimusTiny, nnFMTrainer_PrimusTiny_scratch):
+    for _epochs in (1, 5, 10, 20, 50, 100, 250):
+        _cls = _with_epochs(_base, _epochs)
+        _cls.__module__ = __name__
+        globals()[_cls.__name__] = _cls
+del _base, _epochs, _cls

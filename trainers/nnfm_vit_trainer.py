@@ -1,0 +1,151 @@
+"""nnFMViTTrainer: nnFMTrainer for ViT encoders (DINOv3 / MedDINOv3, 2D here; the 3D Primus path subclasses it).
+
+What differs from nnFMTrainer (everything else, data, augmentation, loss, validation, checkpoints,
+sliding-window prediction, provenance, budgets, is nnU-Net's / nnFMTrainer's own):
+
+- network: ``DINOv3SegmentationNetwork`` (timm DINOv3 ViT + multi-scale tokens + Primus-style
+  decoder), no deep supervision (MedDINOv3 trains without it);
+- AdamW (betas 0.9, 0.98), weight decay 0.05 (not on biases/norms/gammas/tokens), decoder lr
+  3e-4, encoder lr by the weights' family (1e-4 from DINOv3, 3e-5 from MedDINOv3, 3e-4 from random
+  init), optional layer-wise lr decay (``layer_decay``), linear warm-up then poly decay;
+- stochastic depth (``drop_path_rate`` in the plans' arch_kwargs, 0.1-0.2 by preset);
+- gradient clipping at ``grad_clip`` (1.0; nnU-Net's U-Net uses 12);
+- bfloat16 autocast on CUDA (no GradScaler needed), fused SDPA attention; fp32 on CPU.
+
+Subclasses set ``vit_preset`` (a key of ``VIT_PRESETS``) or ``network_class`` and the families.
+"""
+from typing import Dict, Optional
+
+import torch
+from nnunetv2.utilities.helpers import dummy_context
+
+from nnfm.networks.dinov3_segmentation import VIT_PRESETS, DINOv3SegmentationNetwork
+from nnfm.networks.from_plans import build_from_configuration
+from nnfm.training.schedule import FineTuneLRScheduler
+from nnfm.training.vit_optimization import WarmupDecaySchedule, build_adamw, vit_layer_id, vit_param_groups
+from trainers.nnfm_trainer import nnFMTrainer
+
+
+class nnFMViTTrainer(nnFMTrainer):
+    network_class = DINOv3SegmentationNetwork
+    vit_preset = "meddinov3_vitb16"
+    # checkpoint families this network loads (nnfm.weights.filters); the first is reported in errors
+    encoder_family = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet")
+    default_weights = "meddinov3_vitb16"
+    # optimisation (MedDINOv3 / Primus recipe)
+    decoder_lr = 3e-4
+    encoder_lr_by_family: Dict[Optional[str], float] = {
+        "dinov3_vit": 1e-4, "meddinov3_vit": 3e-5, "meddinov3_primus_nnunet": 3e-5,
+        None: 3e-4,  # random initialisation: the encoder learns as fast as the decoder
+    }
+    vit_weight_decay = 0.05
+    layer_decay: Optional[float] = None      # e.g. 0.75 for layer-wise lr decay; None = off
+    warmup_fraction = 0.05                   # linear warm-up over 5% of the epochs
+    frozen_encoder_fraction = 0.0            # optional head warm-up with a frozen encoder
+    lr_decay = "poly"                        # or "cosine"
+    grad_clip = 1.0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        self.initial_lr = self.decoder_lr
+        self.weight_decay = self.vit_weight_decay
+        self.use_bf16 = self.device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if self.use_bf16:
+            self.grad_scaler = None  # bf16 has fp32's range: no loss scaling
+        self.loaded_family: Optional[str] = None
+
+    # ---- network ----------------------------------------------------------------------------
+    @classmethod
+    def preset_arch_kwargs(cls) -> dict:
+        preset = VIT_PRESETS.get(cls.vit_preset, {})
+        return {k: v for k, v in preset.items() if k in ("vit", "drop_path_rate")}
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = False):
+        # plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset
+        network = build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
+                                           num_output_channels, False)
+        if not isinstance(configuration_manager.network_arch_init_kwargs, dict) or \
+                "vit" not in configuration_manager.network_arch_init_kwargs:
+            network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
+                                        deep_supervision=False, **cls.preset_arch_kwargs())
+        return network
+
+    # ---- weights ------------------------------------------------------------------------------
+    def _load_pretrained_encoder(self, net) -> None:
+        super()._load_pretrained_encoder(net)
+        self.loaded_family = self.pretrained_report.family if self.pretrained_report is not None else None
+        self._apply_encoder_lr()
+
+    def encoder_lr(self) -> float:
+        return self.encoder_lr_by_family.get(self.loaded_family, self.encoder_lr_by_family[None])
+
+    def _apply_encoder_lr(self) -> None:
+        """Set every group's base lr once the weights' family is known (it decides the encoder lr)."""
+        encoder_lr = self.encoder_lr()
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = encoder_lr * group.get("lr_scale", 1.0) if group.get("is_encoder") \
+                else self.decoder_lr
+        self._sync_scheduler_base_lrs()
+        self.lr_scheduler.step(self.current_epoch)
+        self.print_to_log_file(f"nnFM ViT: AdamW betas {self.optimizer.defaults['betas']}, decoder lr "
+                               f"{self.decoder_lr}, encoder lr {encoder_lr} (weights family "
+                               f"{self.loaded_family or 'none: random init'}), layer decay {self.layer_decay}, "
+                               f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, "
+                               f"{'bf16 autocast' if self.use_bf16 else ('fp16 autocast' if self.device.type == 'cuda' else 'fp32')}")
+
+    def _sync_scheduler_base_lrs(self) -> None:
+        self.lr_scheduler.base_lrs_by_group = [g["initial_lr"] for g in self.optimizer.param_groups]
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        # the optimizer state carries each group's base lr (initial_lr) of the original run
+        self._sync_scheduler_base_lrs()
+
+    # ---- optimisation ---------------------------------------------------------------------------
+    def fine_tune_schedule(self) -> WarmupDecaySchedule:
+        return WarmupDecaySchedule.from_fractions(self.num_epochs, self.warmup_fraction, self.lr_decay,
+                                                  self.frozen_encoder_fraction if self.use_pretrained else 0.0)
+
+    def configure_optimizers(self):
+        net = self._bare_network()
+        depth = getattr(net, "num_layers", None) or len(getattr(net.encoder, "blocks", [])) or 1
+        layer_id_fn = getattr(net, "encoder_layer_id", None) or (lambda name: vit_layer_id(name, depth))
+        groups = vit_param_groups(net, net.encoder, self.encoder_lr(), self.decoder_lr, self.weight_decay,
+                                  self.layer_decay, depth, layer_id_fn)
+        optimizer = build_adamw(groups, self.decoder_lr)
+        return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
+
+    def _autocast(self):
+        if self.device.type != "cuda":
+            return dummy_context()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.use_bf16 else torch.float16)
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            output = self.network(data)
+            loss = self.loss(output, target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        # nnU-Net's autocast inside picks up the enclosing dtype (bf16 here)
+        with self._autocast():
+            return super().validation_step(batch)
