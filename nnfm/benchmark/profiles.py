@@ -24,8 +24,9 @@ class Budget:
 PROFILES = {
     # the whole pipeline, seconds per run: checks plumbing, not accuracy
     "smoke": Budget("smoke", 1, 2, 1),
-    # a few CPU minutes per run on small data (Hippocampus): first learning-curve signal
-    "cpu": Budget("cpu", 10, 25, 5),
+    # 100 iterations: minutes per 3d run on a 2-core CPU at batch 2 (Hippocampus); checks the whole
+    # protocol on real data, far too short to rank encoders
+    "cpu": Budget("cpu", 5, 20, 4),
     # a tenth of nnU-Net's schedule: about an hour per 3d run on one modern GPU
     "gpu": Budget("gpu", 100, 250, 50),
     # nnU-Net's own schedule (1000 x 250, 50 validation iterations); nothing is overridden
