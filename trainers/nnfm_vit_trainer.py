@@ -14,6 +14,7 @@ sliding-window prediction, provenance, budgets, is nnU-Net's / nnFMTrainer's own
 
 Subclasses set ``vit_preset`` (a key of ``VIT_PRESETS``) or ``network_class`` and the families.
 """
+import pydoc
 from typing import Dict, Optional
 
 import torch
@@ -66,13 +67,13 @@ class nnFMViTTrainer(nnFMTrainer):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = False):
         # plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset
-        network = build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
-                                           num_output_channels, False)
-        if not isinstance(configuration_manager.network_arch_init_kwargs, dict) or \
-                "vit" not in configuration_manager.network_arch_init_kwargs:
-            network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                        deep_supervision=False, **cls.preset_arch_kwargs())
-        return network
+        planned = pydoc.locate(configuration_manager.network_arch_class_name)
+        if planned is not None and issubclass(planned, cls.network_class) and \
+                "vit" in (configuration_manager.network_arch_init_kwargs or {}):
+            return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
+                                            num_output_channels, False)
+        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
+                                 deep_supervision=False, **cls.preset_arch_kwargs())
 
     # ---- weights ------------------------------------------------------------------------------
     def _load_pretrained_encoder(self, net) -> None:
