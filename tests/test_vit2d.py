@@ -63,6 +63,16 @@ def test_input_window_must_match_the_channels():
         tiny(2, input_window=[[-1, 1]])
 
 
+def test_attention_goes_through_fused_sdpa(monkeypatch):
+    import torch.nn.functional as F
+
+    calls = []
+    original = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    tiny()(torch.randn(1, 1, 32, 32))
+    assert len(calls) == TINY["depth"]
+
+
 def test_mirroring_and_sliding_window_inputs_work():
     net = tiny().eval()
     x = torch.randn(1, 1, 32, 64)
