@@ -31,12 +31,13 @@ class nnFMViTTrainer(nnFMTrainer):
     network_class = DINOv3SegmentationNetwork
     vit_preset = "meddinov3_vitb16"
     # checkpoint families this network loads (nnfm.weights.filters); the first is reported in errors
-    encoder_family = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet")
+    encoder_family = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")
     default_weights = "meddinov3_vitb16"
     # optimisation (MedDINOv3 / Primus recipe)
     decoder_lr = 3e-4
     encoder_lr_by_family: Dict[Optional[str], float] = {
         "dinov3_vit": 1e-4, "meddinov3_vit": 3e-5, "meddinov3_primus_nnunet": 3e-5,
+        "nnfm_vit": 3e-5,  # an nnFM ViT network trained before: already adapted, fine-tune gently
         None: 3e-4,  # random initialisation: the encoder learns as fast as the decoder
     }
     vit_weight_decay = 0.05
