@@ -63,6 +63,16 @@ def test_input_window_must_match_the_channels():
         tiny(2, input_window=[[-1, 1]])
 
 
+def test_attention_goes_through_fused_sdpa(monkeypatch):
+    import torch.nn.functional as F
+
+    calls = []
+    original = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    tiny()(torch.randn(1, 1, 32, 32))
+    assert len(calls) == TINY["depth"]
+
+
 def test_mirroring_and_sliding_window_inputs_work():
     net = tiny().eval()
     x = torch.randn(1, 1, 32, 64)
@@ -266,9 +276,16 @@ def tiny_meddinov3_checkpoint(path):
 
 
 @pytest.fixture(scope="module")
-def vit_plans(hippocampus, nnunet_env):
+def vit_env(nnunet_env):
+    # one thread and two export workers: tiny models run fastest so, and a busy CI machine cannot
+    # oversubscribe the cores (OpenMP threads spin when they wait)
+    return dict(nnunet_env, OMP_NUM_THREADS="1", nnUNet_def_n_proc="2")
+
+
+@pytest.fixture(scope="module")
+def vit_plans(hippocampus, vit_env):
     run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "meddinov3_vitb16", "-w", "random",
-             "--vit_kwargs", json.dumps(TINY), "-np", "1"], nnunet_env)
+             "--vit_kwargs", json.dumps(TINY), "-np", "1"], vit_env)
     return json.loads((hippocampus["preprocessed"] / f"{PLANS}.json").read_text())
 
 
@@ -284,9 +301,9 @@ def test_vit_planner_plans_2d_with_16_multiples(vit_plans, hippocampus):
     assert (hippocampus["preprocessed"] / f"{PLANS}_2d").is_dir()
 
 
-def test_hires_option_makes_the_in_plane_spacing_finer(vit_plans, hippocampus, nnunet_env):
+def test_hires_option_makes_the_in_plane_spacing_finer(vit_plans, hippocampus, vit_env):
     run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "meddinov3_vitb16", "-w", "random",
-             "--vit_kwargs", json.dumps(TINY), "--hires", "128", "--no_pp", "-np", "1"], nnunet_env)
+             "--vit_kwargs", json.dumps(TINY), "--hires", "128", "--no_pp", "-np", "1"], vit_env)
     hires = json.loads((hippocampus["preprocessed"] / f"{PLANS}.json").read_text())["configurations"]["2d"]
     base = vit_plans["configurations"]["2d"]
     assert max(hires["median_image_size_in_voxels"]) == pytest.approx(128)
@@ -297,9 +314,9 @@ def test_hires_option_makes_the_in_plane_spacing_finer(vit_plans, hippocampus, n
 
 
 @pytest.fixture(scope="module")
-def trained_vit(vit_plans, hippocampus, nnunet_env, tmp_path_factory):
+def trained_vit(vit_plans, hippocampus, vit_env, tmp_path_factory):
     weights = tiny_meddinov3_checkpoint(tmp_path_factory.mktemp("vitweights") / "tiny_meddinov3.pth")
-    env = dict(nnunet_env, nnFM_WEIGHTS=str(weights))
+    env = dict(vit_env, nnFM_WEIGHTS=str(weights))
     result = run_cli(["nnUNetv2_train", hippocampus["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3", "-p", PLANS,
                       "-device", "cpu"], env)
     return hippocampus["results"] / f"nnFMTrainer_MedDINOv3__{PLANS}__2d" / "fold_0", result, weights
@@ -322,14 +339,14 @@ def test_vit_training_loads_weights_and_uses_the_vit_recipe(trained_vit):
     assert lrs == {3e-4, 3e-5}
 
 
-def test_vit_predict_with_nnunet(trained_vit, hippocampus, nnunet_env, tmp_path):
+def test_vit_predict_with_nnunet(trained_vit, hippocampus, vit_env, tmp_path):
     images, predictions = tmp_path / "images", tmp_path / "predictions"
     images.mkdir()
     for case in hippocampus["test"]:
         shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
     run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "2d",
              "-tr", "nnFMTrainer_MedDINOv3", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1],
-            nnunet_env)
+            vit_env)
     assert sorted(p.name for p in predictions.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in hippocampus["test"])
     import SimpleITK as sitk
     for case in hippocampus["test"]:
@@ -341,9 +358,9 @@ def test_vit_predict_with_nnunet(trained_vit, hippocampus, nnunet_env, tmp_path)
     assert plans["configurations"]["2d"]["nnfm"]["provenance"]["encoder"] == "meddinov3_vit"
 
 
-def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus, nnunet_env):
+def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus, vit_env):
     run_cli(["nnUNetv2_train", hippocampus["id"], "2d", 0, "-tr", "nnFMTrainer_DINOv3_S_scratch_1epoch", "-p", PLANS,
-             "-device", "cpu"], nnunet_env)
+             "-device", "cpu"], vit_env)
     folder = hippocampus["results"] / f"nnFMTrainer_DINOv3_S_scratch_1epoch__{PLANS}__2d" / "fold_0"
     provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
     assert provenance["weights"] is None

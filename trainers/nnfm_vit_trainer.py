@@ -14,6 +14,7 @@ sliding-window prediction, provenance, budgets, is nnU-Net's / nnFMTrainer's own
 
 Subclasses set ``vit_preset`` (a key of ``VIT_PRESETS``) or ``network_class`` and the families.
 """
+import pydoc
 from typing import Dict, Optional
 
 import torch
@@ -30,12 +31,13 @@ class nnFMViTTrainer(nnFMTrainer):
     network_class = DINOv3SegmentationNetwork
     vit_preset = "meddinov3_vitb16"
     # checkpoint families this network loads (nnfm.weights.filters); the first is reported in errors
-    encoder_family = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet")
+    encoder_family = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")
     default_weights = "meddinov3_vitb16"
     # optimisation (MedDINOv3 / Primus recipe)
     decoder_lr = 3e-4
     encoder_lr_by_family: Dict[Optional[str], float] = {
         "dinov3_vit": 1e-4, "meddinov3_vit": 3e-5, "meddinov3_primus_nnunet": 3e-5,
+        "nnfm_vit": 3e-5,  # an nnFM ViT network trained before: already adapted, fine-tune gently
         None: 3e-4,  # random initialisation: the encoder learns as fast as the decoder
     }
     vit_weight_decay = 0.05
@@ -66,13 +68,13 @@ class nnFMViTTrainer(nnFMTrainer):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = False):
         # plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset
-        network = build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
-                                           num_output_channels, False)
-        if not isinstance(configuration_manager.network_arch_init_kwargs, dict) or \
-                "vit" not in configuration_manager.network_arch_init_kwargs:
-            network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                        deep_supervision=False, **cls.preset_arch_kwargs())
-        return network
+        planned = pydoc.locate(configuration_manager.network_arch_class_name)
+        if planned is not None and issubclass(planned, cls.network_class) and \
+                "vit" in (configuration_manager.network_arch_init_kwargs or {}):
+            return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
+                                            num_output_channels, False)
+        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
+                                 deep_supervision=False, **cls.preset_arch_kwargs())
 
     # ---- weights ------------------------------------------------------------------------------
     def _load_pretrained_encoder(self, net) -> None:

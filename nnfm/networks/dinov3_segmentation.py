@@ -86,6 +86,10 @@ class DINOv3SegmentationNetwork(nn.Module):
         if tuple(self.encoder.patch_embed.patch_size) != (PATCH, PATCH):
             raise ConfigurationError(f"{vit} has patch size {self.encoder.patch_embed.patch_size}; nnFM's 2D ViT "
                                      f"path needs 16x16 patches.")
+        for block in self.encoder.blocks:
+            # torch's scaled_dot_product_attention: flash / memory-efficient kernels on GPU (timm's default
+            # unless TIMM_FUSED_ATTN=0; set here so an environment variable cannot silently change memory)
+            block.attn.fused_attn = True
         rope = getattr(self.encoder, "rope", None)
         if rope is not None and "periods" in getattr(rope, "_non_persistent_buffers_set", set()):
             # DINOv3 checkpoints store their RoPE periods (bf16-rounded in MedDINOv3); keeping the buffer

@@ -38,12 +38,15 @@ def count_activation_elements(network: nn.Module, input_shape: Sequence[int]) ->
     """Elements autograd saves for backward in one forward pass of ``input_shape`` (incl. batch).
 
     Counted through autograd's saved-tensor hooks, so padded copies (reflect padding), concatenated
-    skips and normalisation inputs are all included, parameters excluded, each tensor once.
+    skips and normalisation inputs are all included, parameters (and views of them, e.g. the
+    transposed weight a Linear layer saves) excluded, each tensor once. For ViTs see
+    ``nnfm.planning.vit_memory`` (attention kernels, views counted once).
     """
     saved = {}
 
     def pack(tensor):
-        if not isinstance(tensor, nn.Parameter):
+        # Linear layers save a transposed view of their weight: a view of a parameter is no activation
+        if not isinstance(tensor, nn.Parameter) and not isinstance(tensor._base, nn.Parameter):
             saved[id(tensor)] = tensor  # keep a reference so ids stay unique
         return tensor
 
