@@ -16,7 +16,7 @@ import pytest
 from conftest import HIPPOCAMPUS
 from nnfm.benchmark import splits
 from nnfm.benchmark.profiles import BUDGET_VARIABLES, budget_environment, resolve_profile
-from nnfm.benchmark.trainer_table import trainer_class_for
+from nnfm.benchmark.trainer_table import trainer_class_for, trainer_spec
 
 DATASET_ID = 993
 DATASET = f"Dataset{DATASET_ID}_Hippocampus"
@@ -90,6 +90,10 @@ def test_budget_profiles_and_the_trainer_class_run():
     assert trainer_class_for("nnUNetTrainer", smoke) == "nnUNetTrainer_nnFMBudget"
     assert trainer_class_for("nnUNetTrainer", full) == "nnUNetTrainer"
     assert trainer_class_for("nnFMTrainer", smoke) == "nnFMTrainer"
+    # each nnFM trainer runs only in the configuration its planner writes; nnU-Net's in any
+    assert trainer_spec("nnFMTrainer_MedDINOv3").supports("2d") and not trainer_spec("nnFMTrainer_MedDINOv3").supports("3d_fullres")
+    assert trainer_spec("nnFMTrainer_Primus").plans == "nnFMPlans_primus_m" and not trainer_spec("nnFMTrainer").supports("2d")
+    assert trainer_spec("nnUNetTrainer").supports("2d") and trainer_spec("nnUNetTrainer").supports("3d_fullres")
 
 
 # ---- the runner, end to end ----------------------------------------------------------------------

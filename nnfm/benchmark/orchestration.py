@@ -31,6 +31,8 @@ def run_benchmark(args, env: dict, output: Path) -> list:
             for fold in folds:
                 for trainer in args.trainers:
                     spec = trainer_spec(trainer)
+                    if not spec.supports(configuration):
+                        continue  # e.g. a 2d ViT trainer in a 3d_fullres benchmark
                     run = Run(dataset_id, name, configuration, trainer, trainer_class_for(trainer, budget),
                               spec.plans, fold, budget, weights if spec.pretrained else None, device)
                     try:
@@ -54,7 +56,8 @@ def _prepare_dataset(args, index: int, dataset_id: int, env: dict, output: Path,
         raise data.DataConflict(f"{name} has no raw folder in nnUNet_raw: the benchmark needs it to plan and split.")
     cases = data.training_case_ids(raw)
     for configuration in args.configurations:
-        for plans in {trainer_spec(t).plans: trainer_spec(t) for t in args.trainers}.values():
+        specs = [trainer_spec(t) for t in args.trainers if trainer_spec(t).supports(configuration)]
+        for plans in {spec.plans: spec for spec in specs}.values():
             planning.ensure_planned(dataset_id, name, plans, configuration, len(cases), args.weights, env, args.np,
                                     log, args.verbose)
     preprocessed = Path(env["nnUNet_preprocessed"]) / name
