@@ -55,12 +55,16 @@ class nnFMPlanner(ExperimentPlanner):
             lambda: self.network_class(num_input_channels, num_classes, True, **self.network_kwargs),
             num_input_channels, patch_size, bytes_per_activation=2)
 
+    def initial_patch(self, spacing, median_shape) -> list:
+        """The patch before memory shrinks it: nnU-Net's initial volume in the spacing's aspect ratio."""
+        aspect = 1 / np.asarray(spacing, dtype=float)
+        patch = aspect * (self.initial_patch_voxels / np.prod(aspect)) ** (1 / 3)
+        return [self._round_to_stride(min(p, m)) for p, m in zip(patch, median_shape)]
+
     def plan_patch_and_batch(self, spacing, median_shape, num_input_channels: int, num_classes: int,
                              approximate_n_voxels_dataset: float):
         target = self.UNet_vram_target_GB * GB
-        aspect = 1 / np.asarray(spacing, dtype=float)
-        patch = aspect * (self.initial_patch_voxels / np.prod(aspect)) ** (1 / 3)
-        patch = [self._round_to_stride(min(p, m)) for p, m in zip(patch, median_shape)]
+        patch = self.initial_patch(spacing, median_shape)
         estimate = self.estimate(patch, num_input_channels, num_classes)
         while estimate.total_bytes(self.UNet_min_batch_size) > target:
             shrinkable = [i for i, p in enumerate(patch) if p - self.stride >= self.min_axis]

@@ -86,22 +86,9 @@ class nnFMViTPlanner(nnFMPlanner):
         return estimate_vit_training_memory(factory,
             num_input_channels, patch_size, bytes_per_activation=2, attention="fused")
 
-    def plan_patch_and_batch(self, spacing, median_shape, num_input_channels: int, num_classes: int,
-                             approximate_n_voxels_dataset: float):
-        target = self.UNet_vram_target_GB * GB
-        patch = [self._round_to_stride(min(m, self.max_patch_side)) for m in median_shape]
-        estimate = self.estimate(patch, num_input_channels, num_classes)
-        while estimate.total_bytes(self.UNet_min_batch_size) > target:
-            shrinkable = [i for i, p in enumerate(patch) if p - self.stride >= self.min_axis]
-            if not shrinkable:
-                break
-            axis = max(shrinkable, key=lambda i: patch[i] / median_shape[i])
-            patch[axis] -= self.stride
-            estimate = self.estimate(patch, num_input_channels, num_classes)
-        batch = estimate.max_batch_size(target)
-        five_percent = round(approximate_n_voxels_dataset * self.max_dataset_covered / np.prod(patch, dtype=np.float64))
-        batch = max(min(batch, five_percent), self.UNet_min_batch_size)
-        return patch, batch, estimate
+    def initial_patch(self, spacing, median_shape) -> list:
+        # 2D: the whole median slice (up to max_patch_side) before memory shrinks it
+        return [self._round_to_stride(min(m, self.max_patch_side)) for m in median_shape]
 
     # ---- configuration ---------------------------------------------------------------------------
     def get_plans_for_configuration(self, spacing, median_shape, data_identifier: str,
