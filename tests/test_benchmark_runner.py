@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import HIPPOCAMPUS
 from nnfm.benchmark import splits
@@ -142,6 +143,11 @@ def test_runner_trains_predicts_and_reports_on_a_smoke_budget(smoke, anatomix_ch
             assert 0 <= float(row[column]) <= 1, (trainer, column, row[column])
         assert 0 < float(row["s_per_iteration"]) < 120 and 0 < float(row["wall_s"]) < 600
         assert 100 < float(row["peak_rss_mb"]) < 64000 and row["peak_gpu_mb"] == ""
+        # the last epoch's losses as nnU-Net logged them in its checkpoint
+        logging = torch.load(Path(row["output_folder"]) / "checkpoint_final.pth", map_location="cpu",
+                             weights_only=False)["logging"]
+        assert float(row["final_val_loss"]) == pytest.approx(float(logging["val_losses"][-1]), rel=1e-6)
+        assert float(row["final_train_loss"]) == pytest.approx(float(logging["train_losses"][-1]), rel=1e-6)
     assert rows["nnFMTrainer"]["weights"] == str(anatomix_checkpoint)
     assert rows["nnFMTrainer"]["weights_sha256"] == hashlib.sha256(anatomix_checkpoint.read_bytes()).hexdigest()
     assert rows["nnFMTrainer_scratch"]["weights"] == "random"

@@ -42,3 +42,19 @@ def test_memory_estimate_scales_with_patch_and_batch():
     assert large.total_bytes(4) - large.total_bytes(2) == large.activation_bytes(2)
     assert small.parameter_elements == sum(p.numel() for p in factory().parameters())
     assert large.max_batch_size(large.total_bytes(3)) == 3
+
+
+def _schedule_of(trainer_class, num_epochs: int) -> FineTuneSchedule:
+    # fine_tune_schedule reads only these attributes: no plans or dataset needed
+    stand_in = type("StandIn", (), {"num_epochs": num_epochs, "use_pretrained": trainer_class.use_pretrained,
+                                    "head_warmup_fraction": trainer_class.head_warmup_fraction,
+                                    "full_warmup_fraction": trainer_class.full_warmup_fraction})()
+    return trainer_class.fine_tune_schedule(stand_in)
+
+
+def test_no_warmup_variant_differs_from_scratch_only_in_its_weights():
+    from trainers.nnfm_trainer import nnFMTrainer
+    from trainers.nnfm_trainer_variants import nnFMTrainer_noWarmup, nnFMTrainer_scratch
+    assert _schedule_of(nnFMTrainer, 20) == FineTuneSchedule(20, 1, 1)
+    assert _schedule_of(nnFMTrainer_noWarmup, 20) == _schedule_of(nnFMTrainer_scratch, 20) == FineTuneSchedule(20)
+    assert nnFMTrainer_noWarmup.use_pretrained and not nnFMTrainer_scratch.use_pretrained

@@ -5,8 +5,17 @@ from trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnFMTrainer_scratch(nnFMTrainer):
-    """Same network and schedule, random initialisation: pretrained vs scratch is one flag apart."""
+    """Same network, random initialisation (and so no warm-up: there are no pretrained features to protect)."""
     use_pretrained = False
+
+
+class nnFMTrainer_noWarmup(nnFMTrainer):
+    """Pretrained, but without the frozen-encoder and warm-up epochs: nnU-Net's plain poly schedule from epoch 0.
+
+    Its schedule equals nnFMTrainer_scratch's, so the two differ only in the initial weights.
+    """
+    head_warmup_fraction = 0.0
+    full_warmup_fraction = 0.0
 
 
 def _with_epochs(base: type, epochs: int) -> type:

@@ -31,12 +31,25 @@ def read_dice(summary_file: Path, dataset_json: dict) -> dict:
             "dice_mean": _number(summary["foreground_mean"]["Dice"]), "per_case": per_case, "n": len(per_case)}
 
 
-def epoch_durations(checkpoint_file: Path) -> list:
-    """Seconds per epoch from nnU-Net's logger, kept in every checkpoint (all epochs, across resumptions)."""
+def training_log(checkpoint_file: Path) -> dict:
+    """nnU-Net's logger, kept in every checkpoint (all epochs, across resumptions)."""
     import torch
 
-    logging = torch.load(checkpoint_file, map_location="cpu", weights_only=False)["logging"]
+    return torch.load(checkpoint_file, map_location="cpu", weights_only=False)["logging"]
+
+
+def epoch_durations(logging: dict) -> list:
+    """Seconds per epoch."""
     return [end - start for start, end in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
+
+
+def final_losses(logging: dict) -> dict:
+    """Last epoch's training and validation loss (nnU-Net's CE + soft-Dice loss, lower is better).
+
+    A continuous measure that still separates short runs whose thresholded Dice is 0 for all of them.
+    """
+    return {"final_train_loss": _number(logging["train_losses"][-1]) if logging.get("train_losses") else None,
+            "final_val_loss": _number(logging["val_losses"][-1]) if logging.get("val_losses") else None}
 
 
 def seconds_per_iteration(durations: list, iterations_per_epoch: int) -> Optional[float]:

@@ -9,7 +9,7 @@ from nnfm.benchmark.runs import RECORD
 LEADING = ["dataset", "configuration", "profile", "epochs", "iterations_per_epoch", "val_iterations_per_epoch",
            "trainer", "trainer_class", "plans", "weights", "weights_sha256", "base_fold", "fold", "shots", "n_train",
            "n_val", "seed", "device", "status", "mode"]
-TRAILING = ["wall_s", "epochs_run", "epochs_time_s", "s_per_iteration", "peak_rss_mb", "peak_gpu_mb", "predict_s",
+TRAILING = ["final_train_loss", "final_val_loss", "wall_s", "epochs_run", "epochs_time_s", "s_per_iteration", "peak_rss_mb", "peak_gpu_mb", "predict_s",
             "finished_at", "output_folder"]
 GROUP = ("dataset", "configuration", "profile", "trainer_class", "n_train")
 
@@ -79,9 +79,10 @@ def write_markdown(records: list, path: Path) -> None:
              "Mean ± standard deviation over folds and few-shot draws; Dice from nnU-Net's evaluation "
              "(validation: the base fold's validation cases; test: held-out cases). s/iteration: median epoch "
              "time / training iterations per epoch (an epoch includes its validation iterations). Peak RSS: the "
-             "training process, data-augmentation workers excluded.", ""]
+             "training process, data-augmentation workers excluded. Final val loss: nnU-Net's validation loss (CE + "
+             "soft Dice, lower is better) of the last epoch, which still orders runs whose Dice is 0.", ""]
     header = ["dataset", "configuration", "profile (epochs x iterations)", "trainer (class run)", "labelled cases",
-              "runs", "val Dice"] + [f"val {c}" for c in classes] + ["test Dice", "s/iteration", "peak RSS MB",
+              "runs", "val Dice"] + [f"val {c}" for c in classes] + ["test Dice", "final val loss", "s/iteration", "peak RSS MB",
                                                                       "peak GPU MB", "wall s"]
     lines += _table_header(header)
     for key, group in _groups(done):
@@ -91,17 +92,18 @@ def write_markdown(records: list, path: Path) -> None:
              f"{first['iterations_per_epoch']})", _trainer_label(first), str(first["n_train"]), str(len(group)),
              _mean_sd([r.get("val_dice_mean") for r in group])] +
             [_mean_sd([(r.get("val_dice") or {}).get(c) for r in group]) for c in classes] +
-            [_mean_sd([r.get("test_dice_mean") for r in group]), _mean([r.get("s_per_iteration") for r in group], 3),
+            [_mean_sd([r.get("test_dice_mean") for r in group]), _mean_sd([r.get("final_val_loss") for r in group]),
+             _mean([r.get("s_per_iteration") for r in group], 3),
              _max([r.get("peak_rss_mb") for r in group]), _max([r.get("peak_gpu_mb") for r in group]),
              _mean([r.get("wall_s") for r in group], 0)]) + " |")
     lines += ["", "## Runs", ""]
     lines += _table_header(["dataset", "profile", "trainer (class run)", "base fold", "nnU-Net fold", "labelled cases",
-                            "seed", "weights", "val Dice", "test Dice", "s/iteration", "status"])
+                            "seed", "weights", "val Dice", "test Dice", "final val loss", "s/iteration", "status"])
     for r in records:
         lines.append("| " + " | ".join(str(v) for v in [
             r["dataset"], r["profile"], _trainer_label(r), r["base_fold"], r["fold"], r["n_train"],
             "" if r["seed"] is None else r["seed"], Path(str(r.get("weights") or "")).name,
-            _fmt(r.get("val_dice_mean"), 4), _fmt(r.get("test_dice_mean"), 4), _fmt(r.get("s_per_iteration"), 3),
+            _fmt(r.get("val_dice_mean"), 4), _fmt(r.get("test_dice_mean"), 4), _fmt(r.get("final_val_loss"), 4), _fmt(r.get("s_per_iteration"), 3),
             r["status"]]) + " |")
     Path(path).write_text("\n".join(lines) + "\n")
 

@@ -130,14 +130,15 @@ def _train(run: Run, context: Context, folder: Path) -> str:
 
 def _collect_training(run: Run, context: Context, folder: Path) -> dict:
     validation = nnunet_outputs.read_dice(folder / "validation" / "summary.json", context.dataset_json)
-    durations = nnunet_outputs.epoch_durations(folder / "checkpoint_final.pth")
+    logging = nnunet_outputs.training_log(folder / "checkpoint_final.pth")
+    durations = nnunet_outputs.epoch_durations(logging)
     measured = json.loads((folder / MEASUREMENTS).read_text()) if (folder / MEASUREMENTS).is_file() else {}
     return dict(nnunet_outputs.pretrained_provenance(folder), classes=sorted(validation["dice"]),
                 val_dice_mean=validation["dice_mean"], val_dice=validation["dice"],
                 val_per_case=validation["per_case"], epochs_run=len(durations), epochs_time_s=sum(durations),
                 s_per_iteration=nnunet_outputs.seconds_per_iteration(durations, run.budget.iterations),
                 wall_s=measured.get("process_wall_s"), peak_rss_mb=measured.get("peak_rss_mb"),
-                peak_gpu_mb=measured.get("peak_gpu_mb"))
+                peak_gpu_mb=measured.get("peak_gpu_mb"), **nnunet_outputs.final_losses(logging))
 
 
 def _predict_and_evaluate(run: Run, context: Context, folder: Path) -> dict:

@@ -30,6 +30,7 @@ TRAINERS = {
     "nnUNetTrainer": TrainerSpec("nnUNetPlans", None, budget_class="nnUNetTrainer_nnFMBudget"),
     "nnFMTrainer": _nnfm("anatomix", "3d_fullres", pretrained=True),
     "nnFMTrainer_scratch": _nnfm("anatomix", "3d_fullres", pretrained=False),
+    "nnFMTrainer_noWarmup": _nnfm("anatomix", "3d_fullres", pretrained=True),
     "nnFMTrainer_MedDINOv3": _nnfm("meddinov3_vitb16", "2d", pretrained=True),
     "nnFMTrainer_MedDINOv3_scratch": _nnfm("meddinov3_vitb16", "2d", pretrained=False),
     "nnFMTrainer_DINOv3_B": _nnfm("dinov3_vitb16", "2d", pretrained=True),
