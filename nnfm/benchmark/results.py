@@ -9,8 +9,8 @@ from nnfm.benchmark.runs import RECORD
 LEADING = ["dataset", "configuration", "profile", "epochs", "iterations_per_epoch", "val_iterations_per_epoch",
            "trainer", "trainer_class", "plans", "weights", "weights_sha256", "base_fold", "fold", "shots", "n_train",
            "n_val", "seed", "device", "status", "mode"]
-TRAILING = ["final_train_loss", "final_val_loss", "wall_s", "epochs_run", "epochs_time_s", "s_per_iteration", "peak_rss_mb", "peak_gpu_mb", "predict_s",
-            "finished_at", "output_folder"]
+TRAILING = ["final_train_loss", "final_val_loss", "wall_s", "epochs_run", "epochs_time_s", "s_per_iteration",
+            "peak_rss_mb", "peak_gpu_mb", "predict_s", "finished_at", "output_folder"]
 GROUP = ("dataset", "configuration", "profile", "trainer_class", "n_train")
 
 
@@ -82,8 +82,8 @@ def write_markdown(records: list, path: Path) -> None:
              "training process, data-augmentation workers excluded. Final val loss: nnU-Net's validation loss (CE + "
              "soft Dice, lower is better) of the last epoch, which still orders runs whose Dice is 0.", ""]
     header = ["dataset", "configuration", "profile (epochs x iterations)", "trainer (class run)", "labelled cases",
-              "runs", "val Dice"] + [f"val {c}" for c in classes] + ["test Dice", "final val loss", "s/iteration", "peak RSS MB",
-                                                                      "peak GPU MB", "wall s"]
+              "runs", "val Dice"] + [f"val {c}" for c in classes] + \
+        ["test Dice", "final val loss", "s/iteration", "peak RSS MB", "peak GPU MB", "wall s"]
     lines += _table_header(header)
     for key, group in _groups(done):
         first = group[0]
@@ -103,8 +103,8 @@ def write_markdown(records: list, path: Path) -> None:
         lines.append("| " + " | ".join(str(v) for v in [
             r["dataset"], r["profile"], _trainer_label(r), r["base_fold"], r["fold"], r["n_train"],
             "" if r["seed"] is None else r["seed"], Path(str(r.get("weights") or "")).name,
-            _fmt(r.get("val_dice_mean"), 4), _fmt(r.get("test_dice_mean"), 4), _fmt(r.get("final_val_loss"), 4), _fmt(r.get("s_per_iteration"), 3),
-            r["status"]]) + " |")
+            _fmt(r.get("val_dice_mean"), 4), _fmt(r.get("test_dice_mean"), 4), _fmt(r.get("final_val_loss"), 4),
+            _fmt(r.get("s_per_iteration"), 3), r["status"]]) + " |")
     Path(path).write_text("\n".join(lines) + "\n")
 
 
