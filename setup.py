@@ -18,7 +18,10 @@ setup(
     description="Pretrained foundation-model encoders inside nnU-Net v2's self-configuring pipeline",
     long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["nnfm", "nnfm.*", "planners", "planners.*", "trainers", "trainers.*"]),
+    # the repository keeps nnU-Net's folder names (planners/, trainers/); installed, they carry nnFM's
+    # own names so that a user's package called `trainers` or `planners` cannot hide them
+    packages=find_packages(include=["nnfm", "nnfm.*"]) + ["nnfm_planners", "nnfm_trainers"],
+    package_dir={"nnfm_planners": "planners", "nnfm_trainers": "trainers"},
     python_requires=">=3.10",
     install_requires=[
         # pip on this project's machines caps torch at 2.14.1; never ask for newer
@@ -36,7 +39,7 @@ setup(
     extras_require={"test": ["pytest>=7"]},
     entry_points={
         "console_scripts": [
-            "nnFM_plan_and_preprocess = planners.plan_and_preprocess:main",
+            "nnFM_plan_and_preprocess = nnfm_planners.plan_and_preprocess:main",
             "nnFM_demo = nnfm.demo:main",
             "nnFM_doctor = nnfm.doctor:main",
             "nnFM_pretrain = nnfm.pretraining.cli:main",

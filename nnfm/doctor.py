@@ -5,7 +5,7 @@ import sys
 
 def diagnose() -> list:
     """Return a list of (ok, message) lines."""
-    from trainers import TRAINERS_DIR
+    from nnfm_trainers import TRAINERS_DIR
 
     lines = []
     ext = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]

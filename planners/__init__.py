@@ -1,3 +1,3 @@
-from planners.nnfm_planner import nnFMPlanner
+from nnfm_planners.nnfm_planner import nnFMPlanner
 
 __all__ = ["nnFMPlanner"]

@@ -18,7 +18,7 @@ import torch
 
 from nnfm.networks.primus_segmentation import PATCH_EMBED_SIZE, PRIMUS_PRESETS, PrimusSegmentationNetwork
 from nnfm.planning.vit_memory import estimate_vit_training_memory
-from planners.nnfm_planner import nnFMPlanner
+from nnfm_planners.nnfm_planner import nnFMPlanner
 
 
 class nnFMPrimusPlanner(nnFMPlanner):

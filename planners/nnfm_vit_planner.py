@@ -29,7 +29,7 @@ from nnfm.networks.from_plans import class_path
 from nnfm.networks.token_decoder import evenly_spaced_blocks
 from nnfm.planning.intensity import measure_input_window
 from nnfm.planning.vit_memory import estimate_vit_training_memory
-from planners.nnfm_planner import GB, nnFMPlanner
+from nnfm_planners.nnfm_planner import GB, nnFMPlanner
 
 
 class nnFMViTPlanner(nnFMPlanner):

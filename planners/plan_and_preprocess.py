@@ -8,12 +8,12 @@ import os
 
 from nnfm.paths import require_nnunet_paths
 
-ENCODER_PLANNERS = {"anatomix": "planners.nnfm_planner.nnFMPlanner",
-                    "meddinov3_vitb16": "planners.nnfm_vit_planner.nnFMViTPlanner",
-                    "dinov3_vitb16": "planners.nnfm_vit_planner.nnFMViTPlanner",
-                    "dinov3_vits16": "planners.nnfm_vit_planner.nnFMViTPlanner",
-                    "primus_m": "planners.nnfm_primus_planner.nnFMPrimusPlanner",
-                    "primus_tiny": "planners.nnfm_primus_planner.nnFMPrimusTinyPlanner"}
+ENCODER_PLANNERS = {"anatomix": "nnfm_planners.nnfm_planner.nnFMPlanner",
+                    "meddinov3_vitb16": "nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
+                    "dinov3_vitb16": "nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
+                    "dinov3_vits16": "nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
+                    "primus_m": "nnfm_planners.nnfm_primus_planner.nnFMPrimusPlanner",
+                    "primus_tiny": "nnfm_planners.nnfm_primus_planner.nnFMPrimusTinyPlanner"}
 # the nnU-Net configuration each encoder's planner writes, and the trainer to use with it
 ENCODER_CONFIGURATION = {"anatomix": "3d_fullres", "meddinov3_vitb16": "2d", "dinov3_vitb16": "2d",
                          "dinov3_vits16": "2d", "primus_m": "3d_fullres", "primus_tiny": "3d_fullres"}
@@ -47,7 +47,7 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     configuration = ENCODER_CONFIGURATION[encoder]
     extra = {}
     if configuration == "2d":
-        from planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg
+        from nnfm_planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg
         extra = {"hires": hires, "vit_kwargs": vit_kwargs_from_env_or_arg(vit_kwargs)}
     elif hires is not None or vit_kwargs is not None:
         raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder!r}.")

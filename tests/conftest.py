@@ -59,7 +59,7 @@ def anatomix_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def nnunet_env(tmp_path_factory) -> dict:
     """Environment for nnU-Net CLIs: private folders, nnFM trainers registered, CPU-sized budgets."""
-    from trainers import TRAINERS_DIR
+    from nnfm_trainers import TRAINERS_DIR
 
     root = tmp_path_factory.mktemp("nnunet")
     env = dict(os.environ)

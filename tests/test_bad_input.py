@@ -60,7 +60,7 @@ def test_unavailable_registry_weights_say_where_to_put_the_file(hippocampus, nnu
 
 def test_unset_nnunet_paths_are_named_with_the_export_line(monkeypatch):
     from nnfm.paths import require_nnunet_paths
-    from planners.plan_and_preprocess import plan_and_preprocess
+    from nnfm_planners.plan_and_preprocess import plan_and_preprocess
 
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(name, raising=False)
@@ -71,7 +71,7 @@ def test_unset_nnunet_paths_are_named_with_the_export_line(monkeypatch):
 
 
 def test_trainer_refuses_unset_results_folder(hippocampus, monkeypatch):
-    from trainers.nnfm_trainer import nnFMTrainer
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
     monkeypatch.setenv("nnUNet_preprocessed", str(hippocampus["preprocessed"].parent))
     monkeypatch.delenv("nnUNet_results", raising=False)
@@ -82,7 +82,7 @@ def test_trainer_refuses_unset_results_folder(hippocampus, monkeypatch):
 
 
 def test_patch_not_divisible_by_stride_is_refused_at_initialize(hippocampus, nnunet_env, monkeypatch, tmp_path):
-    from trainers.nnfm_trainer_variants import nnFMTrainer_scratch
+    from nnfm_trainers.nnfm_trainer_variants import nnFMTrainer_scratch
 
     for key in ("nnUNet_raw", "nnUNet_preprocessed"):
         monkeypatch.setenv(key, nnunet_env[key])

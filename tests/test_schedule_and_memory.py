@@ -53,8 +53,8 @@ def _schedule_of(trainer_class, num_epochs: int) -> FineTuneSchedule:
 
 
 def test_no_warmup_variant_differs_from_scratch_only_in_its_weights():
-    from trainers.nnfm_trainer import nnFMTrainer
-    from trainers.nnfm_trainer_variants import nnFMTrainer_noWarmup, nnFMTrainer_scratch
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+    from nnfm_trainers.nnfm_trainer_variants import nnFMTrainer_noWarmup, nnFMTrainer_scratch
     assert _schedule_of(nnFMTrainer, 20) == FineTuneSchedule(20, 1, 1)
     assert _schedule_of(nnFMTrainer_noWarmup, 20) == _schedule_of(nnFMTrainer_scratch, 20) == FineTuneSchedule(20)
     assert nnFMTrainer_noWarmup.use_pretrained and not nnFMTrainer_scratch.use_pretrained

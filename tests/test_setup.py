@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from trainers import TRAINERS_DIR
+from nnfm_trainers import TRAINERS_DIR
 
 
 def _python(code: str, env: dict) -> subprocess.CompletedProcess:

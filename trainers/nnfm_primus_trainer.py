@@ -12,8 +12,8 @@ Optimisation, bf16 autocast, gradient clipping, drop path, budgets and provenanc
 import pydoc
 
 from nnfm.networks.primus_segmentation import PRIMUS_PRESETS, PrimusSegmentationNetwork
-from trainers.nnfm_trainer_variants import _with_epochs
-from trainers.nnfm_vit_trainer import nnFMViTTrainer
+from nnfm_trainers.nnfm_trainer_variants import _with_epochs
+from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
 class nnFMTrainer_Primus(nnFMViTTrainer):

@@ -1,7 +1,7 @@
 """Trainer variants, each overriding one thing (nnU-Net's naming: _scratch, _Nepochs)."""
 import torch
 
-from trainers.nnfm_trainer import nnFMTrainer
+from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnFMTrainer_scratch(nnFMTrainer):

@@ -24,7 +24,7 @@ from nnfm.networks.dinov3_segmentation import VIT_PRESETS, DINOv3SegmentationNet
 from nnfm.networks.from_plans import build_from_configuration
 from nnfm.training.schedule import FineTuneLRScheduler
 from nnfm.training.vit_optimization import WarmupDecaySchedule, build_adamw, vit_layer_id, vit_param_groups
-from trainers.nnfm_trainer import nnFMTrainer
+from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnFMViTTrainer(nnFMTrainer):

@@ -7,8 +7,8 @@
 The plans (``nnFM_plan_and_preprocess -e meddinov3_vitb16 | dinov3_vitb16 | dinov3_vits16``) say
 which ViT is built; ``nnFM_WEIGHTS`` / the plans' weights override the trainer's default weights.
 """
-from trainers.nnfm_trainer_variants import _with_epochs
-from trainers.nnfm_vit_trainer import nnFMViTTrainer
+from nnfm_trainers.nnfm_trainer_variants import _with_epochs
+from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
 class nnFMTrainer_MedDINOv3(nnFMViTTrainer):

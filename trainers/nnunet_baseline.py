@@ -2,7 +2,7 @@
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from trainers.nnfm_trainer import nnFMTrainer
+from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnUNetTrainer_nnFMBudget(nnUNetTrainer):

@@ -24,7 +24,7 @@ def python_module(module: str) -> list:
 
 def nnunet_environment(base: dict) -> dict:
     """base with nnFM's trainers findable by nnU-Net (as the installed start-up hook does)."""
-    from trainers import TRAINERS_DIR
+    from nnfm_trainers import TRAINERS_DIR
 
     env = dict(base, nnUNet_compile=base.get("nnUNet_compile", "0"))
     folders = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]

@@ -5,7 +5,7 @@ Extend ``TRAINERS`` when nnFM gains encoders (a 2d or another 3d planner): one r
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from planners.plan_and_preprocess import plans_name_for
+from nnfm_planners.plan_and_preprocess import plans_name_for
 
 from nnfm.benchmark.profiles import Budget
 
