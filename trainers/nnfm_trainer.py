@@ -28,15 +28,25 @@ class nnFMTrainer(nnUNetTrainer):
     encoder_family = "anatomix_unet"
     default_weights = "anatomix"        # registry entry used when neither env nor plans name weights
     use_pretrained = True
-    # fine-tuning schedule, as fractions of num_epochs (see nnfm/training/schedule.py)
+    # fine-tuning recipe (documentation/design.md, "Fine-tuning recipes"): optimiser, lr, weight decay,
+    # warm-up phases as fractions of num_epochs (nnfm/training/schedule.py) and the decay after them.
+    # These class defaults are nnU-Net's own from-scratch recipe; the variants change one thing each.
+    optimizer_name = "SGD"                   # "SGD" (momentum 0.99, Nesterov, as nnU-Net) or "Adam"
+    recipe_lr: Optional[float] = None        # None: nnU-Net's initial_lr (1e-2)
+    recipe_weight_decay: Optional[float] = None  # None: nnU-Net's weight_decay (3e-5)
     head_warmup_fraction = 0.05
     full_warmup_fraction = 0.05
+    lr_decay = "poly"                        # "poly" (nnU-Net, exponent 0.9) or "cosine"
     encoder_lr_multiplier = 1.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         require_nnunet_paths(("nnUNet_preprocessed", "nnUNet_results"))
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.recipe_lr is not None:
+            self.initial_lr = self.recipe_lr
+        if self.recipe_weight_decay is not None:
+            self.weight_decay = self.recipe_weight_decay
         self._apply_budget_from_environment()
         # a checkpoint every epoch: an interrupted run loses at most one epoch (nnU-Net: every 50)
         self.save_every = 1
@@ -125,9 +135,10 @@ class nnFMTrainer(nnUNetTrainer):
 
     # ---- optimisation -------------------------------------------------------------------
     def fine_tune_schedule(self) -> FineTuneSchedule:
-        if not self.use_pretrained:
-            return FineTuneSchedule(self.num_epochs)
-        return FineTuneSchedule.from_fractions(self.num_epochs, self.head_warmup_fraction, self.full_warmup_fraction)
+        if not self.use_pretrained:  # no pretrained features to protect: no warm-up
+            return FineTuneSchedule(self.num_epochs, decay=self.lr_decay)
+        return FineTuneSchedule.from_fractions(self.num_epochs, self.head_warmup_fraction, self.full_warmup_fraction,
+                                               self.lr_decay)
 
     def configure_optimizers(self):
         net = self._bare_network()
@@ -136,8 +147,14 @@ class nnFMTrainer(nnUNetTrainer):
         rest = [p for p in net.parameters() if id(p) not in encoder_ids]
         groups = [{"params": rest, "lr": self.initial_lr, "is_encoder": False},
                   {"params": encoder, "lr": self.initial_lr * self.encoder_lr_multiplier, "is_encoder": True}]
-        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
-                                    nesterov=True)
+        if self.optimizer_name == "SGD":
+            optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                        nesterov=True)
+        elif self.optimizer_name == "Adam":
+            optimizer = torch.optim.Adam(groups, self.initial_lr, weight_decay=self.weight_decay)
+        else:
+            raise ValueError(f"{type(self).__name__}.optimizer_name must be 'SGD' or 'Adam', "
+                             f"not {self.optimizer_name!r}")
         return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
 
     def on_train_epoch_start(self):

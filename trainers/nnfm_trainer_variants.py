@@ -1,4 +1,8 @@
-"""Trainer variants, each overriding one thing (nnU-Net's naming: _scratch, _Nepochs)."""
+"""Trainer variants, each overriding one thing (nnU-Net's naming: _scratch, _Nepochs, _Adam ...).
+
+Fine-tuning recipes (documentation/design.md, "Fine-tuning recipes"; measured in documentation/benchmarks.md):
+each is the recipe of the authors named, applied to the same network and nnU-Net pipeline.
+"""
 import torch
 
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
@@ -9,13 +13,56 @@ class nnFMTrainer_scratch(nnFMTrainer):
     use_pretrained = False
 
 
-class nnFMTrainer_noWarmup(nnFMTrainer):
-    """Pretrained, but without the frozen-encoder and warm-up epochs: nnU-Net's plain poly schedule from epoch 0.
-
-    Its schedule equals nnFMTrainer_scratch's, so the two differ only in the initial weights.
-    """
+class nnFMTrainer_SGD(nnFMTrainer):
+    """nnU-Net's from-scratch recipe on the pretrained network: SGD lr 1e-2, momentum 0.99 (Nesterov),
+    weight decay 3e-5, poly decay from epoch 0; no frozen or warm-up epochs
+    (nnunetv2 2.8.1, nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py, ``configure_optimizers``)."""
+    optimizer_name = "SGD"
+    recipe_lr = 1e-2
+    recipe_weight_decay = 3e-5
     head_warmup_fraction = 0.0
     full_warmup_fraction = 0.0
+    lr_decay = "poly"
+
+
+class nnFMTrainer_noWarmup(nnFMTrainer_SGD):
+    """Former name of nnFMTrainer_SGD (kept so that result folders trained under it still predict)."""
+
+
+class nnFMTrainer_Adam(nnFMTrainer):
+    """The anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay, cosine decay over the
+    epochs, no warm-up, nothing frozen (neel-dey/anatomix, anatomix/segmentation/train_segmentation.py:
+    ``torch.optim.Adam(..., opt.lr, weight_decay=0)``, ``--lr`` default 2e-4, ``CosineAnnealingLR(T_max=n_epochs)``
+    stepped once per epoch)."""
+    optimizer_name = "Adam"
+    recipe_lr = 2e-4
+    recipe_weight_decay = 0.0
+    head_warmup_fraction = 0.0
+    full_warmup_fraction = 0.0
+    lr_decay = "cosine"
+
+
+class nnFMTrainer_nnssl(nnFMTrainer):
+    """nnssl / OpenMind fine-tuning of pretrained CNNs (nnU-Net master, MIC-DKFZ/nnUNet
+    nnunetv2/training/nnUNetTrainer/pretraining/pretrainedTrainer.py, ``PretrainedTrainer``): SGD lr 1e-3,
+    momentum 0.99 (Nesterov), nnU-Net's weight decay, the whole network warmed up linearly for 50 of 1000
+    epochs (5%), then poly decay; nothing frozen. (PretrainedTrainer also turns deep supervision off and
+    fixes batch size 2; nnFM keeps nnU-Net's deep supervision and the planned batch.)"""
+    optimizer_name = "SGD"
+    recipe_lr = 1e-3
+    head_warmup_fraction = 0.0
+    full_warmup_fraction = 0.05
+    lr_decay = "poly"
+
+
+class nnFMTrainer_headWarmup(nnFMTrainer):
+    """nnFM's first default: SGD lr 1e-2 with 5% of the epochs training the heads on a frozen encoder,
+    then 5% warming up the whole network, then poly (no published source: nnFM's own guess)."""
+    optimizer_name = "SGD"
+    recipe_lr = 1e-2
+    head_warmup_fraction = 0.05
+    full_warmup_fraction = 0.05
+    lr_decay = "poly"
 
 
 def _with_epochs(base: type, epochs: int) -> type:

@@ -4,9 +4,11 @@ Three phases, in epochs:
   1. head warm-up: encoder frozen, heads/new layers ramp up linearly to their lr;
   2. full warm-up: everything trains, the lr ramps up linearly from 0 (protects pretrained
      features from the first large, noisy gradients of randomly initialised heads);
-  3. nnU-Net's polynomial decay (exponent 0.9) to 0 at the last epoch.
+  3. decay to 0 at the last epoch: nnU-Net's polynomial decay (exponent 0.9), or cosine (as
+     torch's CosineAnnealingLR with T_max = the decay epochs, stepped once per epoch).
 Each param group keeps its own base lr, so an encoder lr multiplier survives all phases.
 """
+import math
 from dataclasses import dataclass
 
 from torch.optim.lr_scheduler import _LRScheduler
@@ -18,15 +20,21 @@ class FineTuneSchedule:
     head_warmup_epochs: int = 0
     full_warmup_epochs: int = 0
     exponent: float = 0.9
+    decay: str = "poly"
+
+    def __post_init__(self):
+        if self.decay not in ("poly", "cosine"):
+            raise ValueError(f"decay must be 'poly' or 'cosine', not {self.decay!r}")
 
     @classmethod
-    def from_fractions(cls, num_epochs: int, head_fraction: float, full_fraction: float) -> "FineTuneSchedule":
+    def from_fractions(cls, num_epochs: int, head_fraction: float, full_fraction: float,
+                       decay: str = "poly") -> "FineTuneSchedule":
         # short runs (smoke tests, CPU budgets) get no warm-up rather than a phase of 0.x epochs
         head = int(round(num_epochs * head_fraction))
         full = int(round(num_epochs * full_fraction))
         if head + full >= num_epochs:
             head = full = 0
-        return cls(num_epochs, head, full)
+        return cls(num_epochs, head, full, decay=decay)
 
     def encoder_frozen(self, epoch: int) -> bool:
         return epoch < self.head_warmup_epochs
@@ -37,8 +45,10 @@ class FineTuneSchedule:
         warm_end = self.head_warmup_epochs + self.full_warmup_epochs
         if epoch < warm_end:
             return (epoch - self.head_warmup_epochs + 1) / self.full_warmup_epochs
-        decay_epochs = max(1, self.num_epochs - warm_end)
-        return (1 - (epoch - warm_end) / decay_epochs) ** self.exponent
+        progress = min(1.0, (epoch - warm_end) / max(1, self.num_epochs - warm_end))
+        if self.decay == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return (1 - progress) ** self.exponent
 
 
 class FineTuneLRScheduler(_LRScheduler):
