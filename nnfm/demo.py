@@ -16,20 +16,14 @@ from pathlib import Path
 
 DEFAULT_MSD = Path("..") / "shared" / "data" / "Task04_Hippocampus"
 DATASET_ID = 904
+# the CPU budget of the README's first command (documentation/benchmarks.md, "Demo budget")
+DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 6, 12
+DEFAULT_WEIGHTS = "anatomix"
 
 
 def run(command: list, env: dict) -> None:
     print(f"\n$ {shlex.join(command)}", flush=True)
     subprocess.run(command, env=env, check=True)
-
-
-def choose_cases(case_ids: list, n_train: int, n_val: int, n_test: int, seed: int = 0):
-    import random
-    ids = sorted(case_ids)
-    random.Random(seed).shuffle(ids)
-    if n_train + n_val + n_test > len(ids):
-        raise SystemExit(f"Need {n_train + n_val + n_test} cases, the dataset has {len(ids)}.")
-    return ids[:n_train], ids[n_train:n_train + n_val], ids[n_train + n_val:n_train + n_val + n_test]
 
 
 def resolve_demo_weights(requested: str) -> str:
@@ -54,12 +48,14 @@ def main(argv=None) -> None:
     parser.add_argument("--msd", type=Path, default=Path(os.environ.get("nnFM_DEMO_DATA", DEFAULT_MSD)),
                         help="MSD Task04_Hippocampus folder (default: ../shared/data/Task04_Hippocampus)")
     parser.add_argument("--workdir", type=Path, default=Path("nnfm_work") / "demo")
-    parser.add_argument("--weights", default="anatomix", help="registry name, checkpoint path, or 'random'")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="registry name, checkpoint path, or 'random'")
+    parser.add_argument("-tr", "--trainer", default="nnFMTrainer", help="nnFM trainer (default: nnFMTrainer)")
     parser.add_argument("--train-cases", type=int, default=40)
-    parser.add_argument("--val-cases", type=int, default=10)
-    parser.add_argument("--test-cases", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--iterations", type=int, default=12, help="training iterations per epoch")
+    parser.add_argument("--val-cases", type=int, default=4,
+                        help="fold 0's validation cases (nnU-Net's final validation; few keep the demo short)")
+    parser.add_argument("--test-cases", type=int, default=10, help="held-back cases, never seen in training")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="training iterations per epoch")
     parser.add_argument("--batch-size", type=int, default=2,
                         help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's)")
     parser.add_argument("--device", default="cpu")
@@ -73,21 +69,24 @@ def main(argv=None) -> None:
         shutil.rmtree(work)
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
                nnUNet_results=str(work / "results"), nnFM_EPOCHS=str(args.epochs),
-               nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS="2", nnUNet_compile="0",
+               nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS="1", nnUNet_compile="0",
                nnUNet_n_proc_DA=env_default("nnUNet_n_proc_DA", "2"))
+    env.pop("nnFM_WEIGHTS", None)
     bin_dir = Path(sys.executable).parent
     tool = lambda name: str(bin_dir / name) if (bin_dir / name).exists() else name  # noqa: E731
 
-    run([tool("nnUNetv2_convert_MSD_dataset"), "-i", str(args.msd.resolve()), "-overwrite_id", str(DATASET_ID),
-         "-np", "2"], env)
-    raw = next((work / "raw").glob(f"Dataset{DATASET_ID}_*"))
+    # only the cases the demo uses are converted (nnU-Net's MSD converter on a linked subset); the
+    # held-back test cases go to imagesTs / labelsTs and never into the fingerprint, plans or training
+    from nnfm.benchmark.data import prepare_msd
+    n_pool = args.train_cases + args.val_cases
+    raw = prepare_msd(args.msd, DATASET_ID, args.test_cases, n_pool + args.test_cases, 0, env, 2,
+                      work / "convert.log", verbose=True)
     dataset_name = raw.name
-    cases = [p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz")]
-    train, val, test = choose_cases(cases, args.train_cases, args.val_cases, args.test_cases)
+    pool = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))
+    train, val = pool[:args.train_cases], pool[args.train_cases:]
 
     weights = resolve_demo_weights(args.weights)
     run([tool("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
-    # fold 0 of a small split keeps the demo in minutes; held-back test cases are never seen in training
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
     if args.batch_size:
@@ -97,32 +96,29 @@ def main(argv=None) -> None:
         print(f"demo: batch size {plans['configurations']['3d_fullres']['batch_size']} -> {args.batch_size}")
         plans["configurations"]["3d_fullres"]["batch_size"] = args.batch_size
         plans_file.write_text(json.dumps(plans, indent=1))
-    run([tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", "nnFMTrainer",
+    train_start = time.time()
+    run([tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer,
          "-p", "nnFMPlans_anatomix", "-device", args.device], env)
+    train_seconds = time.time() - train_start
 
-    test_images, test_labels = work / "test_images", work / "test_labels"
-    test_images.mkdir()
-    test_labels.mkdir()
-    for case in test:
-        shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", test_images)
-        shutil.copy(raw / "labelsTr" / f"{case}.nii.gz", test_labels)
     predictions = work / "test_predictions"
-    run([tool("nnUNetv2_predict"), "-i", str(test_images), "-o", str(predictions), "-d", str(DATASET_ID),
-         "-c", "3d_fullres", "-tr", "nnFMTrainer", "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
+    run([tool("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
+         "-c", "3d_fullres", "-tr", args.trainer, "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
          "-npp", "1", "-nps", "1"], env)
-    run([tool("nnUNetv2_evaluate_folder"), str(test_labels), str(predictions),
+    run([tool("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions),
          "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
 
     summary = json.loads((predictions / "summary.json").read_text())
     labels = json.loads((raw / "dataset.json").read_text())["labels"]
     names = {str(v): k for k, v in labels.items()}
     print("\n==== nnFM demo result (held-back test cases, never used for training) ====")
-    print(f"trainer nnFMTrainer, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations, "
-          f"{len(train)} training cases, {len(test)} test cases")
+    print(f"trainer {args.trainer}, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations "
+          f"(batch {args.batch_size or 'planned'}), {len(train)} training cases, {len(val)} validation cases, "
+          f"{args.test_cases} test cases")
     for label, metrics in summary["mean"].items():
         print(f"Dice {names.get(label, label):>10}: {metrics['Dice']:.4f}")
     print(f"Dice       mean: {summary['foreground_mean']['Dice']:.4f}")
-    print(f"wall time: {time.time() - start:.0f} s; outputs in {work}")
+    print(f"wall time: {time.time() - start:.0f} s (training {train_seconds:.0f} s); outputs in {work}")
 
 
 def env_default(name: str, default: str) -> str:

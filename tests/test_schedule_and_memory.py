@@ -45,11 +45,10 @@ def test_memory_estimate_scales_with_patch_and_batch():
 
 
 def _schedule_of(trainer_class, num_epochs: int) -> FineTuneSchedule:
-    # fine_tune_schedule reads only these attributes: no plans or dataset needed
-    stand_in = type("StandIn", (), {"num_epochs": num_epochs, "use_pretrained": trainer_class.use_pretrained,
-                                    "head_warmup_fraction": trainer_class.head_warmup_fraction,
-                                    "full_warmup_fraction": trainer_class.full_warmup_fraction})()
-    return trainer_class.fine_tune_schedule(stand_in)
+    # fine_tune_schedule reads only class attributes and num_epochs: no plans or dataset needed
+    stand_in = trainer_class.__new__(trainer_class)
+    stand_in.num_epochs = num_epochs
+    return stand_in.fine_tune_schedule()
 
 
 def test_no_warmup_variant_differs_from_scratch_only_in_its_weights():
@@ -58,3 +57,42 @@ def test_no_warmup_variant_differs_from_scratch_only_in_its_weights():
     assert _schedule_of(nnFMTrainer, 20) == FineTuneSchedule(20, 1, 1)
     assert _schedule_of(nnFMTrainer_noWarmup, 20) == _schedule_of(nnFMTrainer_scratch, 20) == FineTuneSchedule(20)
     assert nnFMTrainer_noWarmup.use_pretrained and not nnFMTrainer_scratch.use_pretrained
+
+
+def test_cosine_decay_equals_torch_cosine_annealing_stepped_per_epoch():
+    # the anatomix authors' schedule: CosineAnnealingLR(T_max=n_epochs), one step per epoch
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=2e-4)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    ours = FineTuneSchedule(10, decay="cosine")
+    for epoch in range(10):
+        assert 2e-4 * ours.lr_factor(epoch, is_encoder=True) == pytest.approx(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    with pytest.raises(ValueError, match="decay must be"):
+        FineTuneSchedule(10, decay="linear")
+
+
+def _optimizer_of(trainer_class):
+    # configure_optimizers reads only these attributes: no plans or dataset needed
+    net = AnatomixSegmentationNetwork(1, 3, True)
+    stand_in = trainer_class.__new__(trainer_class)
+    stand_in.__dict__.update(network=net, is_ddp=False, num_epochs=20, initial_lr=1e-2, weight_decay=3e-5)
+    for attribute, value in (("recipe_lr", "initial_lr"), ("recipe_weight_decay", "weight_decay")):
+        if getattr(trainer_class, attribute) is not None:
+            stand_in.__dict__[value] = getattr(trainer_class, attribute)
+    return trainer_class.configure_optimizers(stand_in)
+
+
+def test_recipes_build_their_authors_optimiser_and_schedule():
+    from nnfm_trainers.nnfm_trainer_variants import nnFMTrainer_Adam, nnFMTrainer_nnssl, nnFMTrainer_SGD
+    adam, adam_schedule = _optimizer_of(nnFMTrainer_Adam)
+    assert type(adam) is torch.optim.Adam  # anatomix: Adam 2e-4, no weight decay, cosine, no warm-up
+    assert {g["initial_lr"] for g in adam.param_groups} == {2e-4} and adam.defaults["weight_decay"] == 0
+    assert adam_schedule.schedule == FineTuneSchedule(20, decay="cosine")
+    sgd, sgd_schedule = _optimizer_of(nnFMTrainer_SGD)
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.99 and sgd.defaults["nesterov"]
+    assert {g["initial_lr"] for g in sgd.param_groups} == {1e-2} and sgd_schedule.schedule == FineTuneSchedule(20)
+    nnssl, nnssl_schedule = _optimizer_of(nnFMTrainer_nnssl)  # nnU-Net master PretrainedTrainer: 1e-3, 5% warm-up
+    assert {g["initial_lr"] for g in nnssl.param_groups} == {1e-3}
+    assert nnssl_schedule.schedule == FineTuneSchedule(20, 0, 1)
