@@ -16,26 +16,40 @@ from typing import Callable, List, Optional
 
 
 def _add_synth(subparsers) -> None:
-    from nnfm.pretraining.supcon_model import DEFAULT_TAPS, TAPS
+    from nnfm.pretraining.supcon_heads import HEADS
+    from nnfm.pretraining.supcon_model import ANATOMIX_TAPS, SAMPLINGS
+    from nnfm.pretraining.synth_trainer import LR_SCHEDULES
     p = subparsers.add_parser("synth", help="anatomix-style voxel SupCon pretraining on synthetic volumes",
-                              description="Pretrain the anatomix U-Net on synthetic label ensembles; writes "
-                                          "DIR/anatomix_synth.pth (use with nnFM_WEIGHTS=...) and "
-                                          "DIR/checkpoint_latest.pth (for --resume).")
+                              description="Pretrain the anatomix U-Net on synthetic label ensembles with anatomix's "
+                                          "recipe (defaults: neel-dey/anatomix pretraining/scripts/"
+                                          "pretrain_anatomix.py); writes DIR/anatomix_synth.pth (use with "
+                                          "nnFM_WEIGHTS=...) and DIR/checkpoint_latest.pth (for --resume).")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (also the target when resuming)")
-    p.add_argument("--batch-size", type=int, default=2, help="samples per step and process (x2 views)")
-    p.add_argument("--size", type=int, default=96, help="cube edge in voxels (multiple of 16, >= 32)")
+    p.add_argument("--batch-size", type=int, default=1, help="samples per step and process (x2 views); anatomix: 1")
+    p.add_argument("--size", type=int, default=128, help="cube edge in voxels (multiple of 16, >= 32); anatomix: 128")
     p.add_argument("--workers", type=int, default=2, help="data-generating processes per training process")
     p.add_argument("--labels-dir", default=None, help="folder of label maps (e.g. nnU-Net labelsTr) to mix in")
     p.add_argument("--real-label-prob", type=float, default=0.5, help="share of samples from --labels-dir")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-5, help="AdamW weight decay (anatomix: 1e-5)")
+    p.add_argument("--lr-schedule", default="anatomix", choices=LR_SCHEDULES,
+                   help="anatomix: 5 equal phases at 1, .8, .6, .4, .2 x lr (its const_linear); constant")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up from lr/100 (anatomix: none)")
     p.add_argument("--temperature", type=float, default=0.33)
     p.add_argument("--voxels-per-layer", type=int, default=512)
     p.add_argument("--head-dim", type=int, default=256)
-    p.add_argument("--taps", nargs="+", default=list(DEFAULT_TAPS), choices=sorted(TAPS),
-                   help="decoder outputs the loss is applied to")
+    p.add_argument("--taps", nargs="+", type=int, default=list(ANATOMIX_TAPS),
+                   help="U-Net layer indices whose outputs the loss is applied to (anatomix: conv outputs "
+                        "27 31 38 45 52 65; nnFM's earlier taps: 65 57 50)")
+    p.add_argument("--sampling", default="uniform", choices=SAMPLINGS,
+                   help="voxel positions: uniform without replacement (anatomix) or label-balanced (nnFM's earlier)")
+    p.add_argument("--head", default="anatomix", choices=sorted(HEADS),
+                   help="projection head: anatomix (3 layers, batch norm) or plain (nnFM's earlier 2 layers)")
+    p.add_argument("--init", default="anatomix", choices=("anatomix", "torch"),
+                   help="initial weights: anatomix's kaiming init or torch's default")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
@@ -49,10 +63,14 @@ def _run_synth(args) -> int:
     config = SynthPretrainConfig(
         out_dir=args.out, steps=args.steps, batch_size=args.batch_size, size=args.size, workers=args.workers,
         labels_dir=args.labels_dir, real_label_prob=args.real_label_prob, seed=args.seed, resume=args.resume,
-        lr=args.lr, temperature=args.temperature, voxels_per_layer=args.voxels_per_layer, head_dim=args.head_dim,
-        taps=tuple(args.taps), checkpoint_every=args.checkpoint_every, device=args.device,
-        progress=not args.no_progress)
-    summary = train_synth(config)
+        lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+        temperature=args.temperature, voxels_per_layer=args.voxels_per_layer, head_dim=args.head_dim,
+        taps=tuple(args.taps), sampling=args.sampling, head=args.head, init=args.init,
+        checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.no_progress)
+    try:
+        summary = train_synth(config)
+    except ValueError as error:          # bad taps/settings: the message says what to change
+        raise SystemExit(f"nnFM_pretrain synth: {error}") from None
     history = summary.pop("loss_history")
     if summary["world_size"] == 1 or _is_main_process():
         summary["loss_first"] = history[0] if history else None
