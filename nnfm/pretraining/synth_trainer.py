@@ -148,7 +148,8 @@ def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
     trained = model
     if context.enabled:
         # layers after the last tap get no gradient
-        trained = DistributedDataParallel(model, device_ids=[context.local_rank] if context.device.type == "cuda" else None,
+        device_ids = [context.local_rank] if context.device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids=device_ids,
                                           find_unused_parameters=max(model.taps) < len(model.encoder.model) - 1)
     use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"
     snapshot = _settings_snapshot(config)

@@ -16,9 +16,9 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class MAEPretrainConfig:
     resume: bool = False
     checkpoint_every: int = 100
     workers: int = 2
-    amp: str = "auto"                               # bf16 autocast on CUDA (nnssl: fp16 autocast + GradScaler), off on CPU
+    amp: str = "auto"                               # bf16 autocast on CUDA (nnssl: fp16 + GradScaler); CPU: off
     device: str = "auto"
     progress: bool = True
 
