@@ -1,4 +1,5 @@
-"""Voxel SupCon pretraining: loss sanity, learning, checkpoints, resume, 2-process gloo DDP (CPU, 32^3)."""
+"""Voxel SupCon pretraining: anatomix's recipe (taps, heads, uniform sampling, optimiser), loss sanity, learning,
+checkpoints, resume after a kill, 2-process gloo DDP (CPU, 32^3)."""
 import json
 import os
 import subprocess
@@ -11,10 +12,11 @@ import torch
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.pretraining.checkpoints import EXPORT, LATEST
-from nnfm.pretraining.supcon import gather_voxels, sample_voxel_indices, supcon_loss
-from nnfm.pretraining.supcon_model import SupConPretrainingModel, SupConSettings
+from nnfm.pretraining.supcon import gather_voxels, sample_uniform_indices, sample_voxel_indices, supcon_loss
+from nnfm.pretraining.supcon_heads import AnatomixProjectionHead, anatomix_init_
+from nnfm.pretraining.supcon_model import ANATOMIX_TAPS, SupConPretrainingModel, SupConSettings, tapped_features
 from nnfm.pretraining.synth import SyntheticPairGenerator
-from nnfm.pretraining.synth_trainer import SynthPretrainConfig, train_synth
+from nnfm.pretraining.synth_trainer import SynthPretrainConfig, _learning_rate, train_synth
 
 LAYOUT = Path(__file__).resolve().parents[1].parent / "shared" / "checkpoint_layouts" / "anatomix_unet.json"
 SIZE = 32
@@ -22,9 +24,73 @@ SIZE = 32
 
 def tiny_config(out_dir, **overrides) -> SynthPretrainConfig:
     settings = dict(out_dir=str(out_dir), steps=4, batch_size=1, size=SIZE, workers=0, seed=0, lr=1e-3,
-                    warmup_steps=0, voxels_per_layer=128, head_dim=64, checkpoint_every=2, progress=False)
+                    voxels_per_layer=128, head_dim=64, checkpoint_every=2, progress=False)
     settings.update(overrides)
     return SynthPretrainConfig(**settings)
+
+
+# ---- anatomix's recipe (neel-dey/anatomix pretraining/scripts/pretrain_anatomix.py) --------------
+def test_taps_are_anatomix_conv_outputs_with_their_channels_and_resolutions():
+    model = SupConPretrainingModel()
+    assert model.taps == (27, 31, 38, 45, 52, 65) == ANATOMIX_TAPS
+    assert all(isinstance(model.encoder.model[t], torch.nn.Conv3d) for t in model.taps)
+    x = torch.randn(2, 1, SIZE, SIZE, SIZE)
+    model.encoder.eval()
+    with torch.no_grad():
+        features = tapped_features(model.encoder, x, model.taps)
+    expected = {27: (128, 4), 31: (256, 2), 38: (128, 4), 45: (64, 8), 52: (32, 16), 65: (16, 32)}
+    assert {t: (f.shape[1], f.shape[-1]) for t, f in features.items()} == expected
+    # a tapped conv output is the raw convolution (before batch norm and ReLU): it has negative values
+    assert all(float(f.min()) < 0 for f in features.values())
+    with torch.no_grad():   # the final tap equals the network's own output
+        assert torch.allclose(features[65], model.encoder(x), atol=1e-5)
+
+
+def test_heads_are_anatomix_three_layer_mlps_with_batch_norm():
+    model = SupConPretrainingModel()
+    assert set(model.heads) == {str(t) for t in ANATOMIX_TAPS}
+    for tap, head in model.heads.items():
+        linears = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
+        norms = [m for m in head.mlp if isinstance(m, torch.nn.BatchNorm1d)]
+        assert isinstance(head, AnatomixProjectionHead) and len(linears) == 3 and len(norms) == 3
+        assert all(m.bias is None for m in linears) and [m.affine for m in norms] == [True, True, False]
+        assert linears[0].in_features == model.encoder.model[int(tap)].out_channels
+        assert all(m.out_features == 256 for m in linears)
+    out = model.heads["65"](torch.randn(64, 16))
+    assert out.shape == (64, 256) and torch.allclose(out.mean(0), torch.zeros(256), atol=1e-4)
+
+
+def test_uniform_sampling_draws_without_replacement_and_ignores_labels():
+    generator = torch.Generator().manual_seed(0)
+    index = sample_uniform_indices(3, 4096, 512, generator)
+    assert index.shape == (3, 512) and all(len(set(row.tolist())) == 512 for row in index)
+    assert sample_uniform_indices(1, 8, 512, generator).shape == (1, 8)   # a 2^3 level: all positions
+    # uniform: each of 8 octants of a 16^3 volume gets 1/8 of 200 x 512 draws (chi-square, 7 dof, p ~ 1e-4)
+    draws = torch.cat([sample_uniform_indices(1, 4096, 512, generator)[0] for _ in range(200)])
+    z, y, x = draws // 256, (draws // 16) % 16, draws % 16
+    octant = (z // 8) * 4 + (y // 8) * 2 + x // 8
+    counts = torch.bincount(octant, minlength=8).double()
+    assert float(((counts - counts.mean()) ** 2 / counts.mean()).sum()) < 27.9
+    # a small label is drawn at its volume share (not balanced): 8 of 4096 voxels
+    labels = torch.zeros(1, 16, 16, 16, dtype=torch.long)
+    labels[0, :2, :2, :2] = 1
+    model = SupConPretrainingModel(settings=SupConSettings(voxels_per_layer=512))
+    picked = torch.cat([labels.reshape(1, -1).gather(1, model._indices(labels, generator)) for _ in range(50)], 1)
+    assert float((picked == 1).float().mean()) < 0.01
+
+
+def test_optimiser_schedule_and_init_follow_anatomix():
+    config = SynthPretrainConfig(out_dir="unused", steps=100)
+    assert (config.lr, config.weight_decay, config.temperature, config.voxels_per_layer, config.head_dim,
+            config.batch_size, config.size, config.warmup_steps) == (2e-4, 1e-5, 0.33, 512, 256, 1, 128, 0)
+    factors = [_learning_rate(config, s) / config.lr for s in (0, 19, 20, 39, 40, 60, 80, 99)]
+    assert factors == pytest.approx([1.0, 1.0, 0.8, 0.8, 0.6, 0.4, 0.2, 0.2])
+    torch.manual_seed(0)
+    unet = anatomix_init_(AnatomixUNet())
+    conv = unet.model[3]   # kaiming normal, fan_in: std sqrt(2 / fan_in)
+    assert abs(float(conv.weight.detach().std()) - (2 / conv.weight[0].numel()) ** 0.5) < 0.01
+    norm = unet.model[4]
+    assert abs(float(norm.weight.mean()) - 1) < 0.02 and 0 < float(norm.weight.std()) < 0.05
 
 
 # ---- loss ---------------------------------------------------------------------------------
@@ -70,7 +136,7 @@ def test_model_loss_is_finite_and_reaches_every_encoder_parameter():
     loss, per_tap = model(sample["view1"][None], sample["view2"][None], sample["labels"][None],
                           torch.Generator().manual_seed(0))
     loss.backward()
-    assert torch.isfinite(loss) and set(per_tap) == {"out", "dec2", "dec4"}
+    assert torch.isfinite(loss) and set(per_tap) == {"27", "31", "38", "45", "52", "65"}
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
@@ -129,10 +195,20 @@ def test_exported_weights_load_strictly_everywhere(trained_run):
     assert (out / "loss_curve.png").exists() and (out / "loss.csv").exists()
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path):
+def test_resume_after_a_kill_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
+    import nnfm.pretraining.synth_trainer as trainer
     straight = train_synth(tiny_config(tmp_path / "straight", steps=4))
-    first = train_synth(tiny_config(tmp_path / "split", steps=2))
-    assert first["step"] == 2
+    write_curve = trainer.write_loss_curve
+
+    def killed_after_step_2(out_dir, history):   # the process dies right after its step-2 checkpoint
+        write_curve(out_dir, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(trainer, "write_loss_curve", killed_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_synth(tiny_config(tmp_path / "split", steps=4))
+    monkeypatch.setattr(trainer, "write_loss_curve", write_curve)
+    assert torch.load(tmp_path / "split" / LATEST, weights_only=True)["step"] == 2
     resumed = train_synth(tiny_config(tmp_path / "split", steps=4, resume=True))
     assert resumed["start_step"] == 2 and resumed["step"] == 4
     assert torch.load(tmp_path / "split" / LATEST, weights_only=True)["step"] == 4

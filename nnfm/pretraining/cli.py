@@ -5,6 +5,7 @@
     nnFM_pretrain synth-benchmark [--sizes 96 128]
     nnFM_pretrain dino -d 4 -c 2d --stage 1 --out DIR [--init dinov3.pth] [--resume]
     nnFM_pretrain dino -d 4 -c 2d --stage 2 --from DIR --out DIR2   (Gram anchoring; stage 3: higher resolution)
+    nnFM_pretrain mae -d 4 -c 3d_fullres --exclude-split splits_final.json --patch 48 64 48 --out DIR [--resume]
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node G -m nnfm.pretraining.cli synth ...``.
 A new method (e.g. ``dino``) adds one ``_add_<name>`` function to ``SUBCOMMANDS``.
@@ -16,26 +17,40 @@ from typing import Callable, List, Optional
 
 
 def _add_synth(subparsers) -> None:
-    from nnfm.pretraining.supcon_model import DEFAULT_TAPS, TAPS
+    from nnfm.pretraining.supcon_heads import HEADS
+    from nnfm.pretraining.supcon_model import ANATOMIX_TAPS, SAMPLINGS
+    from nnfm.pretraining.synth_trainer import LR_SCHEDULES
     p = subparsers.add_parser("synth", help="anatomix-style voxel SupCon pretraining on synthetic volumes",
-                              description="Pretrain the anatomix U-Net on synthetic label ensembles; writes "
-                                          "DIR/anatomix_synth.pth (use with nnFM_WEIGHTS=...) and "
-                                          "DIR/checkpoint_latest.pth (for --resume).")
+                              description="Pretrain the anatomix U-Net on synthetic label ensembles with anatomix's "
+                                          "recipe (defaults: neel-dey/anatomix pretraining/scripts/"
+                                          "pretrain_anatomix.py); writes DIR/anatomix_synth.pth (use with "
+                                          "nnFM_WEIGHTS=...) and DIR/checkpoint_latest.pth (for --resume).")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (also the target when resuming)")
-    p.add_argument("--batch-size", type=int, default=2, help="samples per step and process (x2 views)")
-    p.add_argument("--size", type=int, default=96, help="cube edge in voxels (multiple of 16, >= 32)")
+    p.add_argument("--batch-size", type=int, default=1, help="samples per step and process (x2 views); anatomix: 1")
+    p.add_argument("--size", type=int, default=128, help="cube edge in voxels (multiple of 16, >= 32); anatomix: 128")
     p.add_argument("--workers", type=int, default=2, help="data-generating processes per training process")
     p.add_argument("--labels-dir", default=None, help="folder of label maps (e.g. nnU-Net labelsTr) to mix in")
     p.add_argument("--real-label-prob", type=float, default=0.5, help="share of samples from --labels-dir")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-5, help="AdamW weight decay (anatomix: 1e-5)")
+    p.add_argument("--lr-schedule", default="anatomix", choices=LR_SCHEDULES,
+                   help="anatomix: 5 equal phases at 1, .8, .6, .4, .2 x lr (its const_linear); constant")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up from lr/100 (anatomix: none)")
     p.add_argument("--temperature", type=float, default=0.33)
     p.add_argument("--voxels-per-layer", type=int, default=512)
     p.add_argument("--head-dim", type=int, default=256)
-    p.add_argument("--taps", nargs="+", default=list(DEFAULT_TAPS), choices=sorted(TAPS),
-                   help="decoder outputs the loss is applied to")
+    p.add_argument("--taps", nargs="+", type=int, default=list(ANATOMIX_TAPS),
+                   help="U-Net layer indices whose outputs the loss is applied to (anatomix: conv outputs "
+                        "27 31 38 45 52 65; nnFM's earlier taps: 65 57 50)")
+    p.add_argument("--sampling", default="uniform", choices=SAMPLINGS,
+                   help="voxel positions: uniform without replacement (anatomix) or label-balanced (nnFM's earlier)")
+    p.add_argument("--head", default="anatomix", choices=sorted(HEADS),
+                   help="projection head: anatomix (3 layers, batch norm) or plain (nnFM's earlier 2 layers)")
+    p.add_argument("--init", default="anatomix", choices=("anatomix", "torch"),
+                   help="initial weights: anatomix's kaiming init or torch's default")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
@@ -49,10 +64,14 @@ def _run_synth(args) -> int:
     config = SynthPretrainConfig(
         out_dir=args.out, steps=args.steps, batch_size=args.batch_size, size=args.size, workers=args.workers,
         labels_dir=args.labels_dir, real_label_prob=args.real_label_prob, seed=args.seed, resume=args.resume,
-        lr=args.lr, temperature=args.temperature, voxels_per_layer=args.voxels_per_layer, head_dim=args.head_dim,
-        taps=tuple(args.taps), checkpoint_every=args.checkpoint_every, device=args.device,
-        progress=not args.no_progress)
-    summary = train_synth(config)
+        lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+        temperature=args.temperature, voxels_per_layer=args.voxels_per_layer, head_dim=args.head_dim,
+        taps=tuple(args.taps), sampling=args.sampling, head=args.head, init=args.init,
+        checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.no_progress)
+    try:
+        summary = train_synth(config)
+    except ValueError as error:          # bad taps/settings: the message says what to change
+        raise SystemExit(f"nnFM_pretrain synth: {error}") from None
     history = summary.pop("loss_history")
     if summary["world_size"] == 1 or _is_main_process():
         summary["loss_first"] = history[0] if history else None
@@ -185,7 +204,85 @@ def _run_dino_checked(args) -> int:
     return 0
 
 
-SUBCOMMANDS: List[Callable] = [_add_synth, _add_synth_preview, _add_synth_benchmark, _add_dino]
+def _add_mae(subparsers) -> None:
+    p = subparsers.add_parser("mae", help="masked-image reconstruction of the anatomix U-Net on nnU-Net data",
+                              description="nnssl-style MAE for CNNs (75%% of 16^3 blocks zeroed, MSE on masked "
+                                          "voxels, SGD 1e-2 / poly) on the images of an nnU-Net preprocessed "
+                                          "dataset; labels are never read. Writes DIR/anatomix_mae.pth (anatomix "
+                                          "layout, for nnFM_WEIGHTS / -w), DIR/checkpoint_latest.pth (--resume) "
+                                          "and DIR/loss_curve.png.")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("-d", "--dataset", help="nnU-Net dataset id or name (under $nnUNet_preprocessed)")
+    data.add_argument("--data-folder", help="a preprocessed folder (*.b2nd / *.npz / *.npy) instead of -d/-c/-p")
+    p.add_argument("-c", "--configuration", default="3d_fullres", help="nnU-Net configuration whose images are used")
+    p.add_argument("-p", "--plans", default=None, help="plans identifier (default: nnUNetPlans, else any *Plans*)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="CASE", help="case identifiers never to read")
+    p.add_argument("--exclude-split", default=None, metavar="FILE",
+                   help="JSON: a list of case ids, an nnU-Net splits file (the val cases of --split-fold) or "
+                        "nnFM's benchmark marker (its held_out_test_cases)")
+    p.add_argument("--split-fold", type=int, default=0, help="fold of an nnU-Net splits file given to --exclude-split")
+    p.add_argument("--patch", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="patch size, multiples of 16 (default: the configuration's patch size rounded up to 16)")
+    p.add_argument("--batch-size", type=int, default=None, help="patches per step and process (default: the plans')")
+    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (also the target when resuming)")
+    p.add_argument("--mask-ratio", type=float, default=0.75, help="share of masked blocks (nnssl: 0.75)")
+    p.add_argument("--mask-block", type=int, default=16, help="mask block edge in voxels (nnssl: 16)")
+    p.add_argument("--lr", type=float, default=1e-2, help="SGD lr, poly decay (nnssl: 1e-2)")
+    p.add_argument("--momentum", type=float, default=0.99, help="SGD Nesterov momentum (nnssl: 0.99)")
+    p.add_argument("--weight-decay", type=float, default=3e-5, help="(nnssl: 3e-5)")
+    p.add_argument("--grad-clip", type=float, default=12.0, help="gradient norm clip (nnssl: 12)")
+    p.add_argument("--bn-recalibration-batches", type=int, default=8,
+                   help="unmasked batches that re-estimate batch-norm statistics before each export (0: off)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes per training process")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_mae)
+
+
+def _run_mae(args) -> int:
+    from nnfm.errors import NNFMError
+    try:
+        return _run_mae_checked(args)
+    except NNFMError as error:   # bad input: the message says what to change, no traceback
+        raise SystemExit(f"nnFM_pretrain mae: {error}") from None
+
+
+def _run_mae_checked(args) -> int:
+    from nnfm.errors import ConfigurationError
+    from nnfm.pretraining.dino.data import preprocessed_folder
+    from nnfm.pretraining.mae.cases import read_exclusions
+    from nnfm.pretraining.mae.plans import configuration_defaults
+    from nnfm.pretraining.mae.trainer import MAEPretrainConfig, train_mae
+    folder = args.data_folder or str(preprocessed_folder(args.dataset, args.configuration, args.plans))
+    patch, batch_size = args.patch, args.batch_size
+    if patch is None or batch_size is None:
+        planned_patch, planned_batch = configuration_defaults(folder)
+        patch = patch or planned_patch
+        batch_size = batch_size or planned_batch
+    if patch is None:
+        raise ConfigurationError(f"no plans describe {folder}; pass --patch Z Y X (multiples of 16)")
+    exclude = list(args.exclude) + (read_exclusions(args.exclude_split, args.split_fold) if args.exclude_split else [])
+    config = MAEPretrainConfig(
+        out_dir=args.out, data_folder=folder, patch=tuple(patch), batch_size=batch_size or 2, steps=args.steps,
+        exclude=tuple(sorted(set(exclude))), mask_ratio=args.mask_ratio, mask_block=args.mask_block, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+        bn_recalibration_batches=args.bn_recalibration_batches, seed=args.seed, resume=args.resume,
+        checkpoint_every=args.checkpoint_every, workers=args.workers, device=args.device,
+        progress=not args.no_progress)
+    summary = train_mae(config)
+    history = summary.pop("loss_history")
+    if summary["world_size"] == 1 or _is_main_process():
+        summary["loss_first"] = history[0] if history else None
+        summary["loss_last"] = history[-1] if history else None
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+SUBCOMMANDS: List[Callable] = [_add_synth, _add_synth_preview, _add_synth_benchmark, _add_dino, _add_mae]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,9 +30,21 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return -mean_log_prob_pos[valid].mean()
 
 
+def sample_uniform_indices(batch: int, size: int, count: int,
+                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B, min(count, size)) flat voxel indices, drawn uniformly *without* replacement per sample.
+
+    anatomix's sampling (neel-dey/anatomix, ``pretraining/models/pretraining_networks.py``,
+    ``PatchSampleF.forward``): ``torch.randperm`` of all positions, the first ``num_patches`` kept;
+    a level with fewer positions than ``count`` contributes all of them. Labels play no part.
+    """
+    count = min(count, size)
+    return torch.stack([torch.randperm(size, generator=generator)[:count] for _ in range(batch)])
+
+
 def sample_voxel_indices(labels: torch.Tensor, count: int, generator: Optional[torch.Generator] = None,
                          balanced: bool = True, candidates_per_voxel: int = 64) -> torch.Tensor:
-    """(B, count) flat voxel indices per sample of ``labels`` (B, ...).
+    """(B, count) flat voxel indices per sample of ``labels`` (B, ...), with replacement (``--sampling balanced``).
 
     ``balanced``: each voxel is drawn with probability proportional to 1 / (size of its label),
     i.e. every label present is about equally likely, so small structures are not drowned out by

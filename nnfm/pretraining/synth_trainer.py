@@ -22,42 +22,63 @@ from nnfm.pretraining.checkpoints import (EXPORT, LATEST, load_training_checkpoi
                                           save_training_checkpoint)
 from nnfm.pretraining.distributed import DistributedContext, cleanup_distributed, setup_distributed
 from nnfm.pretraining.loss_curve import write_loss_curve
-from nnfm.pretraining.supcon_model import DEFAULT_TAPS, SupConPretrainingModel, SupConSettings
+from nnfm.pretraining.supcon_heads import anatomix_init_
+from nnfm.pretraining.supcon_model import ANATOMIX_TAPS, SupConPretrainingModel, SupConSettings
 from nnfm.pretraining.synth.engine import SyntheticPairDataset, SyntheticPairGenerator, SynthConfig, worker_init
 
 
 @dataclass
 class SynthPretrainConfig:
+    """Defaults follow neel-dey/anatomix, ``pretraining/scripts/pretrain_anatomix.py`` (AdamW with
+    ``pretraining/options/train_options.py``'s betas 0.9/0.999 and eps 1e-8, torch's defaults), except the
+    number of steps: anatomix counts epochs of its synthetic data set."""
     out_dir: str
     steps: int = 1000
-    batch_size: int = 2                  # per process; each sample gives two views
-    size: int = 96
+    batch_size: int = 1                  # anatomix --batch_size 1 (one pair of views); per process
+    size: int = 128                      # anatomix --crop_size 128
     workers: int = 2
     labels_dir: Optional[str] = None
     real_label_prob: float = 0.5
     seed: int = 0
     resume: bool = False
-    lr: float = 2e-4
-    weight_decay: float = 1e-2           # torch's AdamW default
-    warmup_steps: int = -1               # -1: min(500, steps // 20), linear from lr/100
-    temperature: float = 0.33
-    voxels_per_layer: int = 512
-    head_dim: int = 256
-    taps: Tuple[str, ...] = DEFAULT_TAPS
+    lr: float = 2e-4                     # anatomix --lr 2e-4
+    weight_decay: float = 1e-5           # anatomix --weight_decay 1e-5 (AdamW, on every parameter)
+    lr_schedule: str = "anatomix"        # "anatomix": const_linear, 5 equal phases at 1, .8, .6, .4, .2 x lr
+    warmup_steps: int = 0                # anatomix has none; > 0: linear from lr/100
+    temperature: float = 0.33            # anatomix --nce_T 0.33
+    voxels_per_layer: int = 512          # anatomix --num_patches 512
+    head_dim: int = 256                  # anatomix --netF_nc 256
+    taps: Tuple[int, ...] = ANATOMIX_TAPS  # anatomix --nce_layers 27,31,38,45,52,65
+    sampling: str = "uniform"            # anatomix: uniform, without replacement
+    head: str = "anatomix"               # anatomix --n_mlps 3 --normF batch
+    init: str = "anatomix"               # anatomix --init_type kaiming; "torch": torch's default init
     checkpoint_every: int = 100
-    amp: str = "auto"                    # bf16 autocast on CUDA, off on CPU
+    amp: str = "auto"                    # bf16 autocast on CUDA, off on CPU (anatomix trains in fp32)
     device: str = "auto"
     progress: bool = True
 
     # settings that must not change under --resume (they define the run)
-    RUN_DEFINING = ("seed", "batch_size", "size", "taps", "head_dim", "labels_dir", "real_label_prob")
+    RUN_DEFINING = ("seed", "batch_size", "size", "taps", "head_dim", "labels_dir", "real_label_prob", "sampling",
+                    "head", "lr_schedule")
+
+
+LR_SCHEDULES = ("anatomix", "constant")
 
 
 def _learning_rate(config: SynthPretrainConfig, step: int) -> float:
-    warmup = config.warmup_steps if config.warmup_steps >= 0 else min(500, config.steps // 20)
-    if warmup and step < warmup:
-        return config.lr * (0.01 + 0.99 * step / warmup)
-    return config.lr
+    """lr of step ``step`` (0-based).
+
+    "anatomix": ``get_scheduler(opt)`` with ``lr_policy const_linear``, ``n_epochs 0``, ``n_epochs_decay 4``
+    (neel-dey/anatomix, ``pretraining/models/pretraining_networks.py`` and ``pretrain_anatomix.py``) steps the
+    factor ``1 - epoch / 5`` once per epoch over ``epoch = 0..4``; here the run's steps are cut into 5 equal
+    phases. Warm-up (``warmup_steps``, nnFM's addition, off by default) multiplies from 0.01 to 1.
+    """
+    factor = 1.0
+    if config.lr_schedule == "anatomix":
+        factor = 1.0 - min(4, (5 * step) // max(1, config.steps)) / 5.0
+    if config.warmup_steps > 0 and step < config.warmup_steps:
+        factor *= 0.01 + 0.99 * step / config.warmup_steps
+    return config.lr * factor
 
 
 def _data_loader(config: SynthPretrainConfig, context: DistributedContext, first_step: int) -> DataLoader:
@@ -106,8 +127,14 @@ def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
     torch.manual_seed(config.seed)   # identical initial weights on every rank
     random.seed(config.seed)
     np.random.seed(config.seed)
-    settings = SupConSettings(tuple(config.taps), config.voxels_per_layer, config.head_dim, config.temperature)
-    model = SupConPretrainingModel(AnatomixUNet(), settings).to(context.device)
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}")
+    settings = SupConSettings(tuple(int(t) for t in config.taps), config.voxels_per_layer, config.head_dim,
+                              config.temperature, config.sampling, config.head)
+    model = SupConPretrainingModel(AnatomixUNet(), settings)
+    if config.init == "anatomix":
+        anatomix_init_(model)
+    model = model.to(context.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_step, history = 0, []
     if config.resume:
@@ -120,9 +147,10 @@ def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
         start_step, history = int(state["step"]), list(state["loss_history"])
     trained = model
     if context.enabled:
-        # the final conv is only used when "out" is tapped
-        trained = DistributedDataParallel(model, device_ids=[context.local_rank] if context.device.type == "cuda" else None,
-                                          find_unused_parameters="out" not in config.taps)
+        # layers after the last tap get no gradient
+        device_ids = [context.local_rank] if context.device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids=device_ids,
+                                          find_unused_parameters=max(model.taps) < len(model.encoder.model) - 1)
     use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"
     snapshot = _settings_snapshot(config)
     step = start_step
