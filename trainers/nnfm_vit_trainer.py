@@ -61,7 +61,7 @@ class nnFMViTTrainer(nnFMTrainer):
     @classmethod
     def preset_arch_kwargs(cls) -> dict:
         preset = VIT_PRESETS.get(cls.vit_preset, {})
-        return {k: v for k, v in preset.items() if k in ("vit", "drop_path_rate")}
+        return {k: v for k, v in preset.items() if k in ("vit", "drop_path_rate", "input_norm")}
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
