@@ -122,8 +122,10 @@ class nnFMPlanner(ExperimentPlanner):
         """The network's plain kwargs stored in the plans (subclasses for other encoders override this)."""
         window = measure_input_window(self.dataset, self.determine_reader_writer(), schemes, use_mask,
                                       self.dataset_fingerprint["foreground_intensity_properties_per_channel"])
+        # channels nnU-Net normalises inside the nonzero mask: their 0 (outside / padding) is the encoder's 0
         return dict(self.network_kwargs, input_window=window, pad_to_stride=False,
-                    strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"])
+                    strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"],
+                    zero_is_background=[bool(u) for u in use_mask])
 
     def plan_experiment(self) -> dict:
         transpose_forward, transpose_backward = self.determine_transpose()

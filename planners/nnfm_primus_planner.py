@@ -8,13 +8,16 @@ normalisation, the shrink-the-largest-axis patch search and the batch-size rules
   of nnU-Net's 256^3, clipped to the median image;
 * the memory estimate (nnfm.planning.vit_memory: meta-device count, attention modelled explicitly,
   AdamW states) is built on the meta device (Primus-M has 214M parameters: no allocation, no init);
-* intensities: no extra window. nnssl pretrained on images z-scored per image, which is exactly
-  nnU-Net's ZScoreNormalization for MRI; CT keeps nnU-Net's CTNormalization, also zero-mean /
-  unit-variance over the foreground, i.e. in the same units.
+* intensities: nnssl's convention, every channel z-scored per image (nnssl's preprocessing,
+  MIC-DKFZ/nnssl src/nnssl/preprocessing/preprocessors/default_preprocessor.py ``normalize``: the plans'
+  scheme per channel on the whole image before resampling; OpenMind is MRI, z-scored). nnU-Net's own
+  ``ZScoreNormalization`` is that scheme, so it is planned for every channel, CT included (nnU-Net would
+  pick CTNormalization: a dataset-wide clip and z-score the encoder never saw). No window in the network.
 """
 from typing import Sequence
 
 import torch
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
 from nnfm.networks.primus_segmentation import PATCH_EMBED_SIZE, PRIMUS_PRESETS, PrimusSegmentationNetwork
 from nnfm.planning.vit_memory import estimate_vit_training_memory
@@ -51,6 +54,14 @@ class nnFMPrimusPlanner(nnFMPlanner):
                                           **self.network_kwargs)
         return estimate_vit_training_memory(build, num_input_channels, patch_size, bytes_per_activation=2,
                                             attention=self.attention_backend, patch=PATCH_EMBED_SIZE)
+
+    def determine_normalization_scheme_and_whether_mask_is_used_for_norm(self):
+        """ZScoreNormalization for every channel (nnssl's per-image z-score); the nonzero-mask rule is nnU-Net's
+        (and nnssl's): normalise inside the mask when cropping to it keeps < 3/4 of the image (median)."""
+        channels = len(self.dataset_json["channel_names"])
+        masked = self.dataset_fingerprint["median_relative_size_after_cropping"] < (3 / 4.) and \
+            ZScoreNormalization.leaves_pixels_outside_mask_at_zero_if_use_mask_for_norm_is_true
+        return ["ZScoreNormalization"] * channels, [bool(masked)] * channels
 
     def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
         # input_shape is the patch: Eva's position embedding and RoPE tables are built for its token grid

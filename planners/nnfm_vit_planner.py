@@ -69,7 +69,10 @@ class nnFMViTPlanner(nnFMPlanner):
                                               input_norm="none")
         return {"vit": self.preset["vit"], "vit_kwargs": self.vit_kwargs,
                 "aggregation_blocks": evenly_spaced_blocks(probe.num_layers, min(4, probe.num_layers)),
-                "drop_path_rate": self.preset["drop_path_rate"], "input_norm": "imagenet",
+                "drop_path_rate": self.preset["drop_path_rate"],
+                # the weights' own input convention (MedDINOv3 "nnunet", DINOv3 "imagenet"; sources in
+                # nnfm.networks.dinov3_segmentation), applied inside the network's forward
+                "input_norm": self.preset["input_norm"],
                 "autocast_dtype": "bfloat16"}
 
     def estimate(self, patch_size: Sequence[int], num_input_channels: int, num_classes: int):

@@ -20,7 +20,7 @@ from nnfm.pretraining.dino.crops import CropSettings, multi_crop
 from nnfm.pretraining.dino.data import MultiCropStream, PreprocessedSlices, preprocessed_folder
 from nnfm.pretraining.dino.heads import DINOHead
 from nnfm.pretraining.dino.key_mapping import backbone_to_dinov3, meddinov3_checkpoint
-from nnfm.pretraining.dino.losses import dino_loss, gram_loss, koleo_loss, sinkhorn_knopp
+from nnfm.pretraining.dino.losses import cross_entropy, dino_loss, gram_loss, ibot_loss, koleo_loss, sinkhorn_knopp
 from nnfm.pretraining.dino.masking import block_mask, global_crop_masks
 from nnfm.pretraining.dino.meta_arch import DinoSSL, LossSettings, SSLBranch
 from nnfm.pretraining.dino.trainer import EXPORT, LATEST, DinoPretrainConfig, train_dino
@@ -80,6 +80,23 @@ def test_gram_loss_zero_for_identical_patch_similarities_positive_otherwise():
     assert gram_loss(features, features.clone()) == 0
     assert gram_loss(features, 3.0 * features) < 1e-10           # L2 normalised: scale does not matter
     assert gram_loss(features, torch.randn(2, 9, 16, generator=generator)) > 0.01
+
+
+def test_ibot_loss_divides_by_all_global_crop_images_as_dinov3():
+    """DINOv3 (facebookresearch/dinov3, dinov3/loss/ibot_patch_loss.py, iBOTPatchLoss.forward_masked): tokens weigh
+    1 / (masked tokens of their image), the sum is divided by student_masks_flat.shape[0] = all global-crop images."""
+    torch.manual_seed(0)
+    n_images, n_tokens = 4, 6
+    masks = torch.zeros(n_images, n_tokens, dtype=torch.bool)
+    masks[0, :3] = True          # image 0: 3 masked tokens; image 2: 2; images 1 and 3: none
+    masks[2, 1:3] = True
+    teacher = torch.softmax(torch.randn(int(masks.sum()), 8), -1)
+    student = torch.randn(int(masks.sum()), 8)
+    # DINOv3's formula, written with its (B, N) mask
+    weights = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)[masks]
+    expected = (cross_entropy(teacher, student, 0.1) * weights).sum() / masks.shape[0]
+    image_of_token = torch.arange(n_images).repeat_interleave(masks.sum(1))
+    assert torch.allclose(ibot_loss(student, teacher, image_of_token, n_images, 0.1), expected)
 
 
 def test_sinkhorn_targets_have_uniform_prototype_marginals_and_dino_prefers_a_matching_student():

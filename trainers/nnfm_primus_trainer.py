@@ -9,8 +9,7 @@
 Optimisation, bf16 autocast, gradient clipping, drop path, budgets and provenance come from
 ``nnFMViTTrainer``; this file only says which network is built and how.
 """
-import pydoc
-
+from nnfm.networks.from_plans import build_network, class_path, planned_for
 from nnfm.networks.primus_segmentation import PRIMUS_PRESETS, PrimusSegmentationNetwork
 from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
@@ -30,13 +29,14 @@ class nnFMTrainer_Primus(nnFMViTTrainer):
                                    num_output_channels: int, enable_deep_supervision: bool = False):
         """Plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset.
         The token grid always follows the configuration's patch size (sliding-window tiles have that size)."""
-        planned = pydoc.locate(configuration_manager.network_arch_class_name)
-        kwargs = dict(PRIMUS_PRESETS[cls.primus_preset])
-        if planned is not None and isinstance(planned, type) and issubclass(planned, cls.network_class):
+        kwargs, name, req_import = dict(PRIMUS_PRESETS[cls.primus_preset]), class_path(cls.network_class), []
+        if planned_for(cls.network_class, configuration_manager):
             kwargs = dict(configuration_manager.network_arch_init_kwargs)
+            name = configuration_manager.network_arch_class_name
+            req_import = configuration_manager.network_arch_init_kwargs_req_import
         kwargs["input_shape"] = list(configuration_manager.patch_size)
-        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                 deep_supervision=False, **kwargs)
+        # nnU-Net's get_network_from_plans: build, then the network's initialize hook (He for the convs)
+        return build_network(name, kwargs, req_import, num_input_channels, num_output_channels, False)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # one full-resolution output, as nnU-Net's own Primus trainers

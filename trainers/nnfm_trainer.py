@@ -5,6 +5,7 @@ sliding-window prediction) is nnU-Net's own. Pretrained weights are verified and
 ``initialize`` (before any training step); their name and sha256 go into the plans stored with
 the model (and so into every checkpoint and ``plans.json``), and into ``nnfm_pretrained.json``.
 """
+import gc
 import os
 from typing import Optional
 
@@ -12,6 +13,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
 
 from nnfm.networks.from_plans import build_from_configuration
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
@@ -70,7 +72,8 @@ class nnFMTrainer(nnUNetTrainer):
                                         num_output_channels, enable_deep_supervision)
 
     def _bare_network(self) -> torch.nn.Module:
-        net = self.network.module if self.is_ddp else self.network
+        # by type, not is_ddp: configure_optimizers runs before nnU-Net wraps the network in DDP
+        net = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
         return net._orig_mod if isinstance(net, OptimizedModule) else net
 
     def _get_deep_supervision_scales(self):
@@ -159,10 +162,37 @@ class nnFMTrainer(nnUNetTrainer):
 
     def on_train_epoch_start(self):
         frozen = self.fine_tune_schedule().encoder_frozen(self.current_epoch)
-        encoder = self._bare_network().encoder
-        for p in encoder.parameters():
-            p.requires_grad_(not frozen)
+        self._set_encoder_frozen(frozen)
         super().on_train_epoch_start()  # sets train mode and the epoch's learning rates
         if frozen:
-            encoder.eval()  # keep pretrained batch-norm statistics while the encoder is frozen
+            self._bare_network().encoder.eval()  # keep pretrained batch-norm statistics while the encoder is frozen
             self.print_to_log_file("nnFM: encoder frozen (head warm-up)")
+
+    # ---- freezing ----------------------------------------------------------------------------
+    def _set_encoder_frozen(self, frozen: bool) -> None:
+        """Freeze (no gradients) or unfreeze the encoder; under DDP rebuild the wrapper when this changes.
+
+        Frozen parameters get ``requires_grad=False``, so they get no ``.grad``, which every torch optimiser
+        (SGD with momentum, Adam, AdamW, ...) skips: no step, no momentum / moment update, no weight decay.
+        DDP fixes the set of parameters it reduces when it is built (nnU-Net builds it in ``initialize``) and
+        waits for a gradient of each in every backward, so toggling ``requires_grad`` under an existing
+        wrapper fails at the next iteration ("Expected to have finished reduction in the prior iteration").
+        The wrapper is therefore rebuilt around the same module at each freeze / unfreeze boundary (twice per
+        run): parameters, optimiser state and the module nnU-Net wrapped (SyncBatchNorm, compiled or not) are
+        untouched.
+        """
+        parameters = list(self._bare_network().encoder.parameters())
+        if all(p.requires_grad != frozen for p in parameters):
+            return
+        for p in parameters:
+            p.requires_grad_(not frozen)
+        if self.is_ddp:
+            self._rewrap_ddp()
+
+    def _rewrap_ddp(self) -> None:
+        """A new DDP wrapper (as nnU-Net's initialize builds it) that reduces the parameters needing gradients now."""
+        module = self.network.module
+        # drop the old wrapper before building the new one: its reducer's autograd hooks must not fire any more
+        self.network = None
+        gc.collect()
+        self.network = DistributedDataParallel(module, device_ids=[self.local_rank] if self.device.type == "cuda" else None)

@@ -14,14 +14,13 @@ sliding-window prediction, provenance, budgets, is nnU-Net's / nnFMTrainer's own
 
 Subclasses set ``vit_preset`` (a key of ``VIT_PRESETS``) or ``network_class`` and the families.
 """
-import pydoc
 from typing import Dict, Optional
 
 import torch
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnfm.networks.dinov3_segmentation import VIT_PRESETS, DINOv3SegmentationNetwork
-from nnfm.networks.from_plans import build_from_configuration
+from nnfm.networks.from_plans import build_from_configuration, build_network, class_path, planned_for
 from nnfm.training.schedule import FineTuneLRScheduler
 from nnfm.training.vit_optimization import WarmupDecaySchedule, build_adamw, vit_layer_id, vit_param_groups
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
@@ -62,19 +61,19 @@ class nnFMViTTrainer(nnFMTrainer):
     @classmethod
     def preset_arch_kwargs(cls) -> dict:
         preset = VIT_PRESETS.get(cls.vit_preset, {})
-        return {k: v for k, v in preset.items() if k in ("vit", "drop_path_rate")}
+        return {k: v for k, v in preset.items() if k in ("vit", "drop_path_rate", "input_norm")}
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = False):
-        # plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset
-        planned = pydoc.locate(configuration_manager.network_arch_class_name)
-        if planned is not None and issubclass(planned, cls.network_class) and \
-                "vit" in (configuration_manager.network_arch_init_kwargs or {}):
+        # plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset.
+        # Both go through nnU-Net's get_network_from_plans (build + the network's initialize hook)
+        planned_kwargs = configuration_manager.network_arch_init_kwargs or {}
+        if planned_for(cls.network_class, configuration_manager) and "vit" in planned_kwargs:
             return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
                                             num_output_channels, False)
-        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                 deep_supervision=False, **cls.preset_arch_kwargs())
+        return build_network(class_path(cls.network_class), cls.preset_arch_kwargs(), [], num_input_channels,
+                             num_output_channels, False)
 
     # ---- weights ------------------------------------------------------------------------------
     def _load_pretrained_encoder(self, net) -> None:

@@ -12,14 +12,20 @@ Built from plain kwargs (the plans' ``architecture.arch_kwargs``) with the
 and the nnFM trainers both build it. Any number of input channels (the loader adapts the RGB stem,
 see ``nnfm.weights.loading.adapt_stem_channels``), any input whose axes are multiples of 16.
 
-Input range: DINOv3 was pretrained on ImageNet-normalised RGB, MedDINOv3 on CT slices repeated to
-three channels and normalised the same way (it continues DINOv3's pretraining with its recipe).
-nnU-Net's own normalisation (z-score / CT) runs as usual; the network then clips each channel to the
-window the planner measured (0.5 / 99.5 foreground percentiles) and maps it to [0, 1] as an image,
-and applies ImageNet's statistics averaged over RGB (mean 0.449, std 0.226): a grey image repeated
-to RGB and ImageNet-normalised differs from this only by the spread of ImageNet's per-channel
-statistics (means 0.406-0.485, stds 0.224-0.229), which the stem's fine-tuning absorbs.
-``input_norm="none"`` feeds nnU-Net's normalised data unchanged instead.
+Input convention (``input_norm`` in the plans' arch_kwargs, written per preset by the ViT planner; see
+``nnfm.networks.input_conventions`` and documentation/design.md):
+
+* ``"nnunet"`` (MedDINOv3): nnU-Net's normalised intensities as they are, one grey channel seen as RGB. The
+  authors fine-tune on nnU-Net's own preprocessing (plain nnUNetPlans, CTNormalization for CT) and their
+  ``Primus_Multiscale.forward`` only repeats the channel to three (ricklisz/MedDINOv3,
+  nnUNet/nnunetv2/training/nnUNetTrainer/dinov3/dinov3/models/primus.py; README: ``-tr
+  meddinov3_base_primus_multiscale_Trainer`` on nnUNetPlans): no window, no ImageNet step. Repeating the
+  input to RGB equals summing the stem's RGB kernels, which the loader does (``adapt_stem_channels``).
+* ``"imagenet"`` (official DINOv3, natural images): clip each channel to the window the planner measured
+  (0.5 / 99.5 percentiles, nnU-Net units), map it to [0, 1] as an image and apply ImageNet's statistics
+  averaged over RGB (mean 0.449, std 0.226; timm's IMAGENET_DEFAULT_MEAN / _STD, which DINOv3's
+  ``make_classification_eval_transform`` uses).
+* ``"none"``: the pre-issue-11 spelling of ``"nnunet"`` (kept so old plans build unchanged).
 
 No deep supervision (MedDINOv3 trains without it): the network returns one tensor and refuses
 ``deep_supervision=True`` with the fix. On CUDA, whenever autocast is on (nnU-Net's training,
@@ -34,6 +40,7 @@ import torch
 from torch import nn
 
 from nnfm.errors import ConfigurationError
+from nnfm.networks.input_conventions import INPUT_CONVENTIONS
 from nnfm.networks.intensity_window import IntensityWindow
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.networks.token_decoder import PrimusStyleDecoder, evenly_spaced_blocks
@@ -48,11 +55,12 @@ IMAGENET_GREY_STD = (0.229 + 0.224 + 0.225) / 3
 # trained with qkv_bias=False -> the variant without bias.
 VIT_PRESETS: Dict[str, dict] = {
     "dinov3_vits16": {"vit": "vit_small_patch16_dinov3_qkvb", "weights": "dinov3_vits16",
-                      "drop_path_rate": 0.1},
+                      "drop_path_rate": 0.1, "input_norm": INPUT_CONVENTIONS["dinov3"]},
     "dinov3_vitb16": {"vit": "vit_base_patch16_dinov3_qkvb", "weights": "dinov3_vitb16",
-                      "drop_path_rate": 0.2},
+                      "drop_path_rate": 0.2, "input_norm": INPUT_CONVENTIONS["dinov3"]},
+    # MedDINOv3 fine-tunes on nnU-Net's normalised intensities (see the module docstring for the source)
     "meddinov3_vitb16": {"vit": "vit_base_patch16_dinov3", "weights": "meddinov3_vitb16",
-                         "drop_path_rate": 0.2},
+                         "drop_path_rate": 0.2, "input_norm": INPUT_CONVENTIONS["meddinov3"]},
 }
 
 
@@ -75,9 +83,10 @@ class DINOv3SegmentationNetwork(nn.Module):
                 "DINOv3SegmentationNetwork has no deep supervision (MedDINOv3 trains without it). Train it with "
                 "an nnFM ViT trainer (nnFMTrainer_MedDINOv3, nnFMTrainer_DINOv3_S, ...: enable_deep_supervision=False), "
                 "not nnUNetTrainer.")
-        if input_norm not in ("imagenet", "none"):
-            raise ConfigurationError(f"input_norm must be 'imagenet' or 'none', got {input_norm!r}")
-        self.input_norm = input_norm
+        if input_norm not in ("imagenet", "nnunet", "none"):
+            raise ConfigurationError(f"input_norm must be 'imagenet' (official DINOv3) or 'nnunet' (MedDINOv3), "
+                                     f"got {input_norm!r}")
+        self.input_norm = "nnunet" if input_norm == "none" else input_norm
         self.input_window = IntensityWindow(input_channels, input_window, ndim=2) if input_norm == "imagenet" \
             else nn.Identity()
         kwargs = dict(vit_kwargs or {})
@@ -109,8 +118,8 @@ class DINOv3SegmentationNetwork(nn.Module):
 
     # ---- pieces ---------------------------------------------------------------------------
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        """nnU-Net-normalised intensities -> what the ViT was pretrained on."""
-        if self.input_norm == "none":
+        """(B, C, H, W) nnU-Net-normalised intensities -> the ViT's input convention (same shape)."""
+        if self.input_norm == "nnunet":
             return x
         return (self.input_window(x) - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
 

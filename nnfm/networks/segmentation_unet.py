@@ -46,7 +46,7 @@ class AnatomixSegmentationNetwork(nn.Module):
                  num_downs: int = 4, ngf: int = 16, encoder_out_channels: int = 16, norm: str = "batch",
                  input_window: Optional[Sequence[Sequence[float]]] = None,
                  pad_to_stride: bool = True, strides: Optional[Sequence[Sequence[int]]] = None,
-                 **unused_nnunet_kwargs):
+                 zero_is_background: Optional[Sequence[bool]] = None, **unused_nnunet_kwargs):
         super().__init__()
         self.num_downs = num_downs
         self.stride = 2 ** num_downs
@@ -59,7 +59,8 @@ class AnatomixSegmentationNetwork(nn.Module):
                 raise ConfigurationError(
                     f"The anatomix U-Net pools 2x2x2 {num_downs} times; the plans say strides={strides}. "
                     f"Re-plan with nnFM_plan_and_preprocess or remove 'strides' from arch_kwargs.")
-        self.input_window = IntensityWindow(input_channels, input_window)
+        # anatomix's input: each volume min-max scaled to [0, 1], background 0 (see IntensityWindow)
+        self.input_window = IntensityWindow(input_channels, input_window, zero_is_background=zero_is_background)
         self.encoder = AnatomixUNet(input_channels, encoder_out_channels, num_downs, ngf, norm)
         # deep supervision taps the finest num_downs-1 decoder levels below full resolution
         level_channels = list(reversed(self.encoder.decoder_channels[:-1]))

@@ -59,12 +59,18 @@ def dino_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, n_globa
 
 def ibot_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, image_of_token: torch.Tensor,
               n_images: int, student_temp: float) -> torch.Tensor:
-    """Masked-patch cross-entropy; each masked image weighs the same, whatever its number of masked tokens."""
+    """Masked-patch cross-entropy, normalised as DINOv3's ``iBOTPatchLoss.forward_masked``.
+
+    student_logits / teacher_probs: [M, K] for the M masked tokens of all images; image_of_token: [M], the
+    global-crop image each masked token belongs to; n_images: the number of global-crop images B (masked or
+    not). Each masked token weighs 1 / (masked tokens of its image) and the sum is divided by **all** B images
+    (facebookresearch/dinov3, dinov3/loss/ibot_patch_loss.py: ``-loss.sum() / student_masks_flat.shape[0]``),
+    so an image without masked tokens lowers the mean instead of being left out. Returns a scalar.
+    """
     per_token = cross_entropy(teacher_probs, student_logits, student_temp)
     counts = torch.bincount(image_of_token, minlength=n_images).clamp(min=1).to(per_token.dtype)
     weights = 1.0 / counts[image_of_token]
-    n_masked_images = int((torch.bincount(image_of_token, minlength=n_images) > 0).sum())
-    return (per_token * weights).sum() / max(n_masked_images, 1)
+    return (per_token * weights).sum() / max(n_images, 1)
 
 
 def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
