@@ -1,4 +1,4 @@
-"""2-process gloo (CPU) run of the real nnFMTrainer across the frozen -> unfrozen epoch boundary.
+"""2-process gloo (CPU) run of the real nnFMTrainer_headWarmup across the frozen -> unfrozen epoch boundary.
 
 Usage: python ddp_freeze_worker.py PREPROCESSED_DATASET RESULTS OUT_JSON. Run by tests/test_ddp_freeze.py.
 
@@ -40,9 +40,10 @@ def worker(rank: int, preprocessed: str, results: str, init_file: str, out_json:
     torch.nn.SyncBatchNorm.convert_sync_batchnorm = lambda module, process_group=None: module
     from batchgenerators.utilities.file_and_folder_operations import load_json, join
 
-    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+    # the head warm-up (frozen encoder) is the recipe of nnFMTrainer_headWarmup (nnFMTrainer's own has none)
+    from nnfm_trainers.nnfm_trainer_variants import nnFMTrainer_headWarmup
 
-    class CPUnnFMTrainer(nnFMTrainer):
+    class CPUnnFMTrainer(nnFMTrainer_headWarmup):
         def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                      device: torch.device = torch.device("cpu")):  # nnU-Net records these arguments by name
             super().__init__(plans, configuration, fold, dataset_json, device)

@@ -51,12 +51,16 @@ def _schedule_of(trainer_class, num_epochs: int) -> FineTuneSchedule:
     return stand_in.fine_tune_schedule()
 
 
-def test_no_warmup_variant_differs_from_scratch_only_in_its_weights():
+def test_scratch_and_sgd_variants_differ_from_their_twins_only_in_one_thing():
     from nnfm_trainers.nnfm_trainer import nnFMTrainer
-    from nnfm_trainers.nnfm_trainer_variants import nnFMTrainer_noWarmup, nnFMTrainer_scratch
-    assert _schedule_of(nnFMTrainer, 20) == FineTuneSchedule(20, 1, 1)
-    assert _schedule_of(nnFMTrainer_noWarmup, 20) == _schedule_of(nnFMTrainer_scratch, 20) == FineTuneSchedule(20)
-    assert nnFMTrainer_noWarmup.use_pretrained and not nnFMTrainer_scratch.use_pretrained
+    from nnfm_trainers.nnfm_trainer_variants import (nnFMTrainer_Adam, nnFMTrainer_headWarmup, nnFMTrainer_noWarmup,
+                                                     nnFMTrainer_scratch, nnFMTrainer_SGD)
+    # the default recipe is anatomix's: no frozen or warm-up epochs, cosine decay
+    assert _schedule_of(nnFMTrainer, 20) == _schedule_of(nnFMTrainer_scratch, 20) == \
+        _schedule_of(nnFMTrainer_Adam, 20) == FineTuneSchedule(20, decay="cosine")
+    assert nnFMTrainer.use_pretrained and not nnFMTrainer_scratch.use_pretrained
+    assert _schedule_of(nnFMTrainer_SGD, 20) == _schedule_of(nnFMTrainer_noWarmup, 20) == FineTuneSchedule(20)
+    assert _schedule_of(nnFMTrainer_headWarmup, 20) == FineTuneSchedule(20, 1, 1)
 
 
 def test_cosine_decay_equals_torch_cosine_annealing_stepped_per_epoch():

@@ -32,13 +32,15 @@ class nnFMTrainer(nnUNetTrainer):
     use_pretrained = True
     # fine-tuning recipe (documentation/design.md, "Fine-tuning recipes"): optimiser, lr, weight decay,
     # warm-up phases as fractions of num_epochs (nnfm/training/schedule.py) and the decay after them.
-    # These class defaults are nnU-Net's own from-scratch recipe; the variants change one thing each.
-    optimizer_name = "SGD"                   # "SGD" (momentum 0.99, Nesterov, as nnU-Net) or "Adam"
-    recipe_lr: Optional[float] = None        # None: nnU-Net's initial_lr (1e-2)
-    recipe_weight_decay: Optional[float] = None  # None: nnU-Net's weight_decay (3e-5)
-    head_warmup_fraction = 0.05
-    full_warmup_fraction = 0.05
-    lr_decay = "poly"                        # "poly" (nnU-Net, exponent 0.9) or "cosine"
+    # The default is the anatomix authors' recipe (neel-dey/anatomix, anatomix/segmentation/
+    # train_segmentation.py: Adam, lr 2e-4, weight_decay=0, CosineAnnealingLR over the epochs), chosen by
+    # measurement over nnU-Net's SGD recipe (documentation/benchmarks.md, "Fine-tuning recipes").
+    optimizer_name = "Adam"                  # "Adam", or "SGD" (momentum 0.99, Nesterov, as nnU-Net)
+    recipe_lr: Optional[float] = 2e-4        # None: nnU-Net's initial_lr (1e-2)
+    recipe_weight_decay: Optional[float] = 0.0   # None: nnU-Net's weight_decay (3e-5)
+    head_warmup_fraction = 0.0               # epochs training the heads on a frozen encoder
+    full_warmup_fraction = 0.0               # epochs warming the whole network up linearly
+    lr_decay = "cosine"                      # "cosine", or "poly" (nnU-Net, exponent 0.9)
     encoder_lr_multiplier = 1.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

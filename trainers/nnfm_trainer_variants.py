@@ -9,7 +9,7 @@ from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnFMTrainer_scratch(nnFMTrainer):
-    """Same network, random initialisation (and so no warm-up: there are no pretrained features to protect)."""
+    """Same network and recipe, random initialisation (and so never a warm-up: no pretrained features to protect)."""
     use_pretrained = False
 
 
@@ -30,7 +30,7 @@ class nnFMTrainer_noWarmup(nnFMTrainer_SGD):
 
 
 class nnFMTrainer_Adam(nnFMTrainer):
-    """The anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay, cosine decay over the
+    """nnFMTrainer's default, named: the anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay, cosine decay over the
     epochs, no warm-up, nothing frozen (neel-dey/anatomix, anatomix/segmentation/train_segmentation.py:
     ``torch.optim.Adam(..., opt.lr, weight_decay=0)``, ``--lr`` default 2e-4, ``CosineAnnealingLR(T_max=n_epochs)``
     stepped once per epoch)."""
