@@ -126,6 +126,9 @@ class nnFMPlanner(ExperimentPlanner):
                     strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"])
 
     def plan_experiment(self) -> dict:
+        from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
+
+        refuse_2d_dataset_for_3d_encoder(self.dataset_fingerprint, self.dataset_json, self.encoder)
         transpose_forward, transpose_backward = self.determine_transpose()
         spacing = self.determine_fullres_target_spacing()
         new_shapes = [compute_new_shape(shape, s, spacing) for s, shape in
