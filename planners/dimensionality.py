@@ -36,3 +36,21 @@ def refuse_2d_dataset_for_3d_encoder(fingerprint: dict, dataset_json: dict, enco
         f"{dataset_json.get('file_ending')!r}), but encoder {encoder!r} is a 3D network and would get a 3D patch "
         f"for 1-slice images. nnU-Net plans no 3D configuration for 2D data either. Use a 2D encoder on this "
         f"dataset: nnFM_plan_and_preprocess -d ID {options.replace(', ', ' | ')} (then nnUNetv2_train ID 2d ...).")
+
+
+def check_network_fits_patch(network, patch_size: Sequence[int], configuration: str) -> None:
+    """Raise ConfigurationError if a 3D-only network is trained on a 2D configuration or the reverse.
+
+    Plans made for another network (``-p nnUNetPlans -c 2d`` with nnFMTrainer) reach the trainer
+    without nnFM's planner, so the trainer checks too. ``network.ndim`` defaults to 3.
+    """
+    from nnfm_planners.plan_and_preprocess import ENCODER_TRAINER
+
+    ndim = getattr(network, "ndim", 3)
+    if len(patch_size) == ndim:
+        return
+    trainers = ", ".join(ENCODER_TRAINER[e] for e in encoders_for("2d" if len(patch_size) == 2 else "3d_fullres"))
+    raise ConfigurationError(
+        f"{type(network).__name__} is a {ndim}D network, but configuration {configuration!r} has a "
+        f"{len(patch_size)}D patch {list(patch_size)}. Train it on a {ndim}D configuration "
+        f"({'3d_fullres' if ndim == 3 else '2d'}), or this configuration with one of: {trainers}.")

@@ -20,6 +20,7 @@ from nnfm.paths import require_nnunet_paths
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
 from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
 from nnfm.weights.provenance import model_folder_plans
+from nnfm_planners.dimensionality import check_network_fits_patch
 
 # no pretrained weights: the encoder keeps its random initialisation
 RANDOM_INIT = ("random", "none", "scratch")
@@ -85,6 +86,7 @@ class nnFMTrainer(nnUNetTrainer):
     def initialize(self):
         super().initialize()
         net = self._bare_network()
+        check_network_fits_patch(net, self.configuration_manager.patch_size, self.configuration_name)
         if not getattr(net, "pad_to_stride", True):
             check_divisible(self.configuration_manager.patch_size, net.stride, net.min_size)
         if not self._resuming:
