@@ -1,20 +1,92 @@
-"""``nnFM_doctor``: check that nnU-Net will find nnFM's trainers and data folders, and say how to fix it."""
+"""``nnFM_doctor``: check that nnU-Net will find nnFM's trainers and data folders, and say how to fix it.
+
+It never crashes on a broken installation: an import that fails, or a module of nnFM that Python
+resolves from somewhere else (a user's package of the same name earlier on sys.path), is a FIX line.
+"""
+import importlib.util
 import os
+import pkgutil
 import sys
+from typing import List, Optional, Tuple
+
+# nnFM's three top-level packages: side by side when installed, repository folders in a source checkout
+NNFM_PACKAGES = ("nnfm", "nnfm_trainers", "nnfm_planners")
+SOURCE_FOLDERS = {"nnfm": "nnfm", "nnfm_trainers": "trainers", "nnfm_planners": "planners"}  # setup.py package_dir
+Line = Tuple[bool, str]
 
 
-def diagnose() -> list:
-    """Return a list of (ok, message) lines."""
-    from nnfm_trainers import TRAINERS_DIR
+def _installed_root() -> str:
+    """The folder nnFM's own packages were installed into (where this file's package lives)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    lines = []
+
+def _package_folder(name: str) -> Optional[str]:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.abspath(list(spec.submodule_search_locations)[0])
+
+
+def check_packages() -> Tuple[List[Line], Optional[str]]:
+    """Each nnFM package must resolve to nnFM's installed copy. Returns (lines, nnFM's trainers folder)."""
+    lines, root = [], _installed_root()
+    for name in NNFM_PACKAGES:
+        folder = _package_folder(name)
+        expected = os.path.join(root, name)
+        allowed = {os.path.normcase(expected), os.path.normcase(os.path.join(root, SOURCE_FOLDERS[name]))}
+        if folder is None:
+            lines.append((False, f"Python cannot import nnFM's package '{name}' (expected in {root}). "
+                                 f"Fix: reinstall nnFM: pip install --force-reinstall --no-deps /path/to/nnFM"))
+        elif os.path.normcase(folder) not in allowed:
+            lines.append((False, f"'{name}' resolves to {folder}, not nnFM's {expected}: another package of that "
+                                 f"name shadows nnFM. Fix: rename or remove it, or take its folder off "
+                                 f"PYTHONPATH/sys.path"))
+    trainers = next((os.path.join(root, f) for f in ("nnfm_trainers", "trainers")
+                     if os.path.isfile(os.path.join(root, f, "nnfm_trainer.py"))), None)
+    return lines, trainers
+
+
+def trainer_module_names(folder: str) -> set:
+    return {name for _, name, ispkg in pkgutil.iter_modules([folder]) if not ispkg}
+
+
+def check_ext_trainer(trainers_dir: Optional[str]) -> List[Line]:
+    """nnUNet_extTrainer must include nnFM's trainers; other folders there must not reuse nnFM's module names
+    (nnU-Net imports each folder's modules by bare name, so the first folder's module of a name wins)."""
     ext = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if os.path.abspath(TRAINERS_DIR) in [os.path.abspath(p) for p in ext]:
-        lines.append((True, f"nnUNet_extTrainer includes nnFM's trainers ({TRAINERS_DIR})"))
+    if trainers_dir is None:
+        return [(False, "nnFM's trainers folder is not installed, so nnUNetv2_train cannot find nnFMTrainer. "
+                        "Fix: reinstall nnFM (pip install --no-deps /path/to/nnFM)")]
+    lines = []
+    if os.path.abspath(trainers_dir) in [os.path.abspath(p) for p in ext]:
+        lines.append((True, f"nnUNet_extTrainer includes nnFM's trainers ({trainers_dir})"))
     else:
         lines.append((False, "nnUNet_extTrainer does not include nnFM's trainers, so nnUNetv2_train/-predict "
                              "cannot find nnFMTrainer. Fix: export nnUNet_extTrainer="
-                             f"{os.pathsep.join(ext + [TRAINERS_DIR])}"))
+                             f"{os.pathsep.join(ext + [trainers_dir])}"))
+    ours = trainer_module_names(trainers_dir) | set(NNFM_PACKAGES)
+    for folder in ext:
+        if os.path.abspath(folder) == os.path.abspath(trainers_dir) or not os.path.isdir(folder):
+            continue
+        clash = sorted(ours & {name for _, name, _ in pkgutil.iter_modules([folder])})
+        if clash:
+            lines.append((False, f"nnUNet_extTrainer folder {folder} has module(s) named like nnFM's trainer modules "
+                                 f"({', '.join(clash)}); nnU-Net imports them by bare name, so they can hide or "
+                                 f"break nnFM's trainers. Fix: rename them in {folder}"))
+    return lines
+
+
+def diagnose() -> List[Line]:
+    """Return a list of (ok, message) lines; never raises on a broken or shadowed installation."""
+    try:
+        lines, trainers_dir = check_packages()
+        lines += check_ext_trainer(trainers_dir)
+    except Exception as error:  # a doctor must report, not crash
+        lines = [(False, f"nnFM_doctor could not inspect the installation ({type(error).__name__}: {error}). "
+                         f"Fix: reinstall nnFM (pip install --force-reinstall --no-deps /path/to/nnFM)")]
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         value = os.environ.get(name)
         lines.append((bool(value), f"{name}={value}" if value else f"{name} is not set. Fix: export {name}=/path/to/{name}"))

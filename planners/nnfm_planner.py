@@ -128,6 +128,9 @@ class nnFMPlanner(ExperimentPlanner):
                     zero_is_background=[bool(u) for u in use_mask])
 
     def plan_experiment(self) -> dict:
+        from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
+
+        refuse_2d_dataset_for_3d_encoder(self.dataset_fingerprint, self.dataset_json, self.encoder)
         transpose_forward, transpose_backward = self.determine_transpose()
         spacing = self.determine_fullres_target_spacing()
         new_shapes = [compute_new_shape(shape, s, spacing) for s, shape in

@@ -45,6 +45,17 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     planner_class = pydoc.locate(ENCODER_PLANNERS[encoder])
     plans_name = plans_name_for(encoder)
     configuration = ENCODER_CONFIGURATION[encoder]
+    if configuration == "3d_fullres":  # before any planning or preprocessing work
+        from batchgenerators.utilities.file_and_folder_operations import load_json
+        from nnunetv2.paths import nnUNet_raw
+
+        from nnfm.errors import ConfigurationError
+        from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
+        try:
+            refuse_2d_dataset_for_3d_encoder(load_json(join(nnUNet_preprocessed, dataset_name, "dataset_fingerprint.json")),
+                                             load_json(join(nnUNet_raw, dataset_name, "dataset.json")), encoder)
+        except ConfigurationError as error:
+            raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     extra = {}
     if configuration == "2d":
         from nnfm_planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg

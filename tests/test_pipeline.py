@@ -42,7 +42,7 @@ def test_train_with_pretrained_weights_records_provenance(trained_pretrained, an
     assert provenance["report"]["missing"] == [] and provenance["report"]["unexpected"] == []
     assert len(provenance["report"]["loaded"]) == 115
     plans = json.loads((folder.parent / "plans.json").read_text())
-    assert plans["configurations"]["3d_fullres"]["nnfm"]["provenance"]["sha256"] == sha
+    assert plans["configurations"]["3d_fullres"]["nnfm"]["provenance_by_fold"]["0"]["sha256"] == sha
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["init_args"]["plans"]["configurations"]["3d_fullres"]["nnfm"]["provenance"]["sha256"] == sha
     assert checkpoint["trainer_name"] == "nnFMTrainer"
@@ -62,7 +62,7 @@ def test_predict_held_back_cases_and_evaluate_with_nnunet(trained_pretrained, hi
     assert sorted(p.name for p in predictions.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in hippocampus["test"])
     # provenance travels with the predictions (nnU-Net copies plans.json next to them)
     plans = json.loads((predictions / "plans.json").read_text())
-    assert plans["configurations"]["3d_fullres"]["nnfm"]["provenance"]["weights"]
+    assert plans["configurations"]["3d_fullres"]["nnfm"]["provenance_by_fold"]["0"]["weights"]
     run_cli(["nnUNetv2_evaluate_folder", labels, predictions, "-djfile", predictions / "dataset.json",
              "-pfile", predictions / "plans.json"], nnunet_env)
     summary = json.loads((predictions / "summary.json").read_text())

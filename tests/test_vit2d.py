@@ -355,7 +355,7 @@ def test_vit_predict_with_nnunet(trained_vit, hippocampus, vit_env, tmp_path):
         assert predicted.GetSize() == reference.GetSize()
         assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}
     plans = json.loads((predictions / "plans.json").read_text())
-    assert plans["configurations"]["2d"]["nnfm"]["provenance"]["encoder"] == "meddinov3_vit"
+    assert plans["configurations"]["2d"]["nnfm"]["provenance_by_fold"]["0"]["encoder"] == "meddinov3_vit"
 
 
 def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus, vit_env):

@@ -10,7 +10,7 @@ import os
 from typing import Optional
 
 import torch
-from batchgenerators.utilities.file_and_folder_operations import join, save_json
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
@@ -20,6 +20,9 @@ from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
+from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
+from nnfm.weights.provenance import model_folder_plans
+from nnfm_planners.dimensionality import check_network_fits_patch
 
 # no pretrained weights: the encoder keeps its random initialisation
 RANDOM_INIT = ("random", "none", "scratch")
@@ -98,14 +101,23 @@ class nnFMTrainer(nnUNetTrainer):
     def initialize(self):
         super().initialize()
         net = self._bare_network()
+        check_network_fits_patch(net, self.configuration_manager.patch_size, self.configuration_name)
         if not getattr(net, "pad_to_stride", True):
             check_divisible(self.configuration_manager.patch_size, net.stride, net.min_size)
         if not self._resuming:
             self._load_pretrained_encoder(net)
 
     def _load_pretrained_encoder(self, net) -> None:
+        nnunet_file = pretrained_weights_argument()
         source = self.weights_source()
-        if source is None:
+        if nnunet_file is not None:
+            # nnU-Net loads the whole network (all but seg_layers) right after initialize(): check it now,
+            # and skip nnFM's encoder load, which nnU-Net would overwrite anyway
+            sha = check_pretrained_weights(net, nnunet_file)
+            provenance = {"encoder": None, "weights": os.path.abspath(nnunet_file), "sha256": sha,
+                          "via": "nnUNetv2_train -pretrained_weights (whole network except seg_layers)"}
+            self.print_to_log_file(f"nnFM: -pretrained_weights {nnunet_file} fits the network (sha256 {sha}).")
+        elif source is None:
             family = self.encoder_family if isinstance(self.encoder_family, str) else self.encoder_family[0]
             provenance = {"encoder": family, "weights": None, "sha256": None,
                           "note": "random initialisation (no pretrained weights)"}
@@ -117,15 +129,31 @@ class nnFMTrainer(nnUNetTrainer):
             self.pretrained_report = report
             self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
             provenance = {"encoder": report.family, "weights": source, "sha256": report.sha256,
-                          "path": str(report.path)}
+                          "path": str(report.path),
+                          "via": "nnFM_WEIGHTS" if os.environ.get("nnFM_WEIGHTS") else "plans / registry default"}
         provenance["trainer"] = self.__class__.__name__
-        # the plans dict is shared with init_args: provenance lands in plans.json and every checkpoint
-        self.configuration_manager.configuration.setdefault("nnfm", {})["provenance"] = provenance
-        self.plans_manager.plans["configurations"][self.configuration_name].setdefault(
-            "nnfm", {})["provenance"] = provenance
+        provenance["fold"] = self.fold
+        self._set_provenance(provenance)
         if self.local_rank == 0:
             full = dict(provenance, report=self.pretrained_report.to_dict() if self.pretrained_report else None)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
+
+    def _set_provenance(self, provenance: dict) -> None:
+        """This fold's provenance into the plans dict that nnU-Net saves in this fold's checkpoints
+        (``init_args``); the model folder's plans.json gets every fold's, keyed by fold (on_train_start)."""
+        for config in (self.configuration_manager.configuration,
+                       self.plans_manager.plans["configurations"][self.configuration_name]):
+            nnfm = config.setdefault("nnfm", {})
+            nnfm["provenance"] = provenance
+            nnfm["provenance_by_fold"] = {str(self.fold): provenance}
+
+    def on_train_start(self):
+        shared = join(self.output_folder_base, "plans.json")
+        earlier = load_json(shared) if self.local_rank == 0 and isfile(shared) else None
+        super().on_train_start()  # writes this run's plans to the shared plans.json, overwriting other folds'
+        if self.local_rank == 0:
+            save_json(model_folder_plans(self.plans_manager.plans, earlier, self.configuration_name), shared,
+                      sort_keys=False)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         # resuming restores every weight from nnU-Net's checkpoint: the pretrained file is not needed
@@ -135,8 +163,7 @@ class nnFMTrainer(nnUNetTrainer):
         saved = self.my_init_kwargs.get("plans", {}).get("configurations", {}) \
             .get(self.configuration_name, {}).get("nnfm", {}).get("provenance")
         if saved is not None:
-            self.plans_manager.plans["configurations"][self.configuration_name].setdefault(
-                "nnfm", {})["provenance"] = saved
+            self._set_provenance(saved)
 
     # ---- optimisation -------------------------------------------------------------------
     def fine_tune_schedule(self) -> FineTuneSchedule:

@@ -11,27 +11,33 @@ from torch import nn
 from nnfm.errors import ConfigurationError
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.networks.intensity_window import IntensityWindow
+from nnfm.networks.seg_layers import rename_old_keys
 from nnfm.networks.stride_padding import check_divisible, crop_to, pad_to_multiple
 
 
 class DeepSupervisionHeads(nn.Module):
     """1x1x1 segmentation heads on the dense output and on the decoder levels.
 
-    The attribute name ``decoder.deep_supervision`` is what nnU-Net's trainer toggles.
+    The attribute name ``decoder.deep_supervision`` is what nnU-Net's trainer toggles; the heads are
+    ``seg_layers`` so that nnU-Net's ``-pretrained_weights`` re-initialises them (old name: ``heads``).
     """
 
     def __init__(self, dense_channels: int, level_channels: Sequence[int], num_classes: int,
                  deep_supervision: bool):
         super().__init__()
         self.deep_supervision = deep_supervision
-        # heads[0] works on the full-resolution features, heads[i] on 1/2**i resolution
-        self.heads = nn.ModuleList([nn.Conv3d(c, num_classes, 1) for c in (dense_channels, *level_channels)])
+        # seg_layers[0] works on the full-resolution features, seg_layers[i] on 1/2**i resolution
+        self.seg_layers = nn.ModuleList([nn.Conv3d(c, num_classes, 1) for c in (dense_channels, *level_channels)])
 
     def forward(self, dense: torch.Tensor, levels_fine_to_coarse: List[torch.Tensor]):
-        full = self.heads[0](dense)
+        full = self.seg_layers[0](dense)
         if not self.deep_supervision:
             return full
-        return [full] + [head(f) for head, f in zip(self.heads[1:], levels_fine_to_coarse)]
+        return [full] + [head(f) for head, f in zip(self.seg_layers[1:], levels_fine_to_coarse)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rename_old_keys(state_dict, prefix, {"heads.": "seg_layers."})  # checkpoints before issue 13
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class AnatomixSegmentationNetwork(nn.Module):

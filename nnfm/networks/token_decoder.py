@@ -3,9 +3,10 @@
 MedDINOv3 concatenates the (final-normed) patch tokens of several intermediate blocks, reshapes
 them to the patch grid, and decodes with log2(patch) stages of transposed convolution (k=2, s=2)
 + LayerNorm over channels + GELU, each halving the channels, then a 1x1 convolution to classes.
-The layout of ``decode`` matches MedDINOv3's ``up_projection.decode.*`` keys (stage i at
-``decode.i.0`` / ``decode.i.1``, the classifier at ``decode.<num_stages>``), so their self-trained
-nnU-Net checkpoints map onto it.
+The stages of ``decode`` match MedDINOv3's ``up_projection.decode.*`` keys (stage i at
+``decode.i.0`` / ``decode.i.1``). MedDINOv3 keeps the classifier at ``decode.<num_stages>``; here it
+is ``seg_layers.0`` so that nnU-Net's ``-pretrained_weights`` re-initialises it, and the old key
+still loads (``_load_from_state_dict``).
 """
 import math
 from typing import List, Sequence, Union
@@ -13,6 +14,8 @@ from typing import List, Sequence, Union
 import torch
 from dynamic_network_architectures.building_blocks.patch_encode_decode import LayerNormNd
 from torch import nn
+
+from nnfm.networks.seg_layers import rename_old_keys
 
 _CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -57,9 +60,16 @@ class PrimusStyleDecoder(nn.Module):
             stages.append(nn.Sequential(_CONV_TRANSPOSE[ndim](channels, out, kernel_size=stride, stride=stride),
                                         LayerNormNd(out), nn.GELU()))
             channels = out
-        stages.append(_CONV[ndim](channels, num_classes, kernel_size=1))
         self.decode = nn.Sequential(*stages)
+        # registered after decode: parameter order (optimizer state of resumed runs) stays as before
+        self.seg_layers = nn.ModuleList([_CONV[ndim](channels, num_classes, kernel_size=1)])
+        self.num_stages = num_stages
         self.out_channels_before_classifier = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(x)
+        return self.seg_layers[0](self.decode(x))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints before issue 13 hold the classifier as the last entry of decode
+        rename_old_keys(state_dict, prefix, {f"decode.{self.num_stages}.": "seg_layers.0."})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -3,15 +3,16 @@
 An adapter changes tensors whose meaning survives a change of shape (a position embedding on a
 new patch grid) and returns ``{key: how}`` for the load report's ``adapted``. It never drops keys.
 """
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import torch
 
 from nnfm.errors import CheckpointMismatchError
-from nnfm.weights.pos_embed import cubic_grid, resize_pos_embed_3d
+from nnfm.weights.pos_embed import checkpoint_token_grid, cubic_grid, resize_pos_embed_3d
 
 StateDict = Dict[str, torch.Tensor]
-Adapter = Callable[[StateDict, torch.nn.Module, StateDict], Dict[str, str]]
+# (mapped, target module, target state dict, the whole checkpoint as read) -> {key: how}
+Adapter = Callable[[StateDict, torch.nn.Module, StateDict, Any], Dict[str, str]]
 
 POS_EMBED_KEY = "eva.pos_embed"
 
@@ -21,19 +22,33 @@ def _target_grid(module: torch.nn.Module, num_tokens: int) -> list:
     return list(grid) if grid is not None else cubic_grid(num_tokens)
 
 
-def adapt_nnssl_primus(mapped: StateDict, module: torch.nn.Module, target: StateDict) -> Dict[str, str]:
-    """Resize ``eva.pos_embed`` from the pretraining grid (cubic, 20^3 for 160^3 patches) to the network's grid."""
+def adapt_nnssl_primus(mapped: StateDict, module: torch.nn.Module, target: StateDict,
+                       checkpoint: Any = None) -> Dict[str, str]:
+    """Resize ``eva.pos_embed`` from the checkpoint's token grid to the network's grid whenever the grid
+    SHAPE differs (5x7x5 and 7x5x5 hold the same 175 tokens at different places).
+
+    The checkpoint's grid comes from its own metadata (nnU-Net plans or nnssl adaptation plan, see
+    ``checkpoint_token_grid``), else from a cubic token count. Raises CheckpointMismatchError if neither
+    tells it and the token counts differ.
+    """
     source, wanted = mapped.get(POS_EMBED_KEY), target.get(POS_EMBED_KEY)
-    if source is None or wanted is None or source.shape == wanted.shape or source.shape[-1] != wanted.shape[-1]:
+    if source is None or wanted is None or source.dim() != 3 or source.shape[-1] != wanted.shape[-1]:
         return {}  # nothing to do, or a width mismatch the strict comparison reports
+    old_grid = checkpoint_token_grid(checkpoint, source.shape[1])
     try:
-        old_grid = cubic_grid(source.shape[1])
         new_grid = _target_grid(module, wanted.shape[1])
     except ValueError:
+        new_grid = None
+    if old_grid is None or new_grid is None:
+        if source.shape == wanted.shape:
+            return {}  # same token count and no grid known to differ: copied as is
         raise CheckpointMismatchError(
             f"CheckpointMismatchError: {POS_EMBED_KEY} has {source.shape[1]} tokens, which is not a cubic "
-            f"pretraining grid, so it cannot be resized to the network's {wanted.shape[1]} tokens. Use a checkpoint "
-            f"pretrained on cubic patches (nnssl Primus: 160^3 -> 20^3 tokens).") from None
+            f"pretraining grid, and the checkpoint's plans do not name its patch, so it cannot be resized to the "
+            f"network's {wanted.shape[1]} tokens. Use a checkpoint pretrained on cubic patches (nnssl Primus: "
+            f"160^3 -> 20^3 tokens) or an nnU-Net checkpoint (its plans give the patch).")
+    if list(old_grid) == list(new_grid):
+        return {}
     if int(torch.tensor(new_grid).prod()) != wanted.shape[1]:
         raise CheckpointMismatchError(f"CheckpointMismatchError: the network's grid {new_grid} does not hold its "
                                       f"{wanted.shape[1]} position-embedding tokens.")

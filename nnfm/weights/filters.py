@@ -37,7 +37,7 @@ def detect_family(state: StateDict) -> Optional[str]:
         return "meddinov3_primus_nnunet"
     if "rope_embed.periods" in keys or ("cls_token" in keys and has("blocks.0.attn.qkv")):
         return "dinov3_vit"
-    if "encoder.reg_token" in keys or ("encoder.cls_token" in keys and has("decoder.decode.")):
+    if "encoder.reg_token" in keys or ("encoder.cls_token" in keys and (has("decoder.decode.") or has("decoder.seg_layers."))):
         return "nnfm_vit"
     if has("eva.") or has("down_projection.") or has("encoder.eva."):
         return "nnssl_primus"
@@ -76,14 +76,14 @@ _NNSSL_PRETRAINING_ONLY = {
 
 def nnssl_primus_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
     """nnssl Primus checkpoints keep ``down_projection.*`` + ``eva.*``; a full nnFM Primus network
-    (``encoder.*`` + ``decoder.decode.*``) gives its encoder."""
+    (``encoder.*`` + ``decoder.decode.*`` / ``decoder.seg_layers.*``) gives its encoder."""
     mapped, dropped = {}, {}
     for key, value in state.items():
         if key.startswith(("encoder.down_projection.", "encoder.eva.")):
             mapped[key[len("encoder."):]] = value
         elif key.startswith(("down_projection.", "eva.")):
             mapped[key] = value
-        elif key.startswith("decoder.decode."):
+        elif key.startswith(("decoder.decode.", "decoder.seg_layers.")):
             dropped[key] = "segmentation decoder of an nnFM Primus network; re-initialised for the new task"
         else:
             reason = next((why for prefix, why in _NNSSL_PRETRAINING_ONLY.items() if key.startswith(prefix)), None)

@@ -7,7 +7,7 @@ import torch
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ChecksumMismatchError,
                          WeightsUnavailableError, WrongCheckpointFamilyError)
 from nnfm.weights.adapters import ADAPTERS
-from nnfm.weights.checkpoint_io import read_state_dict
+from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.download import cache_dir, download_entry, sha256_of
 from nnfm.weights.filters import FAMILY_USE, FILTERS, STEM_KEYS, detect_family
 from nnfm.weights.registry import available_weights, get_weights_entry
@@ -64,7 +64,8 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
     """
     families = (family,) if isinstance(family, str) else tuple(family)
     path, sha = resolve_checkpoint(source)
-    state, unwrapped = read_state_dict(path)
+    checkpoint = read_checkpoint(path)  # kept whole: its metadata (plans) tells the position-embedding grid
+    state, unwrapped = unwrap_state_dict(checkpoint)
     found = detect_family(state)
     if found not in families:
         needed = " or ".join(f"'{f}'" for f in families)
@@ -78,7 +79,7 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
     report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped)
     target = module.state_dict()
     if family in ADAPTERS:  # e.g. position embeddings resized to the network's patch grid
-        report.adapted.update(ADAPTERS[family](mapped, module, target))
+        report.adapted.update(ADAPTERS[family](mapped, module, target, checkpoint))
 
     stem = STEM_KEYS.get(family)
     if stem in mapped and stem in target and mapped[stem].shape != target[stem].shape \

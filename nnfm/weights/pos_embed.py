@@ -6,7 +6,8 @@ row-major grid order (Primus flattens (B, D, X, Y, Z) -> (B, X*Y*Z, D)). The gri
 trilinear interpolation, align_corners=False: token centres map to the same relative position
 inside the patch, so a linear ramp over the grid stays a linear ramp.
 """
-from typing import Sequence
+import math
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,3 +32,35 @@ def resize_pos_embed_3d(pos_embed: torch.Tensor, old_grid: Sequence[int], new_gr
     volume = pos_embed.reshape(1, *old_grid, dim).permute(0, 4, 1, 2, 3)  # (1, D, X, Y, Z)
     resized = F.interpolate(volume.float(), size=new_grid, mode="trilinear", align_corners=False)
     return resized.permute(0, 2, 3, 4, 1).reshape(1, -1, dim).to(pos_embed.dtype)
+
+
+def checkpoint_token_grid(checkpoint: Any, num_tokens: int, patch_embed_size: int = 8) -> Optional[list]:
+    """The token grid a checkpoint's position embedding was trained on, or None if unknown.
+
+    Read from the checkpoint's own metadata: an nnU-Net checkpoint's ``init_args`` plans (the
+    configuration's ``arch_kwargs.input_shape`` or ``patch_size``), an nnssl file's adaptation plan
+    (``pretrain_plan`` patch, then ``recommended_downstream_patchsize``); each patch / ``patch_embed_size``
+    must hold exactly ``num_tokens`` tokens. Without such metadata: the cube of ``num_tokens``.
+    """
+    candidates = []
+    if isinstance(checkpoint, dict):
+        init = checkpoint.get("init_args")
+        plans = init.get("plans") if isinstance(init, dict) else None
+        if isinstance(plans, dict):
+            config = (plans.get("configurations") or {}).get(init.get("configuration")) or {}
+            kwargs = (config.get("architecture") or {}).get("arch_kwargs") or {}
+            candidates += [kwargs.get("input_shape"), config.get("patch_size")]
+        plan = checkpoint.get("nnssl_adaptation_plan")
+        if isinstance(plan, dict):
+            configurations = (plan.get("pretrain_plan") or {}).get("configurations") or {}
+            candidates += [c.get("patch_size") for c in configurations.values() if isinstance(c, dict)]
+            candidates.append(plan.get("recommended_downstream_patchsize"))
+    for patch in candidates:
+        if isinstance(patch, (list, tuple)) and len(patch) == 3:
+            grid = [int(p) // patch_embed_size for p in patch]
+            if math.prod(grid) == num_tokens:
+                return grid
+    try:
+        return cubic_grid(num_tokens)
+    except ValueError:
+        return None
