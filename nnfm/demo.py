@@ -17,7 +17,7 @@ from pathlib import Path
 DEFAULT_MSD = Path("..") / "shared" / "data" / "Task04_Hippocampus"
 DATASET_ID = 904
 # the CPU budget of the README's first command (documentation/benchmarks.md, "Demo budget")
-DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 6, 12
+DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_PATCH = 15, 20, (32, 48, 32)
 DEFAULT_WEIGHTS = "anatomix"
 
 
@@ -58,6 +58,9 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="training iterations per epoch")
     parser.add_argument("--batch-size", type=int, default=2,
                         help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's)")
+    parser.add_argument("--patch-size", type=int, nargs=3, default=DEFAULT_PATCH, metavar=("Z", "Y", "X"),
+                        help="overrides the planned patch (multiples of 16) to fit the CPU budget; 0 0 0 keeps the "
+                             "plan's (48 64 48 on Hippocampus, whose images are about 36 x 51 x 35)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -89,13 +92,17 @@ def main(argv=None) -> None:
     run([tool("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
+    # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch and patch
+    plans_file = preprocessed / "nnFMPlans_anatomix.json"
+    plans = json.loads(plans_file.read_text())
+    config = plans["configurations"]["3d_fullres"]
     if args.batch_size:
-        # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch
-        plans_file = preprocessed / "nnFMPlans_anatomix.json"
-        plans = json.loads(plans_file.read_text())
-        print(f"demo: batch size {plans['configurations']['3d_fullres']['batch_size']} -> {args.batch_size}")
-        plans["configurations"]["3d_fullres"]["batch_size"] = args.batch_size
-        plans_file.write_text(json.dumps(plans, indent=1))
+        print(f"demo: batch size {config['batch_size']} -> {args.batch_size}")
+        config["batch_size"] = args.batch_size
+    if any(args.patch_size):
+        print(f"demo: patch size {config['patch_size']} -> {list(args.patch_size)}")
+        config["patch_size"] = list(args.patch_size)
+    plans_file.write_text(json.dumps(plans, indent=1))
     train_start = time.time()
     run([tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer,
          "-p", "nnFMPlans_anatomix", "-device", args.device], env)
@@ -113,7 +120,7 @@ def main(argv=None) -> None:
     names = {str(v): k for k, v in labels.items()}
     print("\n==== nnFM demo result (held-back test cases, never used for training) ====")
     print(f"trainer {args.trainer}, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations "
-          f"(batch {args.batch_size or 'planned'}), {len(train)} training cases, {len(val)} validation cases, "
+          f"(batch {config['batch_size']}, patch {config['patch_size']}), {len(train)} training cases, {len(val)} validation cases, "
           f"{args.test_cases} test cases")
     for label, metrics in summary["mean"].items():
         print(f"Dice {names.get(label, label):>10}: {metrics['Dice']:.4f}")
