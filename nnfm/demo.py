@@ -120,8 +120,8 @@ def main(argv=None) -> None:
     names = {str(v): k for k, v in labels.items()}
     print("\n==== nnFM demo result (held-back test cases, never used for training) ====")
     print(f"trainer {args.trainer}, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations "
-          f"(batch {config['batch_size']}, patch {config['patch_size']}), {len(train)} training cases, {len(val)} validation cases, "
-          f"{args.test_cases} test cases")
+          f"(batch {config['batch_size']}, patch {config['patch_size']}), {len(train)} training cases, "
+          f"{len(val)} validation cases, {args.test_cases} test cases")
     for label, metrics in summary["mean"].items():
         print(f"Dice {names.get(label, label):>10}: {metrics['Dice']:.4f}")
     print(f"Dice       mean: {summary['foreground_mean']['Dice']:.4f}")

@@ -9,7 +9,7 @@ from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnFMTrainer_scratch(nnFMTrainer):
-    """Same network and recipe, random initialisation (and so never a warm-up: no pretrained features to protect)."""
+    """Same network and recipe, random initialisation (never a warm-up: no pretrained features to protect)."""
     use_pretrained = False
 
 
