@@ -67,6 +67,6 @@ def test_foreign_plans_get_the_network_defaults_with_nnunets_initialisation():
     plans.plans["configurations"]["c"]["architecture"]["network_class_name"] = \
         "dynamic_network_architectures.architectures.unet.PlainConvUNet"
     net = _trainer("anatomix").build_network_architecture(plans, plans.get_configuration("c"), 1, 3, True)
-    head = net.decoder.heads[0].weight
+    head = net.decoder.seg_layers[0].weight
     # kaiming_normal_(a=1e-2), fan_in 16: std = sqrt(2 / (1 + 1e-4) / 16) = 0.354 (torch's default would give ~0.14)
-    assert abs(head.std().item() - 0.354) < 0.15 and torch.count_nonzero(net.decoder.heads[0].bias) == 0
+    assert abs(head.std().item() - 0.354) < 0.15 and torch.count_nonzero(net.decoder.seg_layers[0].bias) == 0
