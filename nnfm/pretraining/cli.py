@@ -124,6 +124,24 @@ def _run_synth_benchmark(args) -> int:
     return 0
 
 
+def _add_run_loop_arguments(p) -> None:
+    """Resume, seed, checkpointing, loaders, device and progress: the same for every dataset-based method."""
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes per training process")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _exit_on_bad_input(method: str, run, args) -> int:
+    from nnfm.errors import NNFMError
+    try:
+        return run(args)
+    except NNFMError as error:   # bad input: the message says what to change, no traceback
+        raise SystemExit(f"nnFM_pretrain {method}: {error}") from None
+
+
 def _add_dino(subparsers) -> None:
     p = subparsers.add_parser("dino", help="DINOv3-style SSL of a timm DINOv3 ViT on nnU-Net preprocessed slices",
                               description="Stage 1: DINO + iBOT + KoLeo with an EMA teacher and multi-crop; stage 2: "
@@ -162,21 +180,12 @@ def _add_dino(subparsers) -> None:
     p.add_argument("--koleo-weight", type=float, default=0.1)
     p.add_argument("--gram-weight", type=float, default=None, help="default 0 in stage 1, 1.0 in stages 2-3")
     p.add_argument("--freeze-last-layer-steps", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes per training process")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--no-progress", action="store_true")
+    _add_run_loop_arguments(p)
     p.set_defaults(run=_run_dino)
 
 
 def _run_dino(args) -> int:
-    from nnfm.errors import NNFMError
-    try:
-        return _run_dino_checked(args)
-    except NNFMError as error:   # bad input: the message says what to change, no traceback
-        raise SystemExit(f"nnFM_pretrain dino: {error}") from None
+    return _exit_on_bad_input("dino", _run_dino_checked, args)
 
 
 def _run_dino_checked(args) -> int:
@@ -234,21 +243,12 @@ def _add_mae(subparsers) -> None:
     p.add_argument("--grad-clip", type=float, default=12.0, help="gradient norm clip (nnssl: 12)")
     p.add_argument("--bn-recalibration-batches", type=int, default=8,
                    help="unmasked batches that re-estimate batch-norm statistics before each export (0: off)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes per training process")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--no-progress", action="store_true")
+    _add_run_loop_arguments(p)
     p.set_defaults(run=_run_mae)
 
 
 def _run_mae(args) -> int:
-    from nnfm.errors import NNFMError
-    try:
-        return _run_mae_checked(args)
-    except NNFMError as error:   # bad input: the message says what to change, no traceback
-        raise SystemExit(f"nnFM_pretrain mae: {error}") from None
+    return _exit_on_bad_input("mae", _run_mae_checked, args)
 
 
 def _run_mae_checked(args) -> int:
