@@ -6,6 +6,7 @@ Primus) would otherwise plan a 3D patch such as 32x64x48 for images one slice th
 from typing import Iterable, Sequence
 
 from nnfm.errors import ConfigurationError
+from nnfm.registry import encoders
 
 # file endings nnU-Net reads as single 2D images (NaturalImage2DIO: 1 x H x W)
 TWO_D_FILE_ENDINGS = (".png", ".bmp", ".jpg", ".jpeg")
@@ -20,9 +21,7 @@ def is_2d_dataset(shapes: Iterable[Sequence[int]], file_ending: str = "") -> boo
 
 
 def encoders_for(configuration: str) -> list:
-    from nnfm_planners.plan_and_preprocess import ENCODER_CONFIGURATION
-
-    return sorted(e for e, c in ENCODER_CONFIGURATION.items() if c == configuration)
+    return [e.name for e in encoders(configuration, include_tiny=False)]
 
 
 def refuse_2d_dataset_for_3d_encoder(fingerprint: dict, dataset_json: dict, encoder: str) -> None:
@@ -44,12 +43,10 @@ def check_network_fits_patch(network, patch_size: Sequence[int], configuration: 
     Plans made for another network (``-p nnUNetPlans -c 2d`` with nnFMTrainer) reach the trainer
     without nnFM's planner, so the trainer checks too. ``network.ndim`` defaults to 3.
     """
-    from nnfm_planners.plan_and_preprocess import ENCODER_TRAINER
-
     ndim = getattr(network, "ndim", 3)
     if len(patch_size) == ndim:
         return
-    trainers = ", ".join(ENCODER_TRAINER[e] for e in encoders_for("2d" if len(patch_size) == 2 else "3d_fullres"))
+    trainers = ", ".join(e.trainer for e in encoders("2d" if len(patch_size) == 2 else "3d_fullres"))
     raise ConfigurationError(
         f"{type(network).__name__} is a {ndim}D network, but configuration {configuration!r} has a "
         f"{len(patch_size)}D patch {list(patch_size)}. Train it on a {ndim}D configuration "

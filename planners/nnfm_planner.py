@@ -6,6 +6,7 @@ the patch size (divisible by the network's stride, as large as the memory target
 batch size (same memory estimate, nnU-Net's rules: at least 2, at most 5% of the dataset's voxels)
 and an intensity window that maps nnU-Net's normalised intensities to the encoder's [0, 1] range.
 """
+import pydoc
 import shutil
 from typing import Optional, Sequence
 
@@ -15,17 +16,18 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
-from nnfm.networks.from_plans import class_path
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.planning.intensity import measure_input_window
 from nnfm.planning.memory import estimate_training_memory
+from nnfm.registry import get_encoder
 
 GB = 1024 ** 3
 
 
 class nnFMPlanner(ExperimentPlanner):
+    """Plans one registered encoder (nnfm/registry.py): its network class, preset kwargs, token stride,
+    minimum axis and default weights come from the registry entry of ``encoder``."""
     network_class = AnatomixSegmentationNetwork
-    network_kwargs = {"num_downs": 4, "ngf": 16, "encoder_out_channels": 16, "norm": "batch"}
     # starting patch volume, as nnU-Net's 3D planner (256**3 voxels before clipping to the median shape)
     initial_patch_voxels = 256 ** 3
 
@@ -35,17 +37,21 @@ class nnFMPlanner(ExperimentPlanner):
                  encoder: str = "anatomix", weights: Optional[str] = None):
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
                          overwrite_target_spacing, suppress_transpose)
+        self.entry = get_encoder(encoder)
         self.encoder = encoder
-        self.weights = weights
+        self.network_class = pydoc.locate(self.entry.network_class)
+        self.network_kwargs = self.entry.kwargs()
+        # the plans store the resolved weights (registry name, path or "random"), so the trainer reads one place
+        self.weights = weights or self.entry.weights or "random"
 
     # ---- topology ---------------------------------------------------------------------
     @property
     def stride(self) -> int:
-        return 2 ** self.network_kwargs["num_downs"]
+        return self.entry.token_stride
 
     @property
     def min_axis(self) -> int:
-        return 2 * self.stride  # reflect padding needs 2 voxels per axis at the bottleneck
+        return self.entry.min_axis
 
     def _round_to_stride(self, size: float) -> int:
         return max(self.min_axis, int(np.ceil(size / self.stride)) * self.stride)
@@ -82,8 +88,10 @@ class nnFMPlanner(ExperimentPlanner):
     # ---- configuration ------------------------------------------------------------------
     def get_plans_for_configuration(self, spacing, median_shape, data_identifier: str,
                                     approximate_n_voxels_dataset: float, _cache: dict) -> dict:
-        if len(spacing) != 3:
-            raise ValueError("The anatomix U-Net is a 3D network; nnFM plans only 3d_fullres for it.")
+        ndim = 2 if self.entry.configuration == "2d" else 3
+        if len(spacing) != ndim:
+            raise ValueError(f"Encoder {self.encoder!r} plans the {self.entry.configuration} configuration only "
+                             f"({ndim}D spacing), got spacing {list(spacing)}.")
         num_input_channels = len(self.dataset_json["channel_names"])
         num_classes = len(self.dataset_json["labels"])
         patch, batch, estimate = self.plan_patch_and_batch(spacing, median_shape, num_input_channels,
@@ -97,8 +105,8 @@ class nnFMPlanner(ExperimentPlanner):
             "preprocessor_name": self.preprocessor_name,
             "batch_size": int(batch),
             "patch_size": [int(p) for p in patch],
-            "median_image_size_in_voxels": median_shape,
-            "spacing": spacing,
+            "median_image_size_in_voxels": [float(m) for m in median_shape],
+            "spacing": [float(s) for s in spacing],
             "normalization_schemes": schemes,
             "use_mask_for_norm": use_mask,
             "resampling_fn_data": resampling_data.__name__,
@@ -107,16 +115,17 @@ class nnFMPlanner(ExperimentPlanner):
             "resampling_fn_seg_kwargs": resampling_seg_kwargs,
             "resampling_fn_probabilities": resampling_softmax.__name__,
             "resampling_fn_probabilities_kwargs": resampling_softmax_kwargs,
-            "architecture": {"network_class_name": class_path(self.network_class), "arch_kwargs": arch_kwargs,
+            "architecture": {"network_class_name": self.entry.network_class, "arch_kwargs": arch_kwargs,
                              "_kw_requires_import": []},
-            "batch_dice": False,
-            "nnfm": {
-                "encoder": self.encoder,
-                "weights": self.weights,
-                "estimated_training_memory_gb": round(estimate.total_bytes(batch) / GB, 3),
-                "gpu_memory_target_gb": self.UNet_vram_target_GB,
-            },
+            "batch_dice": ndim == 2,  # nnU-Net's choice: batch Dice for 2d, per-sample for 3d
+            "nnfm": dict({"encoder": self.encoder, "weights": self.weights,
+                          "estimated_training_memory_gb": round(estimate.total_bytes(batch) / GB, 3),
+                          "gpu_memory_target_gb": self.UNet_vram_target_GB}, **self.extra_plans_fields(estimate)),
         }
+
+    def extra_plans_fields(self, estimate) -> dict:
+        """More facts for the plans' ``nnfm`` section (subclasses: token counts, memory model)."""
+        return {}
 
     def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
         """The network's plain kwargs stored in the plans (subclasses for other encoders override this)."""
@@ -127,18 +136,28 @@ class nnFMPlanner(ExperimentPlanner):
                     strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"],
                     zero_is_background=[bool(u) for u in use_mask])
 
+    def planning_geometry(self, spacing, median_shape, n_voxels: float):
+        """(spacing, median shape, voxel count) the configuration is planned on; 2D planners take the in-plane
+        axes (nnU-Net's 2d configuration) and may change the in-plane spacing (high resolution)."""
+        if self.entry.configuration == "2d":
+            return spacing[1:].copy(), median_shape[1:].copy(), n_voxels
+        return spacing, median_shape, n_voxels
+
     def plan_experiment(self) -> dict:
         from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
 
-        refuse_2d_dataset_for_3d_encoder(self.dataset_fingerprint, self.dataset_json, self.encoder)
+        configuration = self.entry.configuration
+        if configuration == "3d_fullres":
+            refuse_2d_dataset_for_3d_encoder(self.dataset_fingerprint, self.dataset_json, self.encoder)
         transpose_forward, transpose_backward = self.determine_transpose()
-        spacing = self.determine_fullres_target_spacing()
-        new_shapes = [compute_new_shape(shape, s, spacing) for s, shape in
+        fullres_spacing = np.array(self.determine_fullres_target_spacing(), dtype=float)
+        new_shapes = [compute_new_shape(shape, s, fullres_spacing) for s, shape in
                       zip(self.dataset_fingerprint["spacings"], self.dataset_fingerprint["shapes_after_crop"])]
         median_shape = np.median(new_shapes, 0)[transpose_forward]
         n_voxels = float(np.prod(median_shape, dtype=np.float64) * self.dataset_json["numTraining"])
-        fullres = self.get_plans_for_configuration(spacing[transpose_forward], median_shape,
-                                                   self.generate_data_identifier("3d_fullres"), n_voxels, {})
+        spacing, median, n_voxels = self.planning_geometry(fullres_spacing[transpose_forward], median_shape, n_voxels)
+        config = self.get_plans_for_configuration(spacing, median, self.generate_data_identifier(configuration),
+                                                  n_voxels, {})
         plans = {
             "dataset_name": self.dataset_name,
             "plans_name": self.plans_identifier,
@@ -149,7 +168,7 @@ class nnFMPlanner(ExperimentPlanner):
             "image_reader_writer": self.determine_reader_writer().__name__,
             "transpose_forward": [int(i) for i in transpose_forward],
             "transpose_backward": [int(i) for i in transpose_backward],
-            "configurations": {"3d_fullres": fullres},
+            "configurations": {configuration: config},
             "experiment_planner_used": self.__class__.__name__,
             "label_manager": "LabelManager",
             "foreground_intensity_properties_per_channel":

@@ -19,33 +19,26 @@ from typing import Sequence
 import torch
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
-from nnfm.networks.primus_segmentation import PATCH_EMBED_SIZE, PRIMUS_PRESETS, PrimusSegmentationNetwork
+from nnfm.networks.primus_segmentation import PrimusSegmentationNetwork
 from nnfm.planning.vit_memory import estimate_vit_training_memory
 from nnfm_planners.nnfm_planner import nnFMPlanner
 
 
 class nnFMPrimusPlanner(nnFMPlanner):
+    """Plans every Primus preset of the registry (primus_m, primus_tiny): kwargs and weights from its entry."""
     network_class = PrimusSegmentationNetwork
-    network_kwargs = PRIMUS_PRESETS["primus_m"]
     initial_patch_voxels = 160 ** 3
     # "fused": flash / memory-efficient SDPA (GPU, bf16 autocast; also PyTorch's CPU kernel) saves no N x N
     # attention matrix; "math": PyTorch's reference SDPA keeps heads x N x N probabilities per block for backward
     attention_backend = "fused"
 
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnFMPlans_primus_m",
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = None,
                  overwrite_target_spacing=None, suppress_transpose: bool = False,
                  encoder: str = "primus_m", weights=None):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
-                         overwrite_target_spacing, suppress_transpose, encoder, weights)
-
-    @property
-    def stride(self) -> int:
-        return PATCH_EMBED_SIZE
-
-    @property
-    def min_axis(self) -> int:
-        return PATCH_EMBED_SIZE
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
+                         plans_name or f"nnFMPlans_{encoder}", overwrite_target_spacing, suppress_transpose,
+                         encoder, weights)
 
     def estimate(self, patch_size: Sequence[int], num_input_channels: int, num_classes: int):
         def build():
@@ -53,7 +46,7 @@ class nnFMPrimusPlanner(nnFMPlanner):
                 return self.network_class(num_input_channels, num_classes, False, input_shape=list(patch_size),
                                           **self.network_kwargs)
         return estimate_vit_training_memory(build, num_input_channels, patch_size, bytes_per_activation=2,
-                                            attention=self.attention_backend, patch=PATCH_EMBED_SIZE)
+                                            attention=self.attention_backend, patch=self.entry.token_stride)
 
     def determine_normalization_scheme_and_whether_mask_is_used_for_norm(self):
         """ZScoreNormalization for every channel (nnssl's per-image z-score); the nonzero-mask rule is nnU-Net's
@@ -68,13 +61,5 @@ class nnFMPrimusPlanner(nnFMPlanner):
         return dict(self.network_kwargs, input_shape=[int(p) for p in patch_size])
 
 
-class nnFMPrimusTinyPlanner(nnFMPrimusPlanner):
-    """The same planning for the tiny Primus (embed 48, depth 4) that tests and CPU runs use."""
-    network_kwargs = PRIMUS_PRESETS["primus_tiny"]
-
-    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnFMPlans_primus_tiny",
-                 overwrite_target_spacing=None, suppress_transpose: bool = False,
-                 encoder: str = "primus_tiny", weights=None):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
-                         overwrite_target_spacing, suppress_transpose, encoder, weights)
+# plans written before the registry name this planner; it plans whichever encoder it is given
+nnFMPrimusTinyPlanner = nnFMPrimusPlanner

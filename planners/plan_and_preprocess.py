@@ -6,32 +6,22 @@ The plans file it writes (nnFMPlans_<encoder>) is used with ``nnUNetv2_train ...
 import argparse
 import os
 
+from nnfm.errors import ConfigurationError
 from nnfm.paths import require_nnunet_paths
-
-ENCODER_PLANNERS = {"anatomix": "nnfm_planners.nnfm_planner.nnFMPlanner",
-                    "meddinov3_vitb16": "nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
-                    "dinov3_vitb16": "nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
-                    "dinov3_vits16": "nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
-                    "primus_m": "nnfm_planners.nnfm_primus_planner.nnFMPrimusPlanner",
-                    "primus_tiny": "nnfm_planners.nnfm_primus_planner.nnFMPrimusTinyPlanner"}
-# the nnU-Net configuration each encoder's planner writes, and the trainer to use with it
-ENCODER_CONFIGURATION = {"anatomix": "3d_fullres", "meddinov3_vitb16": "2d", "dinov3_vitb16": "2d",
-                         "dinov3_vits16": "2d", "primus_m": "3d_fullres", "primus_tiny": "3d_fullres"}
-ENCODER_TRAINER = {"anatomix": "nnFMTrainer", "meddinov3_vitb16": "nnFMTrainer_MedDINOv3",
-                   "dinov3_vitb16": "nnFMTrainer_DINOv3_B", "dinov3_vits16": "nnFMTrainer_DINOv3_S",
-                   "primus_m": "nnFMTrainer_Primus", "primus_tiny": "nnFMTrainer_PrimusTiny"}
-
+from nnfm.registry import encoder_names, get_encoder
 
 def plans_name_for(encoder: str) -> str:
-    return f"nnFMPlans_{encoder}"
+    return get_encoder(encoder).plans_name
 
 
 def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str = None,
                         gpu_memory_target_gb: float = 8, num_processes: int = 2, preprocess: bool = True,
                         verify_dataset_integrity: bool = False, hires: int = None, vit_kwargs: str = None) -> str:
     require_nnunet_paths()
-    if encoder not in ENCODER_PLANNERS:
-        raise SystemExit(f"Unknown encoder {encoder!r}; choose one of {sorted(ENCODER_PLANNERS)}.")
+    try:
+        entry = get_encoder(encoder)
+    except ConfigurationError as error:
+        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     import pydoc
     from batchgenerators.utilities.file_and_folder_operations import isfile, join
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
@@ -42,14 +32,13 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     if not isfile(join(nnUNet_preprocessed, dataset_name, "dataset_fingerprint.json")):
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
                                     check_dataset_integrity=verify_dataset_integrity, clean=True, verbose=False)
-    planner_class = pydoc.locate(ENCODER_PLANNERS[encoder])
-    plans_name = plans_name_for(encoder)
-    configuration = ENCODER_CONFIGURATION[encoder]
+    planner_class = pydoc.locate(entry.planner)
+    plans_name = entry.plans_name
+    configuration = entry.configuration
     if configuration == "3d_fullres":  # before any planning or preprocessing work
         from batchgenerators.utilities.file_and_folder_operations import load_json
         from nnunetv2.paths import nnUNet_raw
 
-        from nnfm.errors import ConfigurationError
         from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
         try:
             refuse_2d_dataset_for_3d_encoder(load_json(join(nnUNet_preprocessed, dataset_name, "dataset_fingerprint.json")),
@@ -78,7 +67,8 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", type=int, nargs="+", required=True, help="dataset id(s)")
-    parser.add_argument("-e", "--encoder", default="anatomix", choices=sorted(ENCODER_PLANNERS))
+    parser.add_argument("-e", "--encoder", default="anatomix", choices=encoder_names(),
+                        help="encoder from nnFM's registry (python -m nnfm.registry lists them)")
     parser.add_argument("-w", "--weights", default=None,
                         help="registry name or path of the pretrained checkpoint stored in the plans; "
                              "'random' for none. Default: the encoder's published weights.")
@@ -96,8 +86,8 @@ def main(argv=None) -> None:
     for dataset_id in args.dataset:
         plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
                                          not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs)
-        print(f"Train with: nnUNetv2_train {dataset_id} {ENCODER_CONFIGURATION[args.encoder]} FOLD "
-              f"-tr {ENCODER_TRAINER[args.encoder]} -p {plans_name}")
+        entry = get_encoder(args.encoder)
+        print(f"Train with: nnUNetv2_train {dataset_id} {entry.configuration} FOLD -tr {entry.trainer} -p {plans_name}")
 
 
 if __name__ == "__main__":

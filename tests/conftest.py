@@ -49,6 +49,19 @@ def random_state_dict_from_layout(layout_file: Path, seed: int = 0) -> dict:
     return state
 
 
+def published_checkpoint_from_layout(layout_file: Path, seed: int = 0):
+    """A random checkpoint as its authors' code saves it: the layout's keys, inside its container dict, with the
+    invariants real files have (DINOv3's masked k-bias is zero, as ``bias_mask`` says)."""
+    layout = json.loads(Path(layout_file).read_text())
+    state = random_state_dict_from_layout(layout_file, seed)
+    for key in [k for k in state if k.endswith("qkv.bias_mask")]:
+        third = state[key].shape[0] // 3
+        state[key] = torch.cat([torch.ones(third), torch.zeros(third), torch.ones(third)])
+        state[key[:-len("_mask")]][third:2 * third] = 0
+    container = layout.get("container_key")
+    return {container: state} if container else state
+
+
 @pytest.fixture(scope="session")
 def anatomix_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "anatomix.pth"

@@ -156,7 +156,7 @@ def test_mask_token_replaces_exactly_the_masked_patches():
 def test_export_round_trip_through_timms_filter_gives_identical_outputs(tmp_path, model_name):
     from timm.models.eva import checkpoint_filter_fn
     from nnfm.weights.checkpoint_io import read_state_dict
-    from nnfm.weights.filters import detect_family
+    from nnfm.weights.families import detect_family
     torch.manual_seed(0)
     student = SSLBranch(MaskableDinoViT(model_name, **TINY), 256, 128, 32)
     for parameter in student.parameters():                # non-trivial values everywhere (biases, tokens)

@@ -17,10 +17,10 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization, ZScoreNormalization
 
-from nnfm.networks.dinov3_segmentation import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, VIT_PRESETS, \
-    DINOv3SegmentationNetwork
+from nnfm.networks.dinov3_segmentation import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, DINOv3SegmentationNetwork
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.planning.intensity import measure_input_window
+from nnfm.registry import get_encoder
 from nnfm_planners.nnfm_planner import nnFMPlanner
 from nnfm_planners.nnfm_vit_planner import nnFMViTPlanner
 
@@ -44,7 +44,7 @@ def ct_example():
 
 def _encoder_input(encoder: str, image_file: Path, properties: dict) -> np.ndarray:
     """HU -> nnU-Net's CTNormalization -> the planned network's input layer, for the ViT planner's kwargs."""
-    planner = SimpleNamespace(preset=VIT_PRESETS[encoder], vit_kwargs=TINY_VIT)
+    planner = SimpleNamespace(network_kwargs=get_encoder(encoder).kwargs(), vit_kwargs=TINY_VIT)
     window = measure_input_window({"ct": {"images": [str(image_file)]}}, SimpleITKIO, ["CTNormalization"], [False],
                                   {"0": properties})
     kwargs = dict(nnFMViTPlanner.network_kwargs_for_plans(planner), input_window=window)
@@ -91,7 +91,7 @@ def test_anatomix_sees_the_background_of_masked_normalisation_at_0(tmp_path):
     # what nnFMPlanner writes for a use_mask_for_norm dataset
     planner = SimpleNamespace(dataset=dataset, determine_reader_writer=lambda: SimpleITKIO,
                               dataset_fingerprint={"foreground_intensity_properties_per_channel": {"0": {}}},
-                              network_kwargs=nnFMPlanner.network_kwargs)
+                              network_kwargs=get_encoder("anatomix").kwargs())
     kwargs = nnFMPlanner.architecture_kwargs(planner, [32, 32, 32], ["ZScoreNormalization"], [True])
     network = AnatomixSegmentationNetwork(1, 2, **kwargs).eval()
     # nnU-Net's preprocessing of that case: crop to the nonzero mask, z-score inside it, 0 outside

@@ -174,7 +174,7 @@ def test_3d_only_encoders_refuse_a_png_dataset_and_name_the_2d_encoders(hippocam
     import numpy as np
     import SimpleITK as sitk
 
-    from nnfm_planners.plan_and_preprocess import ENCODER_CONFIGURATION
+    from nnfm.registry import encoders
 
     dataset = Path(nnunet_env["nnUNet_raw"]) / "Dataset996_HippoPNG"
     (dataset / "imagesTr").mkdir(parents=True)
@@ -193,8 +193,8 @@ def test_3d_only_encoders_refuse_a_png_dataset_and_name_the_2d_encoders(hippocam
     (dataset / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
         "numTraining": count, "file_ending": ".png"}))
-    two_d = sorted(e for e, c in ENCODER_CONFIGURATION.items() if c == "2d")
-    for encoder in sorted(e for e, c in ENCODER_CONFIGURATION.items() if c == "3d_fullres"):
+    two_d = [e.name for e in encoders("2d")]
+    for encoder in [e.name for e in encoders("3d_fullres")]:
         result = run_cli(["nnFM_plan_and_preprocess", "-d", 996, "-e", encoder, "-np", 1, "--no_pp"], nnunet_env,
                          check=False)
         output = result.stdout + result.stderr

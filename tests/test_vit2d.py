@@ -11,8 +11,8 @@ from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, Configur
                          WrongCheckpointFamilyError)
 from nnfm.networks.dinov3_segmentation import DINOv3SegmentationNetwork
 from nnfm.weights import load_pretrained
-from nnfm.weights.filters import (VIT_FAMILIES, detect_family, dinov3_key_map, meddinov3_key_map,
-                                  meddinov3_primus_key_map)
+from nnfm.weights.families import detect_family
+from nnfm.weights.filters import VIT_FAMILIES, dinov3_key_map, meddinov3_key_map, meddinov3_primus_key_map
 
 TINY = {"embed_dim": 32, "depth": 4, "num_heads": 2}
 VIT_FAMILY_SET = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")

@@ -11,7 +11,7 @@ from nnfm.errors import (ChannelMismatchError, CheckpointCorruptError, Checkpoin
                          UnsafeCheckpointError, WeightsUnavailableError, WrongCheckpointFamilyError)
 from nnfm.networks import AnatomixSegmentationNetwork, AnatomixUNet
 from nnfm.weights import load_pretrained
-from nnfm.weights.filters import detect_family
+from nnfm.weights.families import detect_family
 
 ANATOMIX = LAYOUTS / "anatomix_unet.json"
 

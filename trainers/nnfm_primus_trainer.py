@@ -9,17 +9,15 @@
 Optimisation, bf16 autocast, gradient clipping, drop path, budgets and provenance come from
 ``nnFMViTTrainer``; this file only says which network is built and how.
 """
-from nnfm.networks.from_plans import build_network, class_path, planned_for
-from nnfm.networks.primus_segmentation import PRIMUS_PRESETS, PrimusSegmentationNetwork
+from nnfm.networks.from_plans import build_network, planned_for
+from nnfm.networks.primus_segmentation import PrimusSegmentationNetwork
 from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
 class nnFMTrainer_Primus(nnFMViTTrainer):
     network_class = PrimusSegmentationNetwork
-    primus_preset = "primus_m"
-    encoder_family = ("nnssl_primus",)
-    default_weights = "primus_m_openmind_mae"
+    encoder = "primus_m"
     # in-domain MAE features (brain MRI): the encoder fine-tunes 3x slower than the new decoder.
     # Not chosen by measurement (the weights cannot be downloaded here); one attribute to change.
     encoder_lr_by_family = {"nnssl_primus": 1e-4, None: 3e-4}
@@ -29,7 +27,8 @@ class nnFMTrainer_Primus(nnFMViTTrainer):
                                    num_output_channels: int, enable_deep_supervision: bool = False):
         """Plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset.
         The token grid always follows the configuration's patch size (sliding-window tiles have that size)."""
-        kwargs, name, req_import = dict(PRIMUS_PRESETS[cls.primus_preset]), class_path(cls.network_class), []
+        cls.check_planned_encoder(configuration_manager)
+        kwargs, name, req_import = cls.encoder_entry().kwargs(), cls.encoder_entry().network_class, []
         if planned_for(cls.network_class, configuration_manager):
             kwargs = dict(configuration_manager.network_arch_init_kwargs)
             name = configuration_manager.network_arch_class_name
@@ -47,8 +46,7 @@ class nnFMTrainer_Primus_scratch(nnFMTrainer_Primus):
 
 
 class nnFMTrainer_PrimusTiny(nnFMTrainer_Primus):
-    primus_preset = "primus_tiny"
-    default_weights = None
+    encoder = "primus_tiny"
 
 
 class nnFMTrainer_PrimusTiny_scratch(nnFMTrainer_PrimusTiny):

@@ -15,10 +15,12 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
+from nnfm.errors import ConfigurationError
 from nnfm.networks.from_plans import build_from_configuration
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
+from nnfm.registry import get_encoder
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
 from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
 from nnfm.weights.provenance import model_folder_plans
@@ -29,9 +31,9 @@ RANDOM_INIT = ("random", "none", "scratch")
 
 
 class nnFMTrainer(nnUNetTrainer):
+    # the encoder this trainer builds (nnfm/registry.py): network, preset, checkpoint families, default weights
+    encoder = "anatomix"
     network_class = AnatomixSegmentationNetwork
-    encoder_family = "anatomix_unet"
-    default_weights = "anatomix"        # registry entry used when neither env nor plans name weights
     use_pretrained = True
     # fine-tuning recipe (documentation/design.md, "Fine-tuning recipes"): optimiser, lr, weight decay,
     # warm-up phases as fractions of num_epochs (nnfm/training/schedule.py) and the decay after them.
@@ -69,10 +71,41 @@ class nnFMTrainer(nnUNetTrainer):
                 setattr(self, attribute, int(os.environ[env]))
                 self.print_to_log_file(f"{attribute} = {getattr(self, attribute)} (from {env})")
 
+    # ---- encoder ------------------------------------------------------------------------
+    @classmethod
+    def encoder_entry(cls):
+        return get_encoder(cls.encoder)
+
+    @property
+    def encoder_family(self) -> tuple:
+        return self.encoder_entry().families
+
+    @property
+    def default_weights(self) -> Optional[str]:
+        """Registry weights used when neither nnFM_WEIGHTS nor the plans name any."""
+        return self.encoder_entry().weights
+
+    @classmethod
+    def check_planned_encoder(cls, configuration_manager) -> None:
+        """Refuse plans made for another encoder (training and nnUNetv2_predict both build through here)."""
+        planned = (configuration_manager.configuration.get("nnfm") or {}).get("encoder")
+        if planned is None or planned == cls.encoder:
+            return  # nnU-Net's own plans (no nnfm section): the trainer's preset is built
+        try:
+            fix = f"train these plans with -tr {get_encoder(planned).trainer}"
+        except ConfigurationError:
+            fix = f"encoder {planned!r} is not registered in this nnFM version"
+        raise ConfigurationError(
+            f"{cls.__name__} builds encoder {cls.encoder!r}, but these plans were made for encoder {planned!r} "
+            f"(nnFMPlans_{planned}); building {cls.encoder!r} from them would silently change the network. Fix: "
+            f"{fix}, or plan for {cls.encoder!r} with nnFM_plan_and_preprocess -d ID -e {cls.encoder} and train "
+            f"with -p {get_encoder(cls.encoder).plans_name}.")
+
     # ---- network ------------------------------------------------------------------------
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
+        cls.check_planned_encoder(configuration_manager)
         return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
                                         num_output_channels, enable_deep_supervision)
 
@@ -118,7 +151,7 @@ class nnFMTrainer(nnUNetTrainer):
                           "via": "nnUNetv2_train -pretrained_weights (whole network except seg_layers)"}
             self.print_to_log_file(f"nnFM: -pretrained_weights {nnunet_file} fits the network (sha256 {sha}).")
         elif source is None:
-            family = self.encoder_family if isinstance(self.encoder_family, str) else self.encoder_family[0]
+            family = self.encoder_family[0]
             provenance = {"encoder": family, "weights": None, "sha256": None,
                           "note": "random initialisation (no pretrained weights)"}
             self.print_to_log_file("nnFM: encoder randomly initialised (no pretrained weights).")

@@ -12,14 +12,14 @@ sliding-window prediction, provenance, budgets, is nnU-Net's / nnFMTrainer's own
 - gradient clipping at ``grad_clip`` (1.0; nnU-Net's U-Net uses 12);
 - bfloat16 autocast on CUDA (no GradScaler needed), fused SDPA attention; fp32 on CPU.
 
-Subclasses set ``vit_preset`` (a key of ``VIT_PRESETS``) or ``network_class`` and the families.
+Subclasses set ``encoder`` (a 2D ViT of nnfm/registry.py: preset, checkpoint families, default weights).
 """
 from typing import Dict, Optional
 
 import torch
 from nnunetv2.utilities.helpers import dummy_context
 
-from nnfm.networks.dinov3_segmentation import VIT_PRESETS, DINOv3SegmentationNetwork
+from nnfm.networks.dinov3_segmentation import DINOv3SegmentationNetwork
 from nnfm.networks.from_plans import build_from_configuration, build_network, class_path, planned_for
 from nnfm.training.schedule import FineTuneLRScheduler
 from nnfm.training.vit_optimization import WarmupDecaySchedule, build_adamw, vit_layer_id, vit_param_groups
@@ -28,10 +28,7 @@ from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 class nnFMViTTrainer(nnFMTrainer):
     network_class = DINOv3SegmentationNetwork
-    vit_preset = "meddinov3_vitb16"
-    # checkpoint families this network loads (nnfm.weights.filters); the first is reported in errors
-    encoder_family = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")
-    default_weights = "meddinov3_vitb16"
+    encoder = "meddinov3_vitb16"
     # optimisation (MedDINOv3 / Primus recipe)
     decoder_lr = 3e-4
     encoder_lr_by_family: Dict[Optional[str], float] = {
@@ -60,14 +57,14 @@ class nnFMViTTrainer(nnFMTrainer):
     # ---- network ----------------------------------------------------------------------------
     @classmethod
     def preset_arch_kwargs(cls) -> dict:
-        preset = VIT_PRESETS.get(cls.vit_preset, {})
-        return {k: v for k, v in preset.items() if k in ("vit", "drop_path_rate", "input_norm")}
+        return cls.encoder_entry().kwargs()
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = False):
         # plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset.
         # Both go through nnU-Net's get_network_from_plans (build + the network's initialize hook)
+        cls.check_planned_encoder(configuration_manager)
         planned_kwargs = configuration_manager.network_arch_init_kwargs or {}
         if planned_for(cls.network_class, configuration_manager) and "vit" in planned_kwargs:
             return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,

@@ -12,18 +12,15 @@ from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
 class nnFMTrainer_MedDINOv3(nnFMViTTrainer):
-    vit_preset = "meddinov3_vitb16"
-    default_weights = "meddinov3_vitb16"
+    encoder = "meddinov3_vitb16"
 
 
 class nnFMTrainer_DINOv3_B(nnFMViTTrainer):
-    vit_preset = "dinov3_vitb16"
-    default_weights = "dinov3_vitb16"
+    encoder = "dinov3_vitb16"
 
 
 class nnFMTrainer_DINOv3_S(nnFMViTTrainer):
-    vit_preset = "dinov3_vits16"
-    default_weights = "dinov3_vits16"
+    encoder = "dinov3_vits16"
 
 
 class nnFMTrainer_MedDINOv3_scratch(nnFMTrainer_MedDINOv3):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from nnfm.benchmark.profiles import PROFILES, resolve_profile
-from nnfm.benchmark.trainer_table import TRAINERS
+from nnfm.benchmark.trainer_table import trainer_table
 
 DEFAULT_TRAINERS = ["nnUNetTrainer", "nnFMTrainer", "nnFMTrainer_scratch"]
 
@@ -37,8 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--test-labels", type=Path, help="... and its labels folder")
     data.add_argument("--no-test", action="store_true", help="do not predict a test set even when there is one")
     runs = parser.add_argument_group("runs")
-    runs.add_argument("-tr", "--trainers", nargs="+", default=DEFAULT_TRAINERS, choices=sorted(TRAINERS),
-                      metavar="TRAINER", help=f"any of {', '.join(TRAINERS)} (default: all)")
+    runs.add_argument("-tr", "--trainers", nargs="+", default=DEFAULT_TRAINERS, choices=sorted(trainer_table()),
+                      metavar="TRAINER", help=f"any of {', '.join(sorted(trainer_table()))} (default: {DEFAULT_TRAINERS})")
     runs.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"])
     runs.add_argument("-f", "--folds", type=int, nargs="+", default=[0], help="cross-validation folds")
     runs.add_argument("--shots", nargs="+", default=["all"],

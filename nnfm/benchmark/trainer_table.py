@@ -1,13 +1,18 @@
-"""Which plans each benchmarked trainer trains on, and who makes them.
+"""Which plans each benchmarked trainer trains on, derived from the trainers and the encoder registry.
 
-Extend ``TRAINERS`` when nnFM gains encoders (a 2d or another 3d planner): one row per trainer.
+Every nnFM trainer class names its ``encoder`` (nnfm/registry.py); the registry entry gives the plans
+(``nnFMPlans_<encoder>``), the planner's ``-e`` and the configuration. A new encoder or recipe variant needs
+no edit here.
 """
+import functools
+import importlib
+import inspect
+import pkgutil
 from dataclasses import dataclass
-from typing import Optional, Tuple
-
-from nnfm_planners.plan_and_preprocess import plans_name_for
+from typing import Dict, Optional, Tuple
 
 from nnfm.benchmark.profiles import Budget
+from nnfm.registry import get_encoder
 
 
 @dataclass(frozen=True)
@@ -22,36 +27,29 @@ class TrainerSpec:
         return self.configurations is None or configuration in self.configurations
 
 
-def _nnfm(encoder: str, configuration: str, pretrained: bool) -> TrainerSpec:
-    return TrainerSpec(plans_name_for(encoder), encoder, pretrained=pretrained, configurations=(configuration,))
+@functools.lru_cache(maxsize=1)
+def trainer_table() -> Dict[str, TrainerSpec]:
+    """nnU-Net's baseline plus every nnFM trainer class found in the installed ``nnfm_trainers`` package."""
+    import nnfm_trainers
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
-
-TRAINERS = {
-    "nnUNetTrainer": TrainerSpec("nnUNetPlans", None, budget_class="nnUNetTrainer_nnFMBudget"),
-    "nnFMTrainer": _nnfm("anatomix", "3d_fullres", pretrained=True),
-    "nnFMTrainer_scratch": _nnfm("anatomix", "3d_fullres", pretrained=False),
-    "nnFMTrainer_noWarmup": _nnfm("anatomix", "3d_fullres", pretrained=True),
-    "nnFMTrainer_SGD": _nnfm("anatomix", "3d_fullres", pretrained=True),
-    "nnFMTrainer_Adam": _nnfm("anatomix", "3d_fullres", pretrained=True),
-    "nnFMTrainer_nnssl": _nnfm("anatomix", "3d_fullres", pretrained=True),
-    "nnFMTrainer_headWarmup": _nnfm("anatomix", "3d_fullres", pretrained=True),
-    "nnFMTrainer_MedDINOv3": _nnfm("meddinov3_vitb16", "2d", pretrained=True),
-    "nnFMTrainer_MedDINOv3_scratch": _nnfm("meddinov3_vitb16", "2d", pretrained=False),
-    "nnFMTrainer_DINOv3_B": _nnfm("dinov3_vitb16", "2d", pretrained=True),
-    "nnFMTrainer_DINOv3_B_scratch": _nnfm("dinov3_vitb16", "2d", pretrained=False),
-    "nnFMTrainer_DINOv3_S": _nnfm("dinov3_vits16", "2d", pretrained=True),
-    "nnFMTrainer_DINOv3_S_scratch": _nnfm("dinov3_vits16", "2d", pretrained=False),
-    "nnFMTrainer_Primus": _nnfm("primus_m", "3d_fullres", pretrained=True),
-    "nnFMTrainer_Primus_scratch": _nnfm("primus_m", "3d_fullres", pretrained=False),
-    "nnFMTrainer_PrimusTiny_scratch": _nnfm("primus_tiny", "3d_fullres", pretrained=False),
-}
+    table = {"nnUNetTrainer": TrainerSpec("nnUNetPlans", None, budget_class="nnUNetTrainer_nnFMBudget")}
+    for info in sorted(pkgutil.iter_modules(nnfm_trainers.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"nnfm_trainers.{info.name}")
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, nnFMTrainer) and name == cls.__name__ and name not in table:
+                entry = get_encoder(cls.encoder)
+                table[name] = TrainerSpec(entry.plans_name, entry.name, pretrained=bool(cls.use_pretrained),
+                                          configurations=(entry.configuration,))
+    return table
 
 
 def trainer_spec(name: str) -> TrainerSpec:
-    if name not in TRAINERS:
-        raise ValueError(f"No benchmark entry for trainer {name!r}; known: {', '.join(TRAINERS)} "
-                         "(add a row to nnfm/benchmark/trainer_table.py).")
-    return TRAINERS[name]
+    table = trainer_table()
+    if name not in table:
+        raise ValueError(f"No benchmark entry for trainer {name!r}; known: {', '.join(sorted(table))} "
+                         "(nnFM trainers are found in the nnfm_trainers package; nnU-Net's own: nnUNetTrainer).")
+    return table[name]
 
 
 def trainer_class_for(name: str, budget: Budget) -> str:

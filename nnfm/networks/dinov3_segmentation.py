@@ -159,3 +159,32 @@ class DINOv3SegmentationNetwork(nn.Module):
         if name.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed", "rope")):
             return 0
         return self.num_layers + 1
+
+
+# ---- registry entries (nnfm/registry.py) ------------------------------------------------------------------
+from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+_VIT_FAMILIES = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")
+_NETWORK = f"{DINOv3SegmentationNetwork.__module__}.{DINOv3SegmentationNetwork.__qualname__}"
+_VIT_ENTRY = dict(network_class=_NETWORK, configuration="2d", planner="nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
+                  families=_VIT_FAMILIES, token_stride=PATCH, min_axis=PATCH)
+_MEDDINO_RECIPE = ("AdamW, decoder 3e-4 / encoder 3e-5, wd 0.05, 5% warm-up then poly, clip 1 "
+                   "(MedDINOv3 nnU-Net trainer; documentation/design.md)")
+_DINO_RECIPE = "AdamW, decoder 3e-4 / encoder 1e-4, wd 0.05, 5% warm-up then poly, clip 1"
+_DINOV3_LICENSE = "DINOv3 License (Meta)"
+
+for _name, _trainer in (("dinov3_vits16", "nnFMTrainer_DINOv3_S"), ("dinov3_vitb16", "nnFMTrainer_DINOv3_B"),
+                        ("meddinov3_vitb16", "nnFMTrainer_MedDINOv3")):
+    _preset = VIT_PRESETS[_name]
+    register_encoder(EncoderEntry(
+        name=_name, network_kwargs={k: _preset[k] for k in ("vit", "drop_path_rate", "input_norm")},
+        trainer=_trainer, scratch_trainer=f"{_trainer}_scratch", weights=_preset["weights"],
+        input_convention=("nnunet: nnU-Net's intensities, grey repeated to RGB (MedDINOv3 primus.py)"
+                          if _preset["input_norm"] == "nnunet" else
+                          "imagenet: planned window -> [0, 1] -> ImageNet mean/std (dinov3/data/transforms.py)"),
+        recipe=_MEDDINO_RECIPE if _name.startswith("med") else _DINO_RECIPE,
+        description=("MedDINOv3 ViT-B/16 (CT-3M)" if _name.startswith("med") else
+                     f"official DINOv3 ViT-{'S' if 'vits' in _name else 'B'}/16 (LVD-1689M)"),
+        license=("derived from DINOv3: DINOv3 License" if _name.startswith("med") else _DINOV3_LICENSE),
+        status="trains + predicts (tiny test model); loader tested on the published layout", **_VIT_ENTRY))
+del _name, _trainer, _preset

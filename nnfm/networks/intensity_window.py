@@ -47,10 +47,11 @@ class IntensityWindow(nn.Module):
         if len(window) != num_channels:
             raise ValueError(f"input_window has {len(window)} entries but the data has {num_channels} channels; "
                              f"re-run nnFM_plan_and_preprocess for this dataset.")
+        # checked on the plain numbers, so that the network also builds on the meta device (planning)
+        if any(float(w[1]) <= float(w[0]) for w in window):
+            raise ValueError(f"input_window needs lower < upper for every channel, got {window}")
         lower = torch.tensor([float(w[0]) for w in window])
         upper = torch.tensor([float(w[1]) for w in window])
-        if torch.any(upper <= lower):
-            raise ValueError(f"input_window needs lower < upper for every channel, got {window}")
         shape = (1, num_channels) + (1,) * ndim  # ndim spatial axes (3 for 3D networks, 2 for 2D)
         # not persistent: the window comes from the plans, not from checkpoints
         self.register_buffer("lower", lower.view(shape), persistent=False)

@@ -140,3 +140,25 @@ class PrimusSegmentationNetwork(nn.Module):
             nn.init.kaiming_normal_(module.weight, a=1e-2)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+
+# ---- registry entries (nnfm/registry.py) ------------------------------------------------------------------
+from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+_PRIMUS = dict(network_class=f"{PrimusSegmentationNetwork.__module__}.{PrimusSegmentationNetwork.__qualname__}",
+               configuration="3d_fullres", families=("nnssl_primus",), token_stride=PATCH_EMBED_SIZE,
+               min_axis=PATCH_EMBED_SIZE,
+               input_convention="zscore: every channel z-scored per image (nnssl default_preprocessor.py)",
+               recipe="AdamW, decoder 3e-4 / encoder 1e-4, wd 0.05, 5% warm-up then poly, clip 1")
+register_encoder(EncoderEntry(
+    name="primus_m", network_kwargs=PRIMUS_PRESETS["primus_m"],
+    planner="nnfm_planners.nnfm_primus_planner.nnFMPrimusPlanner", trainer="nnFMTrainer_Primus",
+    scratch_trainer="nnFMTrainer_Primus_scratch", weights="primus_m_openmind_mae",
+    description="nnssl / OpenMind Primus-M (MAE on 114k brain MRI)", license="see AnonRes/PrimusM-OpenMind-MAE",
+    status="loader tested on the published layout; trains at tiny size only on CPU", **_PRIMUS))
+register_encoder(EncoderEntry(
+    name="primus_tiny", network_kwargs=PRIMUS_PRESETS["primus_tiny"],
+    planner="nnfm_planners.nnfm_primus_planner.nnFMPrimusPlanner", trainer="nnFMTrainer_PrimusTiny",
+    scratch_trainer="nnFMTrainer_PrimusTiny_scratch", weights=None,
+    description="Primus at test size (embed 48, depth 4): CPU runs and tests", license="-",
+    status="trains + predicts (tests)", tiny=True, **_PRIMUS))

@@ -97,3 +97,20 @@ class AnatomixSegmentationNetwork(nn.Module):
             nn.init.kaiming_normal_(module.weight, a=1e-2)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+
+# ---- registry entry (nnfm/registry.py) -------------------------------------------------------------------
+from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+register_encoder(EncoderEntry(
+    name="anatomix",
+    network_class=f"{AnatomixSegmentationNetwork.__module__}.{AnatomixSegmentationNetwork.__qualname__}",
+    # neel-dey/anatomix anatomix/model/network.py: Unet(dimension=3, input_nc=1, output_nc=16, num_downs=4, ngf=16)
+    network_kwargs={"num_downs": 4, "ngf": 16, "encoder_out_channels": 16, "norm": "batch"},
+    configuration="3d_fullres", planner="nnfm_planners.nnfm_planner.nnFMPlanner", trainer="nnFMTrainer",
+    scratch_trainer="nnFMTrainer_scratch", families=("anatomix_unet",), weights="anatomix",
+    input_convention="window01: [0, 1], background 0 (anatomix/segmentation/segmentation_utils.py)",
+    recipe="Adam 2e-4, no weight decay, cosine (anatomix/segmentation/train_segmentation.py)",
+    token_stride=16, min_axis=32,
+    description="anatomix 3D U-Net (Dey et al., ICLR 2025), pretrained on synthetic volumes only",
+    license="MIT", status="trains + predicts; loader tested on the published layout"))

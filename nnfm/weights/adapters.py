@@ -56,5 +56,3 @@ def adapt_nnssl_primus(mapped: StateDict, module: torch.nn.Module, target: State
     return {POS_EMBED_KEY: f"token grid {'x'.join(map(str, old_grid))} -> {'x'.join(map(str, new_grid))} "
                            f"(trilinear, align_corners=False)"}
 
-
-ADAPTERS: Dict[str, Adapter] = {"nnssl_primus": adapt_nnssl_primus}

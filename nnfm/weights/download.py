@@ -33,6 +33,17 @@ def _fetch(url: str, target: Path, timeout: float) -> None:
                 bar.update(len(block))
 
 
+def verify_sha256(entry, actual: str, what: str) -> None:
+    """The one check of a file against its registry entry: the full sha256 where published, else the
+    published prefix (torch.hub file names); raises ChecksumMismatchError naming ``what``."""
+    if entry.sha256 is not None and actual != entry.sha256:
+        raise ChecksumMismatchError(f"{what} has sha256 {actual}, expected {entry.sha256} for '{entry.name}'.")
+    prefix = entry.sha256_prefix
+    if entry.sha256 is None and prefix and not actual.startswith(prefix):
+        raise ChecksumMismatchError(f"{what} has sha256 {actual}, which does not start with the published prefix "
+                                    f"{prefix} of '{entry.name}'.")
+
+
 def download_entry(entry, timeout: float = 30.0) -> Path:
     """Download ``entry`` into the cache (temp file + atomic rename), verifying its sha256."""
     folder = cache_dir()
@@ -50,21 +61,16 @@ def download_entry(entry, timeout: float = 30.0) -> Path:
             f"Download {entry.url}\nand put it at {target}\n"
             f"(or set nnFM_weights_cache to the folder that holds {entry.filename}, or pass a local path).") from None
     actual = sha256_of(tmp)
-    prefix = getattr(entry, "sha256_prefix", None)
-    if entry.sha256 is None and prefix and not actual.startswith(prefix):
+    try:
+        verify_sha256(entry, actual, f"Download of '{entry.name}' from {entry.url}")
+    except ChecksumMismatchError as error:
         tmp.unlink(missing_ok=True)
-        raise ChecksumMismatchError(
-            f"Download of '{entry.name}' from {entry.url} has sha256 {actual}, which does not start with the "
-            f"published prefix {prefix}. The file was deleted; check that the URL serves {entry.filename}.")
-    if entry.sha256 is None and prefix:
-        warnings.warn(f"'{entry.name}': only the sha256 prefix {prefix} is published; it matches "
+        raise ChecksumMismatchError(f"{error} The file was deleted; try again, or check that the URL still serves "
+                                    f"{entry.filename}.") from None
+    if entry.sha256 is None and entry.sha256_prefix:
+        warnings.warn(f"'{entry.name}': only the sha256 prefix {entry.sha256_prefix} is published; it matches "
                       f"(sha256 {actual}).")
     elif entry.sha256 is None:
         warnings.warn(f"'{entry.name}' has no published sha256: downloaded file is UNVERIFIED (sha256 {actual}).")
-    elif actual != entry.sha256:
-        tmp.unlink(missing_ok=True)
-        raise ChecksumMismatchError(
-            f"Download of '{entry.name}' from {entry.url} has sha256 {actual}, expected {entry.sha256}. "
-            f"The file was deleted; try again, or check that the URL still serves the published file.")
     os.replace(tmp, target)
     return target

@@ -1,54 +1,15 @@
-"""Family detection and timm-style checkpoint filters (foreign key names -> the network's names).
+"""timm-style checkpoint filters (foreign key names -> the network's names); nnfm/weights/families.py
+holds the family records that use them.
 
 A filter takes the unwrapped state dict and returns ``(mapped, intentionally_dropped)`` where
 ``intentionally_dropped`` maps each key it leaves out on purpose to the reason (never silent).
 """
-import re
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 
 StateDict = Dict[str, torch.Tensor]
 Filter = Callable[[StateDict], Tuple[StateDict, Dict[str, str]]]
-
-# which trainer / encoder fits each family (used in wrong-family errors)
-FAMILY_USE = {
-    "anatomix_unet": "nnFMTrainer (anatomix 3D U-Net)",
-    "dinov3_vit": "a DINOv3 ViT encoder (MedDINOv3 path), not the anatomix U-Net",
-    "meddinov3_vit": "a DINOv3/MedDINOv3 ViT encoder, not the anatomix U-Net",
-    "meddinov3_primus_nnunet": "the MedDINOv3 Primus_Multiscale segmentation network",
-    "nnssl_primus": "nnFMTrainer_Primus (nnssl Primus-M 3D ViT), not the anatomix U-Net",
-    "lvmmed_resnet50": "a 2D ResNet-50 encoder (LVM-Med), not the anatomix U-Net",
-    "drasclr": "the DrasCLR 3D encoder, not the anatomix U-Net",
-}
-
-_ANATOMIX_KEY = re.compile(r"^(encoder\.)?model\.\d+\.")
-
-
-def detect_family(state: StateDict) -> Optional[str]:
-    keys = set(state)
-
-    def has(prefix):
-        return any(k.startswith(prefix) for k in keys)
-
-    if has("dino_head.") or has("ibot_head.") or (has("backbone.") and has("backbone.blocks.")):
-        return "meddinov3_vit"
-    if has("dino_encoder."):
-        return "meddinov3_primus_nnunet"
-    if "rope_embed.periods" in keys or ("cls_token" in keys and has("blocks.0.attn.qkv")):
-        return "dinov3_vit"
-    if "encoder.reg_token" in keys or ("encoder.cls_token" in keys and (has("decoder.decode.") or has("decoder.seg_layers."))):
-        return "nnfm_vit"
-    if has("eva.") or has("down_projection.") or has("encoder.eva."):
-        return "nnssl_primus"
-    if has("encoder_q.") or has("encoder_k."):
-        return "drasclr"
-    if "conv1.weight" in keys and has("layer1.0.conv1."):
-        return "lvmmed_resnet50"
-    if keys and sum(bool(_ANATOMIX_KEY.match(k)) for k in keys) >= len(keys) // 2 and \
-            state.get("model.0.weight", state.get("encoder.model.0.weight", torch.empty(0))).dim() == 5:
-        return "anatomix_unet"
-    return None
 
 
 def anatomix_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
@@ -92,11 +53,6 @@ def nnssl_primus_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
             else:
                 dropped[key] = reason
     return mapped, dropped
-
-
-FILTERS: Dict[str, Filter] = {"anatomix_unet": anatomix_filter, "nnssl_primus": nnssl_primus_filter}
-# the input conv whose channels may be adapted, per family
-STEM_KEYS: Dict[str, str] = {"anatomix_unet": "model.0.weight", "nnssl_primus": "down_projection.proj.weight"}
 
 
 # ---- DINOv3 / MedDINOv3 ViTs -> timm's DINOv3 port (timm.models.eva, vit_*_patch16_dinov3[_qkvb]) ----------
@@ -245,7 +201,3 @@ def nnfm_vit_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
 
 
 VIT_FAMILIES = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")
-FAMILY_USE["nnfm_vit"] = "an nnFM ViT network (nnFMTrainer_MedDINOv3 / _DINOv3_*)"
-FILTERS.update({"dinov3_vit": dinov3_filter, "meddinov3_vit": meddinov3_filter,
-                "meddinov3_primus_nnunet": meddinov3_primus_filter, "nnfm_vit": nnfm_vit_filter})
-STEM_KEYS.update({family: "patch_embed.proj.weight" for family in VIT_FAMILIES})

@@ -6,10 +6,9 @@ import torch
 
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ChecksumMismatchError,
                          WeightsUnavailableError, WrongCheckpointFamilyError)
-from nnfm.weights.adapters import ADAPTERS
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
-from nnfm.weights.download import cache_dir, download_entry, sha256_of
-from nnfm.weights.filters import FAMILY_USE, FILTERS, STEM_KEYS, detect_family
+from nnfm.weights.download import cache_dir, download_entry, sha256_of, verify_sha256
+from nnfm.weights.families import detect_family, get_family
 from nnfm.weights.registry import available_weights, get_weights_entry
 from nnfm.weights.report import LoadReport
 
@@ -32,13 +31,10 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
     if not cached.is_file():
         cached = download_entry(entry)
     sha = sha256_of(cached)
-    if entry.sha256 is not None and sha != entry.sha256:
-        raise ChecksumMismatchError(f"Cached {cached} has sha256 {sha}, expected {entry.sha256} for "
-                                    f"'{entry.name}'. Delete it to download it again.")
-    prefix = getattr(entry, "sha256_prefix", None)
-    if entry.sha256 is None and prefix and not sha.startswith(prefix):
-        raise ChecksumMismatchError(f"Cached {cached} has sha256 {sha}, which does not start with the published "
-                                    f"prefix {prefix} of '{entry.name}'. Delete it to download it again.")
+    try:
+        verify_sha256(entry, sha, f"Cached {cached}")
+    except ChecksumMismatchError as error:
+        raise ChecksumMismatchError(f"{error} Delete it to download it again.") from None
     return cached, sha
 
 
@@ -67,21 +63,22 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
     checkpoint = read_checkpoint(path)  # kept whole: its metadata (plans) tells the position-embedding grid
     state, unwrapped = unwrap_state_dict(checkpoint)
     found = detect_family(state)
-    if found not in families:
+    record = get_family(found) if found else None
+    if found not in families or record is None or record.filter is None:
         needed = " or ".join(f"'{f}'" for f in families)
         registered = sorted({n for f in families for n in available_weights(f)})
         raise WrongCheckpointFamilyError(
             f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs {needed}. "
-            f"That checkpoint fits {FAMILY_USE.get(found, 'no nnFM network')}; for this network use weights from "
+            f"That checkpoint fits {record.use if record else 'no nnFM network'}; for this network use weights from "
             f"the registry ({', '.join(registered) or 'none registered'}) or a {needed} file.")
     family = found
-    mapped, dropped = FILTERS[family](state)
+    mapped, dropped = record.filter(state)
     report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped)
     target = module.state_dict()
-    if family in ADAPTERS:  # e.g. position embeddings resized to the network's patch grid
-        report.adapted.update(ADAPTERS[family](mapped, module, target, checkpoint))
+    if record.adapter is not None:  # e.g. position embeddings resized to the network's patch grid
+        report.adapted.update(record.adapter(mapped, module, target, checkpoint))
 
-    stem = STEM_KEYS.get(family)
+    stem = record.stem_key
     if stem in mapped and stem in target and mapped[stem].shape != target[stem].shape \
             and mapped[stem].shape[0] == target[stem].shape[0] and mapped[stem].shape[2:] == target[stem].shape[2:]:
         have, need = mapped[stem].shape[1], target[stem].shape[1]
