@@ -61,6 +61,7 @@ class nnFMTrainer(nnUNetTrainer):
         self.save_every = 1
         self.pretrained_report = None
         self._resuming = False
+        self._network_prepared = False
 
     # ---- budget -------------------------------------------------------------------------
     def _apply_budget_from_environment(self) -> None:
@@ -131,14 +132,22 @@ class nnFMTrainer(nnUNetTrainer):
             self.configuration_manager.configuration.get("nnfm", {}).get("weights") or self.default_weights
         return None if str(source).lower() in RANDOM_INIT else source
 
-    def initialize(self):
-        super().initialize()
+    def _prepare_network(self) -> None:
+        """Check the built network against the plans and load the pretrained encoder (once, not on resume).
+
+        Called from ``configure_optimizers``: nnU-Net's ``initialize`` builds the network and then asks for the
+        optimiser, so this is the last point before any optimiser exists. The weights' family (which sets a ViT
+        encoder's lr) is therefore known when the parameter groups are made.
+        """
+        if self._network_prepared:
+            return
         net = self._bare_network()
         check_network_fits_patch(net, self.configuration_manager.patch_size, self.configuration_name)
         if not getattr(net, "pad_to_stride", True):
             check_divisible(self.configuration_manager.patch_size, net.stride, net.min_size)
         if not self._resuming:
             self._load_pretrained_encoder(net)
+        self._network_prepared = True
 
     def _load_pretrained_encoder(self, net) -> None:
         nnunet_file = pretrained_weights_argument()
@@ -206,6 +215,11 @@ class nnFMTrainer(nnUNetTrainer):
                                                self.lr_decay)
 
     def configure_optimizers(self):
+        self._prepare_network()
+        return self.build_optimizer()
+
+    def build_optimizer(self):
+        """(optimizer, lr scheduler) of the recipe; the pretrained weights are already loaded."""
         net = self._bare_network()
         encoder_ids = {id(p) for p in net.encoder.parameters()}
         encoder = [p for p in net.parameters() if id(p) in encoder_ids]
