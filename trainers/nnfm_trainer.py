@@ -107,8 +107,10 @@ class nnFMTrainer(nnUNetTrainer):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         cls.check_planned_encoder(configuration_manager)
+        # plans of nnU-Net's own networks say nothing about ours: build the encoder's registry preset
         return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
-                                        num_output_channels, enable_deep_supervision)
+                                        num_output_channels, enable_deep_supervision,
+                                        default_kwargs=cls.encoder_entry().kwargs())
 
     def _bare_network(self) -> torch.nn.Module:
         # by type, not is_ddp: configure_optimizers runs before nnU-Net wraps the network in DDP
@@ -118,7 +120,7 @@ class nnFMTrainer(nnUNetTrainer):
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
             return None
-        net = self.network_class(input_channels=1, num_classes=1, deep_supervision=True) \
+        net = self.network_class(1, 1, True, **self.encoder_entry().kwargs()) \
             if self.network is None else self._bare_network()
         ndim = len(self.configuration_manager.patch_size)
         return [s[:ndim] for s in net.deep_supervision_scales]

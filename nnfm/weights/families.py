@@ -16,6 +16,7 @@ import torch
 from nnfm.weights.adapters import Adapter, adapt_nnssl_primus
 from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
                                   meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
+from nnfm.weights.filters_anatomix_dev import ANATOMIX_DEV_USE, check_anatomix_dev_preset, has_instance_norm_biases
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,13 @@ register_family(CheckpointFamily(
 register_family(CheckpointFamily(
     "lvmmed_resnet50", lambda k, s: "conv1.weight" in k and _has(k, "layer1.0.conv1."),
     "a 2D ResNet-50 encoder (LVM-Med)"))
+# anatomix-dev (nnfm/weights/filters_anatomix_dev.py) before anatomix_unet, whose detection takes any
+# model.<idx>.* layout: only the dev file's instance norm gives the convolutions biases
 register_family(CheckpointFamily(
-    "anatomix_unet", _is_anatomix, "nnFMTrainer (anatomix 3D U-Net)", anatomix_filter, "model.0.weight"))
+    "anatomix_dev_unet", lambda k, s: _is_anatomix(k, s) and has_instance_norm_biases(k), ANATOMIX_DEV_USE,
+    anatomix_filter, "model.0.weight", check_anatomix_dev_preset))
+register_family(CheckpointFamily(
+    "anatomix_unet", _is_anatomix, "the anatomix U-Net: plan with nnFM_plan_and_preprocess -d ID -e anatomix and "
+    "train with -tr nnFMTrainer", anatomix_filter, "model.0.weight"))
 
 assert set(VIT_FAMILIES) <= set(_FAMILIES)

@@ -107,3 +107,15 @@ register_weights(WeightsEntry(
     license="see the model card (derived from DINOv3: DINOv3 License terms apply)",
     citation="Li et al., MedDINOv3: How to adapt vision foundation models for medical image segmentation?, "
              "arXiv:2509.02379 (2025)", in_channels=3))
+
+register_weights(WeightsEntry(
+    name="anatomix-dev", family="anatomix_dev_unet",
+    url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix-dev.pth", sha256=None,
+    filename="anatomix-dev.pth",
+    description="anatomix-dev: the authors' experimental larger 3D U-Net (94.4M parameters; num_downs=5, ngf=32, "
+                "instance norm eps 1e-2 without affine parameters, average pooling, trilinear upsampling, 32-ch "
+                "output), trained on more data with newer pretraining losses (anatomix README). Hub file "
+                "'<variant>.pth' of repo neeldey/anatomix, kwargs of ANATOMIX_VARIANTS['anatomix-dev'] "
+                "(anatomix/model/load_from_hf.py); sha256 not published, so the first download is recorded "
+                "unverified. Earlier releases under the same name had other sizes (num_downs=5, ngf=20).",
+    license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
