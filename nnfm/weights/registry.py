@@ -107,3 +107,14 @@ register_weights(WeightsEntry(
     license="see the model card (derived from DINOv3: DINOv3 License terms apply)",
     citation="Li et al., MedDINOv3: How to adapt vision foundation models for medical image segmentation?, "
              "arXiv:2509.02379 (2025)", in_channels=3))
+
+register_weights(WeightsEntry(
+    name="anatomix-dev-vit", family="primus_v2",
+    url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix-dev-vit.pth", sha256=None,
+    filename="anatomix-dev-vit.pth",
+    description="anatomix-dev-vit: a PrimusV2-S 3D ViT (embed 396, depth 12, 6 heads, 8^3 tokens, 8 register tokens, "
+                "QK-norm) contrastively pretrained on anatomix's synthetic volumes at 128^3, a bare state dict of the "
+                "whole module (tokenizer, eva, 32-channel up-projection). Hub location: anatomix/model/load_from_hf.py "
+                "(repo neeldey/anatomix, '<variant>.pth'), variant 'anatomix-dev-vit' as anatomix's registration "
+                "features.py loads it; sha256 not published, so the first download is recorded unverified.",
+    license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
