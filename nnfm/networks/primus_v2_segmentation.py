@@ -30,10 +30,12 @@ import torch
 from dynamic_network_architectures.building_blocks.eva import Eva
 from dynamic_network_architectures.building_blocks.patch_encode_decode import (PatchEmbed_deeper,
                                                                                PatchEmbedDeeperControlled)
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nnfm.errors import ConfigurationError, PatchSizeError
+from nnfm.networks.input_conventions import INPUT_CONVENTIONS
 from nnfm.networks.intensity_window import IntensityWindow
 from nnfm.networks.primus_segmentation import check_rope_compatible
 from nnfm.networks.stride_padding import check_divisible
@@ -68,7 +70,7 @@ PRIMUS_V2_PRESETS = {
 PRIMUS_V2_PRESETS["anatomix_dev_vit"] = dict(
     tokenizer="v2", embed_dim=396, depth=12, num_heads=6, num_register_tokens=8, qk_norm=True,
     tokenizer_norm_eps=1e-2, register_init_std=0.02, init_values=0.1, scale_attn_inner=True, drop_path_rate=0.2,
-    num_aggregated_blocks=4, input_norm="window01")
+    num_aggregated_blocks=4, input_norm=INPUT_CONVENTIONS["anatomix"])
 # the same architecture at test size (CPU runs, tests): no published weights
 PRIMUS_V2_PRESETS["anatomix_dev_vit_tiny"] = dict(
     PRIMUS_V2_PRESETS["anatomix_dev_vit"], embed_dim=48, depth=4, num_heads=2, num_register_tokens=2,
@@ -114,6 +116,7 @@ class PrimusV2Encoder(nn.Module):
             self.down_projection = PatchEmbedDeeperControlled(
                 input_channels=input_channels, embed_dim=embed_dim, depth_per_level=(1, 1, 1),
                 ch_per_level=tuple(tokenizer_channels or V3_CHANNELS), add_skips=True, nonlin=nn.LeakyReLU)
+        self.down_projection.apply(InitWeights_He(1e-2))  # as DNA's PrimusV2 / V3 do after building it
         for module in self.down_projection.modules():
             if isinstance(module, nn.InstanceNorm3d):
                 module.eps = float(tokenizer_norm_eps)
