@@ -63,7 +63,8 @@ PRIMUS_V2_PRESETS = {
                                                embed_dim=dim)
     for version in TOKENIZERS for size, (depth, heads, dim) in _SIZES.items()
 }
-# anatomix-dev-vit: neel-dey/anatomix ANATOMIX_VARIANTS['anatomix-dev-vit'] (layout anatomix_dev_vit.json):
+# anatomix-dev-vit: neel-dey/anatomix ANATOMIX_VARIANTS['anatomix-dev-vit'] (layout anatomix_dev_vit.json; the same
+# values are the ``--vit-*`` defaults of anatomix/registration/registration_infrastructure/cli.py):
 # PrimusV2 S-sized (embed 396, depth 12, 6 heads), 8 register tokens (init std 0.02), QK-norm, tokenizer
 # InstanceNorm eps 1e-2, init_values 0.1, scale_attn_inner, pretrained on 128^3 crops. Its fine-tuning
 # drop path is nnU-Net's Primus value (anatomix publishes no ViT fine-tuning recipe).
