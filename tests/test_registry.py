@@ -20,6 +20,7 @@ LAYOUT_OF_WEIGHTS = {"anatomix": "anatomix_unet.json", "dinov3_vits16": "dinov3_
                      "dinov3_vitb16": "dinov3_vitb16.json", "meddinov3_vitb16": "meddinov3_vitb16.json",
                      "primus_m_openmind_mae": "nnssl_primus_m.json"}
 LAYOUT_OF_WEIGHTS["anatomix-dev"] = "anatomix_dev_unet.json"
+LAYOUT_OF_WEIGHTS["anatomix-dev-vit"] = "anatomix_dev_vit.json"
 # an input shape the encoder accepts at its published size (ViTs: the pretraining grid)
 SHAPE_3D = {"primus_m": [160, 160, 160]}
 

@@ -17,6 +17,7 @@ from nnfm.weights.adapters import Adapter, adapt_nnssl_primus
 from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
                                   meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
 from nnfm.weights.filters_anatomix_dev import ANATOMIX_DEV_USE, check_anatomix_dev_preset, has_instance_norm_biases
+from nnfm.weights.filters_primus_v2 import STEM_KEY as _PRIMUS_V2_STEM, adapt_primus_v2, is_primus_v2, primus_v2_filter
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,10 @@ register_family(CheckpointFamily(
     "nnfm_vit", lambda k, s: "encoder.reg_token" in k or
     ("encoder.cls_token" in k and _has(k, "decoder.decode.", "decoder.seg_layers.")),
     "an nnFM ViT network (nnFMTrainer_MedDINOv3 / _DINOv3_*)", nnfm_vit_filter, _VIT_STEM))
+# DNA PrimusV2 / V3 (anatomix-dev-vit, nnU-Net's PrimusV2/V3 trainers): before nnssl_primus, which has eva.* too
+register_family(CheckpointFamily(
+    "primus_v2", is_primus_v2, "a PrimusV2/V3 network (nnFMTrainer_AnatomixDevViT, nnFMTrainer_PrimusV2* / _PrimusV3*)",
+    primus_v2_filter, _PRIMUS_V2_STEM, adapt_primus_v2))
 register_family(CheckpointFamily(
     "nnssl_primus", lambda k, s: _has(k, "eva.", "down_projection.", "encoder.eva."),
     "nnFMTrainer_Primus (nnssl Primus-M 3D ViT)", nnssl_primus_filter, "down_projection.proj.weight",
