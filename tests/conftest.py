@@ -36,6 +36,8 @@ def random_state_dict_from_layout(layout_file: Path, seed: int = 0) -> dict:
     """Random tensors with the exact keys, shapes and dtypes of a published checkpoint."""
     generator = torch.Generator().manual_seed(seed)
     layout = json.loads(layout_file.read_text())["keys"]
+    if isinstance(layout, list):  # newer layouts list {"key", "shape", "dtype"} records
+        layout = {entry["key"]: entry for entry in layout}
     state = {}
     for key, spec in layout.items():
         dtype = getattr(torch, spec["dtype"])

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from nnfm.weights.adapters import Adapter, adapt_nnssl_primus
+from nnfm.weights.filters_lvmmed import adapt_lvmmed, lvmmed_filter
 from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
                                   meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
 
@@ -91,9 +92,21 @@ register_family(CheckpointFamily(
 register_family(CheckpointFamily(
     "drasclr", lambda k, s: _has(k, "encoder_q.", "encoder_k."), "the DrasCLR 3D encoder"))
 register_family(CheckpointFamily(
-    "lvmmed_resnet50", lambda k, s: "conv1.weight" in k and _has(k, "layer1.0.conv1."),
-    "a 2D ResNet-50 encoder (LVM-Med)"))
+    "lvmmed_resnet50", lambda k, s: bool({"conv1.weight", "encoder.conv1.weight"} & k)
+    and _has(k, "layer1.0.conv1.", "encoder.layer1.0.conv1."),
+    "nnFMTrainer_LVMMed (LVM-Med 2D ResNet-50, torchvision layout)", lvmmed_filter, "conv1.weight", adapt_lvmmed))
 register_family(CheckpointFamily(
     "anatomix_unet", _is_anatomix, "nnFMTrainer (anatomix 3D U-Net)", anatomix_filter, "model.0.weight"))
+
+
+# nnssl / OpenMind ResEnc-L and every nnU-Net ResidualEncoderUNet state dict (encoder.stem.* + encoder.stages.*;
+# a PlainConvUNet has no encoder.stem, a Primus has eva.*): issue 15
+from nnfm.weights.filters_resenc import STEM_KEY as _RESENC_STEM, adapt_nnssl_resenc, nnssl_resenc_filter  # noqa: E402
+
+register_family(CheckpointFamily(
+    "nnssl_resenc", lambda k, s: "encoder.stem.convs.0.conv.weight" in k and _has(k, "encoder.stages.")
+    or "stem.convs.0.conv.weight" in k and _has(k, "stages.0.blocks."),
+    "nnFMTrainer_ResEncL (nnssl / nnU-Net ResidualEncoderUNet)", nnssl_resenc_filter, _RESENC_STEM,
+    adapt_nnssl_resenc))
 
 assert set(VIT_FAMILIES) <= set(_FAMILIES)
