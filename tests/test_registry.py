@@ -19,6 +19,7 @@ from nnfm.weights.families import get_family
 LAYOUT_OF_WEIGHTS = {"anatomix": "anatomix_unet.json", "dinov3_vits16": "dinov3_vits16.json",
                      "dinov3_vitb16": "dinov3_vitb16.json", "meddinov3_vitb16": "meddinov3_vitb16.json",
                      "primus_m_openmind_mae": "nnssl_primus_m.json"}
+LAYOUT_OF_WEIGHTS.update({"resenc_l_openmind_mae": "nnssl_resenc_l.json", "lvmmed_resnet50": "lvmmed_resnet50.json"})
 # an input shape the encoder accepts at its published size (ViTs: the pretraining grid)
 SHAPE_3D = {"primus_m": [160, 160, 160]}
 
