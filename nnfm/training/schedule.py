@@ -5,7 +5,7 @@ Three phases, in epochs:
   2. full warm-up: everything trains, the lr ramps up linearly from 0 (protects pretrained
      features from the first large, noisy gradients of randomly initialised heads);
   3. decay to 0 at the last epoch: nnU-Net's polynomial decay (exponent 0.9), or cosine (as
-     torch's CosineAnnealingLR with T_max = the decay epochs, stepped once per epoch).
+     torch's CosineAnnealingLR with T_max = the decay epochs, stepped once per epoch); or "constant".
 Each param group keeps its own base lr, so an encoder lr multiplier survives all phases.
 """
 import math
@@ -23,8 +23,8 @@ class FineTuneSchedule:
     decay: str = "poly"
 
     def __post_init__(self):
-        if self.decay not in ("poly", "cosine"):
-            raise ValueError(f"decay must be 'poly' or 'cosine', not {self.decay!r}")
+        if self.decay not in ("poly", "cosine", "constant"):
+            raise ValueError(f"decay must be 'poly', 'cosine' or 'constant', not {self.decay!r}")
 
     @classmethod
     def from_fractions(cls, num_epochs: int, head_fraction: float, full_fraction: float,
@@ -46,6 +46,8 @@ class FineTuneSchedule:
         if epoch < warm_end:
             return (epoch - self.head_warmup_epochs + 1) / self.full_warmup_epochs
         progress = min(1.0, (epoch - warm_end) / max(1, self.num_epochs - warm_end))
+        if self.decay == "constant":  # e.g. LVM-Med's recipe (no scheduler)
+            return 1.0
         if self.decay == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         return (1 - progress) ** self.exponent
