@@ -21,8 +21,8 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnfm.networks.dinov3_segmentation import VIT_PRESETS, DINOv3SegmentationNetwork
 from nnfm.networks.from_plans import build_from_configuration, build_network, class_path, planned_for
-from nnfm.training.schedule import FineTuneLRScheduler
-from nnfm.training.vit_optimization import WarmupDecaySchedule, build_adamw, vit_layer_id, vit_param_groups
+from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
+from nnfm.training.vit_optimization import build_adamw, vit_layer_id, vit_param_groups
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
@@ -41,8 +41,8 @@ class nnFMViTTrainer(nnFMTrainer):
     }
     vit_weight_decay = 0.05
     layer_decay: Optional[float] = None      # e.g. 0.75 for layer-wise lr decay; None = off
-    warmup_fraction = 0.05                   # linear warm-up over 5% of the epochs
-    frozen_encoder_fraction = 0.0            # optional head warm-up with a frozen encoder
+    head_warmup_fraction = 0.0               # optional head warm-up with a frozen encoder
+    full_warmup_fraction = 0.05              # linear warm-up over 5% of the epochs
     lr_decay = "poly"                        # or "cosine"
     grad_clip = 1.0
 
@@ -107,9 +107,11 @@ class nnFMViTTrainer(nnFMTrainer):
         self._sync_scheduler_base_lrs()
 
     # ---- optimisation ---------------------------------------------------------------------------
-    def fine_tune_schedule(self) -> WarmupDecaySchedule:
-        return WarmupDecaySchedule.from_fractions(self.num_epochs, self.warmup_fraction, self.lr_decay,
-                                                  self.frozen_encoder_fraction if self.use_pretrained else 0.0)
+    def fine_tune_schedule(self) -> FineTuneSchedule:
+        # unlike nnFMTrainer's recipes, AdamW on a ViT warms up from random init too: only the frozen
+        # head warm-up needs pretrained features to protect
+        head = self.head_warmup_fraction if self.use_pretrained else 0.0
+        return FineTuneSchedule.from_fractions(self.num_epochs, head, self.full_warmup_fraction, self.lr_decay)
 
     def configure_optimizers(self):
         net = self._bare_network()
