@@ -30,10 +30,10 @@ class nnFMTrainer_noWarmup(nnFMTrainer_SGD):
 
 
 class nnFMTrainer_Adam(nnFMTrainer):
-    """nnFMTrainer's default, named: the anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay, cosine decay over the
-    epochs, no warm-up, nothing frozen (neel-dey/anatomix, anatomix/segmentation/train_segmentation.py:
-    ``torch.optim.Adam(..., opt.lr, weight_decay=0)``, ``--lr`` default 2e-4, ``CosineAnnealingLR(T_max=n_epochs)``
-    stepped once per epoch)."""
+    """nnFMTrainer's default, named: the anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay,
+    cosine decay over the epochs, no warm-up, nothing frozen (neel-dey/anatomix,
+    anatomix/segmentation/train_segmentation.py: ``torch.optim.Adam(..., opt.lr, weight_decay=0)``, ``--lr``
+    default 2e-4, ``CosineAnnealingLR(T_max=n_epochs)`` stepped once per epoch)."""
     optimizer_name = "Adam"
     recipe_lr = 2e-4
     recipe_weight_decay = 0.0

@@ -87,6 +87,7 @@ class nnFMViTTrainer(nnFMTrainer):
     def _apply_encoder_lr(self) -> None:
         """Set every group's base lr once the weights' family is known (it decides the encoder lr)."""
         encoder_lr = self.encoder_lr()
+        precision = "bf16 autocast" if self.use_bf16 else ("fp16 autocast" if self.device.type == "cuda" else "fp32")
         for group in self.optimizer.param_groups:
             group["initial_lr"] = encoder_lr * group.get("lr_scale", 1.0) if group.get("is_encoder") \
                 else self.decoder_lr
@@ -95,8 +96,7 @@ class nnFMViTTrainer(nnFMTrainer):
         self.print_to_log_file(f"nnFM ViT: AdamW betas {self.optimizer.defaults['betas']}, decoder lr "
                                f"{self.decoder_lr}, encoder lr {encoder_lr} (weights family "
                                f"{self.loaded_family or 'none: random init'}), layer decay {self.layer_decay}, "
-                               f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, "
-                               f"{'bf16 autocast' if self.use_bf16 else ('fp16 autocast' if self.device.type == 'cuda' else 'fp32')}")
+                               f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, {precision}")
 
     def _sync_scheduler_base_lrs(self) -> None:
         self.lr_scheduler.base_lrs_by_group = [g["initial_lr"] for g in self.optimizer.param_groups]

@@ -48,7 +48,8 @@ def vit_param_groups(network: nn.Module, encoder: nn.Module, encoder_lr: float, 
 
     ``layer_decay`` (e.g. 0.75; None or 1 = off) scales the encoder lr of layer id k by
     ``layer_decay ** (depth + 1 - k)`` (BEiT): the final norm trains at ``encoder_lr``, block i at
-    ``encoder_lr * layer_decay ** (depth - i)``, the patch embedding and tokens at the smallest rate. Parameters outside ``encoder`` get ``decoder_lr``.
+    ``encoder_lr * layer_decay ** (depth - i)``, the patch embedding and tokens at the smallest rate.
+    Parameters outside ``encoder`` get ``decoder_lr``.
     """
     if depth is None:
         depth = len(getattr(encoder, "blocks", [])) or 1
