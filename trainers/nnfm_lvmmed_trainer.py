@@ -18,7 +18,6 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnfm.networks.lvmmed_segmentation import LVMMedSegmentationNetwork
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
-from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 
 
 class nnFMTrainer_LVMMed(nnFMTrainer):
@@ -67,11 +66,3 @@ class nnFMTrainer_LVMMed(nnFMTrainer):
 
 class nnFMTrainer_LVMMed_scratch(nnFMTrainer_LVMMed):
     use_pretrained = False
-
-
-for _base in (nnFMTrainer_LVMMed, nnFMTrainer_LVMMed_scratch):
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        _cls.__module__ = __name__
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls

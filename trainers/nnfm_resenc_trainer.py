@@ -16,7 +16,7 @@ Departure: PretrainedTrainer fixes batch size 2; nnFM keeps the planned batch (n
 import torch
 
 from nnfm.networks.resenc_segmentation import ResEncSegmentationNetwork
-from nnfm_trainers.nnfm_trainer_variants import _with_epochs, nnFMTrainer_nnssl
+from nnfm_trainers.nnfm_trainer_variants import nnFMTrainer_nnssl
 
 
 class nnFMTrainer_ResEncL(nnFMTrainer_nnssl):
@@ -38,11 +38,3 @@ class nnFMTrainer_ResEncL_scratch(nnFMTrainer_ResEncL):
     PretrainedTrainer uses lr 1e-2 from scratch (``if not self.use_pretrained_weights: self.initial_lr = 1e-2``)."""
     use_pretrained = False
     recipe_lr = 1e-2
-
-
-for _base in (nnFMTrainer_ResEncL, nnFMTrainer_ResEncL_scratch):
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        _cls.__module__ = __name__
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls

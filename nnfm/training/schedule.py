@@ -1,12 +1,14 @@
-"""Learning-rate schedule for fine-tuning a pretrained encoder inside nnU-Net.
+"""Learning-rate schedule for fine-tuning an encoder inside nnU-Net: one class for every nnFM trainer.
 
 Three phases, in epochs:
-  1. head warm-up: encoder frozen, heads/new layers ramp up linearly to their lr;
-  2. full warm-up: everything trains, the lr ramps up linearly from 0 (protects pretrained
-     features from the first large, noisy gradients of randomly initialised heads);
+  1. head warm-up: encoder frozen (factor 0), heads/new layers ramp up linearly to their lr;
+  2. full warm-up: everything trains, the lr ramps up linearly (protects pretrained features from
+     the first large, noisy gradients of randomly initialised heads; AdamW ViT recipes use it too);
   3. decay to 0 at the last epoch: nnU-Net's polynomial decay (exponent 0.9), or cosine (as
      torch's CosineAnnealingLR with T_max = the decay epochs, stepped once per epoch); or "constant".
-Each param group keeps its own base lr, so an encoder lr multiplier survives all phases.
+Each param group keeps its own base lr, so an encoder lr multiplier (or layer-wise decay) survives
+all phases. nnFMTrainer's recipes and the ViT recipe (MedDINOv3 / Primus: linear warm-up then poly)
+are settings of the same schedule (``trainers/nnfm_trainer*.py``, ``trainers/nnfm_vit_trainer.py``).
 """
 import math
 from dataclasses import dataclass
