@@ -1,7 +1,9 @@
-"""Shared fixtures: nnU-Net folders, a small real Hippocampus dataset planned by nnFM, fake checkpoints.
+"""Shared fixtures: nnU-Net folders, one small real Hippocampus dataset, one trained model, fake checkpoints.
 
-Real data comes from ../shared (never copied into the project): a handful of MSD Hippocampus
-cases are linked into a temporary MSD folder and converted with nnU-Net's own converter.
+Real data comes from ../shared (never copied into the project): a handful of MSD Hippocampus cases are
+linked into a temporary MSD folder and converted once per session with nnU-Net's own converter; each
+encoder's plans are made the first time a test asks for them (``plan_hippocampus``). Tests that need
+these fixtures run nnU-Net's command-line tools and are marked ``e2e`` automatically.
 """
 import json
 import os
@@ -17,7 +19,17 @@ HIPPOCAMPUS = SHARED / "data" / "Task04_Hippocampus"
 LAYOUTS = SHARED / "checkpoint_layouts"
 BIN = Path(sys.executable).parent
 DATASET_ID = 991
-N_TRAIN, N_VAL, N_TEST = 6, 2, 2
+# 6 cases in two folds (fold 0 validates on the last, fold 1 on the first) and 2 held back for prediction;
+# one validation case per fold: nnU-Net's final validation (8 mirrored passes per case) is most of a short training
+N_FOLDED, N_TEST = 6, 2
+# fixtures that run nnU-Net's CLIs (conversion, planning, training): a test using one is marked e2e
+E2E_FIXTURES = {"hippocampus_converted"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if E2E_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_configure(config):
@@ -79,6 +91,27 @@ def published_checkpoint_from_layout(layout_file: Path, seed: int = 0):
     return {container: state} if container else state
 
 
+def write_preprocessed_cases(folder: Path, n_cases: int, label: int) -> None:
+    """The first n_cases Hippocampus images, z-scored, in nnU-Net's preprocessed layout (blosc2), in-process.
+
+    For the pretraining engines' own tests: they read a preprocessed folder and nothing else, so they need
+    no nnU-Net command (and stay in the fast loop); the labels are a constant ``label``.
+    """
+    import numpy as np
+    import SimpleITK as sitk
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    folder.mkdir(parents=True)
+    for image in sorted((HIPPOCAMPUS / "imagesTr").glob("hippocampus_*.nii.gz"))[:n_cases]:
+        volume = sitk.GetArrayFromImage(sitk.ReadImage(str(image))).astype(np.float32)
+        volume = (volume - volume.mean()) / (volume.std() + 1e-8)     # nnU-Net's z-score for MRI
+        seg = np.full((1, *volume.shape), label, np.int8)
+        nnUNetDatasetBlosc2.save_case(volume[None], seg, {"spacing": [1, 1, 1]},
+                                      str(folder / image.name[:-len(".nii.gz")]), chunks=(1, *volume.shape),
+                                      blocks=(1, *volume.shape), chunks_seg=(1, *volume.shape),
+                                      blocks_seg=(1, *volume.shape))
+
+
 @pytest.fixture(scope="session")
 def anatomix_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "anatomix.pth"
@@ -93,10 +126,12 @@ def nnunet_env(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("nnunet")
     env = dict(os.environ)
+    # nnUNet_def_n_proc: nnU-Net's validation, evaluation and ensembling pools spawn 8 processes by default,
+    # each importing torch and nnU-Net again: on a 2-core machine that was half of every short training
     env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
                nnUNet_results=str(root / "results"), nnUNet_extTrainer=TRAINERS_DIR, nnUNet_n_proc_DA="1",
-               nnUNet_compile="0", nnFM_EPOCHS="1", nnFM_ITERATIONS="2", nnFM_VAL_ITERATIONS="1",
-               OMP_NUM_THREADS="2")
+               nnUNet_def_n_proc="1", nnUNet_compile="0", nnFM_EPOCHS="1", nnFM_ITERATIONS="2",
+               nnFM_VAL_ITERATIONS="1", OMP_NUM_THREADS="2")
     env.pop("nnFM_WEIGHTS", None)
     for name in ("raw", "preprocessed", "results"):
         (root / name).mkdir()
@@ -117,21 +152,74 @@ def _link_msd_subset(source: Path, target: Path, cases: list) -> None:
 
 
 @pytest.fixture(scope="session")
-def hippocampus(nnunet_env, tmp_path_factory) -> dict:
-    """A few real Hippocampus cases, converted, planned and preprocessed by nnFM, with a fixed split."""
+def hippocampus_converted(nnunet_env, tmp_path_factory) -> dict:
+    """A few real Hippocampus cases converted by nnU-Net's MSD converter, with a fixed two-fold split."""
     if not (HIPPOCAMPUS / "dataset.json").is_file():
         pytest.fail(f"MSD Hippocampus not found at {HIPPOCAMPUS}; tests need ../shared beside the repository")
     cases = sorted(p.name[:-len(".nii.gz")] for p in (HIPPOCAMPUS / "labelsTr").glob("*.nii.gz"))
-    cases = cases[:N_TRAIN + N_VAL + N_TEST]
+    cases = cases[:N_FOLDED + N_TEST]
     msd = tmp_path_factory.mktemp("msd") / "Task04_Hippocampus"
     _link_msd_subset(HIPPOCAMPUS, msd, cases)
     run_cli(["nnUNetv2_convert_MSD_dataset", "-i", msd, "-overwrite_id", DATASET_ID, "-np", "1"], nnunet_env)
-    run_cli(["nnFM_plan_and_preprocess", "-d", DATASET_ID, "-np", "1"], nnunet_env)
     name = f"Dataset{DATASET_ID:03d}_Hippocampus"
-    train, val, test = cases[:N_TRAIN], cases[N_TRAIN:N_TRAIN + N_VAL], cases[N_TRAIN + N_VAL:]
+    folded, test = cases[:N_FOLDED], cases[N_FOLDED:]
+    folds = [{"train": folded[:-1], "val": folded[-1:]}, {"train": folded[1:], "val": folded[:1]}]
     preprocessed = Path(nnunet_env["nnUNet_preprocessed"]) / name
-    (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}]))
-    raw = Path(nnunet_env["nnUNet_raw"]) / name
-    return {"id": DATASET_ID, "name": name, "raw": raw, "preprocessed": preprocessed,
-            "results": Path(nnunet_env["nnUNet_results"]) / name, "train": train, "val": val, "test": test,
-            "plans": json.loads((preprocessed / "nnFMPlans_anatomix.json").read_text())}
+    preprocessed.mkdir(exist_ok=True)  # planning keeps an existing split file
+    (preprocessed / "splits_final.json").write_text(json.dumps(folds))
+    return {"id": DATASET_ID, "name": name, "raw": Path(nnunet_env["nnUNet_raw"]) / name,
+            "preprocessed": preprocessed, "results": Path(nnunet_env["nnUNet_results"]) / name,
+            "train": folds[0]["train"], "val": folds[0]["val"], "folds": folds, "test": test}
+
+
+@pytest.fixture(scope="session")
+def plan_hippocampus(hippocampus_converted, nnunet_env):
+    """plan(encoder, *options) -> the plans: nnFM_plan_and_preprocess -e ENCODER, run the first time it is asked."""
+    done = {}
+
+    def plan(encoder: str, *options) -> dict:
+        key = (encoder, *map(str, options))
+        if key not in done:
+            run_cli(["nnFM_plan_and_preprocess", "-d", DATASET_ID, "-e", encoder, "-np", 1, *options], nnunet_env)
+            done[key] = True
+        return json.loads((hippocampus_converted["preprocessed"] / f"nnFMPlans_{encoder}.json").read_text())
+    return plan
+
+
+@pytest.fixture(scope="session")
+def hippocampus(hippocampus_converted, plan_hippocampus) -> dict:
+    """The Hippocampus subset planned and preprocessed for the default encoder (anatomix)."""
+    return dict(hippocampus_converted, plans=plan_hippocampus("anatomix"))
+
+
+@pytest.fixture(scope="session")
+def trained_anatomix(hippocampus, nnunet_env, anatomix_checkpoint, tmp_path_factory) -> dict:
+    """nnFMTrainer, fold 0, from the anatomix-layout checkpoint: the one trained model that the predict,
+    evaluate, resume, ensemble and provenance tests share. --npz: find_best_configuration ensembles it."""
+    weights = tmp_path_factory.mktemp("trained_weights") / "anatomix_pretrained.pth"
+    weights.write_bytes(anatomix_checkpoint.read_bytes())  # its own file: the resume test hides it for a while
+    result = run_cli(["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", "nnFMTrainer", "-p", "nnFMPlans_anatomix",
+                      "-device", "cpu", "--npz"], dict(nnunet_env, nnFM_WEIGHTS=str(weights)))
+    model = hippocampus["results"] / "nnFMTrainer__nnFMPlans_anatomix__3d_fullres"
+    return {"model": model, "fold_0": model / "fold_0", "weights": weights, "stdout": result.stdout}
+
+
+def trainer_in_process(trainer_class: type, hippocampus: dict, nnunet_env: dict, monkeypatch, results: Path,
+                       argv: tuple = (), **env):
+    """A trainer built as nnUNetv2_train builds it (fold 0, 3d_fullres, CPU), in this process.
+
+    nnU-Net's folders and the budget come from ``nnunet_env``, results go to ``results`` (never the shared
+    results, where the shared model's checkpoints are), ``env`` adds variables (e.g. nnFM_WEIGHTS) and
+    ``argv`` the flags nnFM reads from the command line (``-pretrained_weights``).
+    """
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnFM_EPOCHS", "nnFM_ITERATIONS", "nnFM_VAL_ITERATIONS"):
+        monkeypatch.setenv(key, nnunet_env[key])
+    monkeypatch.setenv("nnUNet_results", str(results))
+    monkeypatch.delenv("nnFM_WEIGHTS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", str(hippocampus["id"]), "3d_fullres", "0", "-tr",
+                                      trainer_class.__name__, "-p", hippocampus["plans"]["plans_name"], *argv])
+    plans = dict(json.loads(json.dumps(hippocampus["plans"])), continue_training=False)  # as run_training passes it
+    dataset_json = json.loads((hippocampus["preprocessed"] / "dataset.json").read_text())
+    return trainer_class(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))

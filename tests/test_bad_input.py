@@ -1,27 +1,16 @@
 """Bad input fails early, before any training step, with an error that names the problem and the fix."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import LAYOUTS, random_state_dict_from_layout, run_cli
-from nnfm.errors import ConfigurationError, PatchSizeError
+from conftest import LAYOUTS, random_state_dict_from_layout, run_cli, trainer_in_process
+from nnfm.errors import (CheckpointCorruptError, CheckpointMismatchError, ConfigurationError, PatchSizeError,
+                         WeightsUnavailableError, WrongCheckpointFamilyError)
 
 PLANS = "nnFMPlans_anatomix"
-
-
-def _train(hippocampus, env, trainer="nnFMTrainer"):
-    return run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", PLANS,
-                    "-device", "cpu"], env, check=False)
-
-
-def _assert_failed_before_training(result, hippocampus, message, trainer="nnFMTrainer"):
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert message in output, output[-3000:]
-    folder = hippocampus["results"] / f"{trainer}__{PLANS}__3d_fullres" / "fold_0"
-    assert not list(folder.glob("checkpoint_*.pth"))
-    assert "Epoch 0" not in "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
 
 
 def _write(tmp_path, name, obj):
@@ -30,32 +19,66 @@ def _write(tmp_path, name, obj):
     return path
 
 
-# channel mismatches that cannot be adapted are covered in test_weights_loading.py (the same load path):
+def _bad_checkpoint(case, tmp_path, anatomix_checkpoint):
+    """(file, the error the trainer raises, a text the error names) for each kind of bad checkpoint."""
+    if case == "missing":
+        return tmp_path / "does_not_exist.pth", WeightsUnavailableError, "does_not_exist.pth"
+    if case == "truncated":
+        data = anatomix_checkpoint.read_bytes()
+        path = tmp_path / "truncated.pth"
+        path.write_bytes(data[: len(data) // 2])
+        return path, CheckpointCorruptError, "truncated.pth"
+    if case == "wrong_family":
+        path = _write(tmp_path, "dinov3.pth", random_state_dict_from_layout(LAYOUTS / "dinov3_vits16.json"))
+        return path, WrongCheckpointFamilyError, "dinov3_vit"
+    state = random_state_dict_from_layout(LAYOUTS / "anatomix_unet.json")
+    state["model.38.weight"] = torch.zeros(128, 300, 3, 3, 3)
+    return _write(tmp_path, "bad_shape.pth", state), CheckpointMismatchError, "model.38.weight"
+
+
+def _assert_nothing_trained(folder):
+    assert not list(folder.glob("checkpoint_*.pth"))
+    assert "Epoch 0" not in "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+
+
+def _train_in_process(hippocampus, nnunet_env, monkeypatch, results, error, message, **env):
+    """nnU-Net's own training loop (run_training) in this process: it must stop in initialize, before any step."""
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+
+    trainer = trainer_in_process(nnFMTrainer, hippocampus, nnunet_env, monkeypatch, results, **env)
+    with pytest.raises(error, match=re.escape(message)):
+        trainer.run_training()
+    _assert_nothing_trained(Path(trainer.output_folder))
+
+
+# the loader's own tests (test_weights_loading.py) check each refusal in detail; these check that the trainer
+# stops with it before the first step. Channel mismatches that cannot be adapted are covered there too:
 # Hippocampus has one channel, and any stem can be summed down to one
 @pytest.mark.parametrize("case", ["missing", "truncated", "wrong_family", "shape_mismatch"])
 def test_bad_checkpoints_stop_training_before_the_first_step(case, hippocampus, nnunet_env, anatomix_checkpoint,
-                                                             tmp_path):
-    if case == "missing":
-        path, message = tmp_path / "does_not_exist.pth", "does_not_exist.pth"
-    elif case == "truncated":
-        data = anatomix_checkpoint.read_bytes()
-        path, message = tmp_path / "truncated.pth", "CheckpointCorruptError"
-        path.write_bytes(data[: len(data) // 2])
-    elif case == "wrong_family":
-        path = _write(tmp_path, "dinov3.pth", random_state_dict_from_layout(LAYOUTS / "dinov3_vits16.json"))
-        message = "WrongCheckpointFamilyError"
-    else:
-        state = random_state_dict_from_layout(LAYOUTS / "anatomix_unet.json")
-        state["model.38.weight"] = torch.zeros(128, 300, 3, 3, 3)
-        path, message = _write(tmp_path, "bad_shape.pth", state), "model.38.weight"
-    result = _train(hippocampus, dict(nnunet_env, nnFM_WEIGHTS=str(path)))
-    _assert_failed_before_training(result, hippocampus, message)
+                                                             monkeypatch, tmp_path):
+    path, error, message = _bad_checkpoint(case, tmp_path, anatomix_checkpoint)
+    _train_in_process(hippocampus, nnunet_env, monkeypatch, tmp_path / "results", error, message,
+                      nnFM_WEIGHTS=str(path))
 
 
-def test_unavailable_registry_weights_say_where_to_put_the_file(hippocampus, nnunet_env, tmp_path):
-    env = dict(nnunet_env, nnFM_WEIGHTS="anatomix", nnFM_weights_cache=str(tmp_path / "cache"))
-    result = _train(hippocampus, env)
-    _assert_failed_before_training(result, hippocampus, str(tmp_path / "cache"))
+def test_unavailable_registry_weights_say_where_to_put_the_file(hippocampus, nnunet_env, monkeypatch, tmp_path):
+    _train_in_process(hippocampus, nnunet_env, monkeypatch, tmp_path / "results", WeightsUnavailableError,
+                      str(tmp_path / "cache"), nnFM_WEIGHTS="anatomix", nnFM_weights_cache=str(tmp_path / "cache"))
+
+
+def test_nnunetv2_train_stops_on_a_bad_checkpoint_before_the_first_step(hippocampus, nnunet_env, anatomix_checkpoint,
+                                                                        tmp_path):
+    """The end-to-end representative of the in-process checks above: the command exits with the named error."""
+    path, error, message = _bad_checkpoint("wrong_family", tmp_path, anatomix_checkpoint)
+    results = tmp_path / "results"
+    result = run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", "nnFMTrainer", "-p", PLANS,
+                      "-device", "cpu"], dict(nnunet_env, nnFM_WEIGHTS=str(path), nnUNet_results=str(results)),
+                     check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert error.__name__ in output and message in output, output[-3000:]
+    _assert_nothing_trained(results / hippocampus["name"] / f"nnFMTrainer__{PLANS}__3d_fullres" / "fold_0")
 
 
 def test_unset_nnunet_paths_are_named_with_the_export_line(monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 
+from conftest import LAYOUTS, random_state_dict_from_layout, write_preprocessed_cases
 from nnfm.errors import ConfigurationError
 from nnfm.pretraining.dino.backbone import MaskableDinoViT, load_dinov3_weights
 from nnfm.pretraining.dino.crops import CropSettings, multi_crop
@@ -25,28 +26,20 @@ from nnfm.pretraining.dino.masking import block_mask, global_crop_masks
 from nnfm.pretraining.dino.meta_arch import DinoSSL, LossSettings, SSLBranch
 from nnfm.pretraining.dino.trainer import EXPORT, LATEST, DinoPretrainConfig, train_dino
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LAYOUTS = SHARED / "checkpoint_layouts"
-HIPPOCAMPUS = SHARED / "data" / "Task04_Hippocampus"
 TINY = dict(embed_dim=64, depth=2, num_heads=2)
 TINY_HEADS = dict(n_prototypes=256, head_hidden=128, head_bottleneck=32)
 
 
 @pytest.fixture(scope="module")
 def preprocessed(tmp_path_factory) -> Path:
-    """nnUNet_preprocessed/Dataset992_HippoSSL/{nnUNetPlans.json, nnUNetPlans_2d/*.b2nd} from 4 real cases."""
-    import SimpleITK as sitk
-    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    """nnUNet_preprocessed/Dataset992_HippoSSL/{nnUNetPlans.json, nnUNetPlans_2d/*.b2nd} from 4 real cases.
+
+    Written in-process, not the shared nnU-Net-planned dataset: the engine reads only this folder, and plans
+    with a 2d configuration alone are part of what is tested (test_dataset_folder_is_resolved_from_the_plans).
+    """
     root = tmp_path_factory.mktemp("preprocessed")
     folder = root / "Dataset992_HippoSSL" / "nnUNetPlans_2d"
-    folder.mkdir(parents=True)
-    for image in sorted((HIPPOCAMPUS / "imagesTr").glob("hippocampus_*.nii.gz"))[:4]:
-        volume = sitk.GetArrayFromImage(sitk.ReadImage(str(image))).astype(np.float32)
-        volume = (volume - volume.mean()) / (volume.std() + 1e-8)     # nnU-Net's z-score for MRI
-        nnUNetDatasetBlosc2.save_case(volume[None], np.zeros((1, *volume.shape), np.int8), {"spacing": [1, 1, 1]},
-                                      str(folder / image.name[:-len(".nii.gz")]), chunks=(1, *volume.shape),
-                                      blocks=(1, *volume.shape), chunks_seg=(1, *volume.shape),
-                                      blocks_seg=(1, *volume.shape))
+    write_preprocessed_cases(folder, 4, label=0)
     (folder.parent / "nnUNetPlans.json").write_text(json.dumps({"configurations": {
         "2d": {"data_identifier": "nnUNetPlans_2d"}}}))
     return root
@@ -191,7 +184,6 @@ def test_export_has_the_exact_meddinov3_vitb16_layout():
 
 
 def test_official_dinov3_vits16_layout_loads_and_exports_back():
-    from tests.conftest import random_state_dict_from_layout
     official = random_state_dict_from_layout(LAYOUTS / "dinov3_vits16.json")
     for key in [k for k in official if k.endswith("qkv.bias")]:
         official[key][384:768] = 0                           # DINOv3's k bias is masked to zero
@@ -316,6 +308,7 @@ def test_resume_after_a_kill_continues_exactly_where_it_stopped(preprocessed, tm
         train_dino(tiny_config(tmp_path / "split", folder, steps=6, resume=True, seed=1))
 
 
+@pytest.mark.e2e
 def test_two_process_gloo_ddp_run_through_the_cli(preprocessed, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", nnUNet_preprocessed=str(preprocessed))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, tool
+from conftest import run_cli, tool, trainer_in_process
 from nnfm.networks.dinov3_segmentation import DINOv3SegmentationNetwork
 from nnfm.networks.primus_segmentation import PrimusSegmentationNetwork
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
@@ -174,7 +174,9 @@ def test_3d_only_encoders_refuse_a_png_dataset_and_name_the_2d_encoders(hippocam
     import numpy as np
     import SimpleITK as sitk
 
+    from nnfm.errors import ConfigurationError
     from nnfm.registry import encoders
+    from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
 
     dataset = Path(nnunet_env["nnUNet_raw"]) / "Dataset996_HippoPNG"
     (dataset / "imagesTr").mkdir(parents=True)
@@ -194,14 +196,24 @@ def test_3d_only_encoders_refuse_a_png_dataset_and_name_the_2d_encoders(hippocam
         "channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
         "numTraining": count, "file_ending": ".png"}))
     two_d = [e.name for e in encoders("2d")]
-    for encoder in [e.name for e in encoders("3d_fullres")]:
-        result = run_cli(["nnFM_plan_and_preprocess", "-d", 996, "-e", encoder, "-np", 1, "--no_pp"], nnunet_env,
-                         check=False)
-        output = result.stdout + result.stderr
-        assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
-        assert "dataset is 2D" in output and f"encoder {encoder!r} is a 3D network" in output
-        assert all(f"-e {e}" in output for e in two_d)
-        assert not (Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset996_HippoPNG" / f"nnFMPlans_{encoder}.json").exists()
+    three_d = [e.name for e in encoders("3d_fullres")]
+    # the command, for one encoder: a short error, no traceback, no plans
+    result = run_cli(["nnFM_plan_and_preprocess", "-d", 996, "-e", three_d[0], "-np", 1, "--no_pp"], nnunet_env,
+                     check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert "dataset is 2D" in output and f"encoder {three_d[0]!r} is a 3D network" in output
+    assert all(f"-e {e}" in output for e in two_d)
+    preprocessed = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset996_HippoPNG"
+    assert not (preprocessed / f"nnFMPlans_{three_d[0]}.json").exists()
+    # every 3D encoder: the check that command runs before planning (on the fingerprint it has just made)
+    fingerprint = json.loads((preprocessed / "dataset_fingerprint.json").read_text())
+    for encoder in three_d:
+        with pytest.raises(ConfigurationError) as refused:
+            refuse_2d_dataset_for_3d_encoder(fingerprint, json.loads((dataset / "dataset.json").read_text()), encoder)
+        message = str(refused.value)
+        assert "dataset is 2D" in message and f"encoder {encoder!r} is a 3D network" in message
+        assert all(f"-e {e}" in message for e in two_d)
 
 
 def test_trainers_refuse_a_configuration_of_the_other_dimensionality():
@@ -216,92 +228,96 @@ def test_trainers_refuse_a_configuration_of_the_other_dimensionality():
 
 
 # ---- 2 and 5 through nnUNetv2_train / nnUNetv2_predict -----------------------------------------------------------
-MERGED_ID = 995
 PLANS = "nnFMPlans_anatomix"
 
 
 @pytest.fixture(scope="module")
-def merged(hippocampus, nnunet_env):
-    """Hippocampus with anterior + posterior merged into one foreground class, planned, with 2 folds."""
-    import SimpleITK as sitk
+def one_class_checkpoint(hippocampus, tmp_path_factory) -> Path:
+    """A checkpoint as nnU-Net saves one of nnFMTrainer on these plans for one foreground class (anterior and
+    posterior merged): the same network with 2 output channels instead of 3. -pretrained_weights reads
+    network_weights only; the rest is what nnU-Net's save_checkpoint writes beside them."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    name = f"Dataset{MERGED_ID}_HippoMerged"
-    raw = Path(nnunet_env["nnUNet_raw"]) / name
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    cases = hippocampus["train"][:4]
-    for case in cases:
-        (raw / "imagesTr" / f"{case}_0000.nii.gz").symlink_to(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz")
-        label = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
-        sitk.WriteImage(sitk.Cast(label > 0, sitk.sitkUInt8), str(raw / "labelsTr" / f"{case}.nii.gz"))
-    (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"},
-                                                  "labels": {"background": 0, "hippocampus": 1},
-                                                  "numTraining": len(cases), "file_ending": ".nii.gz"}))
-    run_cli(["nnFM_plan_and_preprocess", "-d", MERGED_ID, "-np", 1, "-w", "random"], nnunet_env)
-    splits = [{"train": cases[:3], "val": cases[3:]}, {"train": cases[1:], "val": cases[:1]}]
-    (Path(nnunet_env["nnUNet_preprocessed"]) / name / "splits_final.json").write_text(json.dumps(splits))
-    return {"id": MERGED_ID, "model": Path(nnunet_env["nnUNet_results"]) / name / f"nnFMTrainer__{PLANS}__3d_fullres"}
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+
+    plans = PlansManager(hippocampus["plans"])
+    network = nnFMTrainer.build_network_architecture(plans, plans.get_configuration("3d_fullres"), 1, 2)
+    path = tmp_path_factory.mktemp("one_class") / "checkpoint_final.pth"
+    torch.save({"network_weights": network.state_dict(), "trainer_name": "nnFMTrainer", "current_epoch": 1,
+                "init_args": {"plans": hippocampus["plans"], "configuration": "3d_fullres", "fold": 0}}, path)
+    return path
 
 
 @pytest.fixture(scope="module")
-def two_folds(merged, nnunet_env, anatomix_checkpoint):
-    """Fold 0 from random initialisation, fold 1 from a checkpoint (nnFM_WEIGHTS)."""
-    env = dict(nnunet_env, nnUNet_def_n_proc="1")
-    run_cli(["nnUNetv2_train", MERGED_ID, "3d_fullres", 0, "-tr", "nnFMTrainer", "-p", PLANS, "-device", "cpu"], env)
-    run_cli(["nnUNetv2_train", MERGED_ID, "3d_fullres", 1, "-tr", "nnFMTrainer", "-p", PLANS, "-device", "cpu"],
-            dict(env, nnFM_WEIGHTS=str(anatomix_checkpoint)))
-    return merged["model"]
+def two_folds(trained_anatomix, one_class_checkpoint, hippocampus, nnunet_env, anatomix_checkpoint):
+    """One model folder, two folds from different weights: fold 0 is the shared model (nnFM_WEIGHTS), fold 1
+    is fine-tuned with nnU-Net's -pretrained_weights from the one-class checkpoint (nnFM_WEIGHTS set too: the
+    flag wins)."""
+    result = run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 1, "-tr", "nnFMTrainer", "-p", PLANS,
+                      "-device", "cpu", "-pretrained_weights", one_class_checkpoint],
+                     dict(nnunet_env, nnFM_WEIGHTS=str(anatomix_checkpoint)))
+    return {"model": trained_anatomix["model"], "stdout": result.stdout,
+            "weights": {0: str(trained_anatomix["weights"]), 1: str(one_class_checkpoint)}}
 
 
-def test_predictions_of_fold_0_do_not_name_fold_1s_weights(two_folds, hippocampus, nnunet_env, anatomix_checkpoint,
-                                                           tmp_path):
-    sha = hashlib.sha256(anatomix_checkpoint.read_bytes()).hexdigest()
-    for fold, weights in ((0, None), (1, str(anatomix_checkpoint))):
-        own = json.loads((two_folds / f"fold_{fold}" / "nnfm_pretrained.json").read_text())
+def test_predictions_of_fold_0_do_not_name_fold_1s_weights(two_folds, hippocampus, nnunet_env, tmp_path):
+    model = two_folds["model"]
+    sha = {fold: hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+           for fold, weights in two_folds["weights"].items()}
+    assert sha[0] != sha[1]
+    for fold, weights in two_folds["weights"].items():
+        own = json.loads((model / f"fold_{fold}" / "nnfm_pretrained.json").read_text())
         assert own["weights"] == weights and own["fold"] == fold
-        checkpoint = torch.load(two_folds / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
+        checkpoint = torch.load(model / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
                                 weights_only=False)
         saved = checkpoint["init_args"]["plans"]["configurations"]["3d_fullres"]["nnfm"]
         assert saved["provenance"]["weights"] == weights and set(saved["provenance_by_fold"]) == {str(fold)}
-    shared = json.loads((two_folds / "plans.json").read_text())["configurations"]["3d_fullres"]["nnfm"]
+    shared = json.loads((model / "plans.json").read_text())["configurations"]["3d_fullres"]["nnfm"]
     assert "provenance" not in shared
-    assert shared["provenance_by_fold"]["0"]["weights"] is None
-    assert shared["provenance_by_fold"]["1"]["sha256"] == sha
+    assert {fold: shared["provenance_by_fold"][str(fold)]["sha256"] for fold in (0, 1)} == sha
 
     images, predictions = tmp_path / "images", tmp_path / "predictions"
     images.mkdir()
     shutil.copy(hippocampus["raw"] / "imagesTr" / f"{hippocampus['test'][0]}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", MERGED_ID, "-c", "3d_fullres", "-tr",
-             "nnFMTrainer", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], nnunet_env)
+    # --disable_tta: the plans written beside the predictions are under test, not test-time mirroring
+    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres", "-tr",
+             "nnFMTrainer", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1, "--disable_tta"], nnunet_env)
     written = json.loads((predictions / "plans.json").read_text())["configurations"]["3d_fullres"]["nnfm"]
-    assert "provenance" not in written and written["provenance_by_fold"]["0"]["weights"] is None
+    assert "provenance" not in written and written["provenance_by_fold"]["0"]["weights"] == two_folds["weights"][0]
 
 
-def test_nnunet_pretrained_weights_fine_tunes_to_another_label_count(two_folds, hippocampus, nnunet_env,
-                                                                      anatomix_checkpoint):
-    source = two_folds / "fold_1" / "checkpoint_final.pth"  # 1 foreground class -> Hippocampus' 2
-    trainer = "nnFMTrainer_1epoch"
-    result = run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", PLANS,
-                      "-device", "cpu", "-pretrained_weights", source],
-                     dict(nnunet_env, nnUNet_def_n_proc="1", nnFM_WEIGHTS=str(anatomix_checkpoint)))
-    assert "Loading pretrained weights from file" in result.stdout
-    folder = hippocampus["results"] / f"{trainer}__{PLANS}__3d_fullres" / "fold_0"
+def test_nnunet_pretrained_weights_fine_tunes_to_another_label_count(two_folds, one_class_checkpoint):
+    assert "Loading pretrained weights from file" in two_folds["stdout"]
+    source = torch.load(one_class_checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    assert source["decoder.seg_layers.0.weight"].shape[0] == 2  # 1 foreground class -> Hippocampus' 2
+    folder = two_folds["model"] / "fold_1"
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["current_epoch"] == 1 and checkpoint["network_weights"]["decoder.seg_layers.0.weight"].shape[0] == 3
+    assert checkpoint["current_epoch"] == 1
+    assert checkpoint["network_weights"]["decoder.seg_layers.0.weight"].shape[0] == 3
     own = json.loads((folder / "nnfm_pretrained.json").read_text())
-    assert own["weights"] == str(source) and own["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert own["weights"] == str(one_class_checkpoint)
+    assert own["sha256"] == hashlib.sha256(one_class_checkpoint.read_bytes()).hexdigest()
     assert "-pretrained_weights" in own["via"]
 
 
-def test_nnunet_pretrained_weights_of_another_architecture_is_a_short_clear_error(hippocampus, nnunet_env, tmp_path):
+def test_nnunet_pretrained_weights_of_another_architecture_is_a_short_clear_error(hippocampus, nnunet_env, tmp_path,
+                                                                                   monkeypatch):
+    """Checked in process, where nnUNetv2_train checks it: its maybe_load_checkpoint, before any training."""
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    from nnfm.errors import CheckpointMismatchError
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+
     other = PrimusSegmentationNetwork(1, 3, input_shape=(16, 16, 16), **TINY_PRIMUS)
     path = tmp_path / "primus_checkpoint_final.pth"
     torch.save({"network_weights": other.state_dict(), "trainer_name": "nnFMTrainer_PrimusTiny"}, path)
-    result = run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", "nnFMTrainer_1epoch", "-p", PLANS,
-                      "-device", "cpu", "-pretrained_weights", path], dict(nnunet_env, nnFM_WEIGHTS="random"),
-                     check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert f"-pretrained_weights {path} (trained with nnFMTrainer_PrimusTiny" in output
-    assert "does not fit AnatomixSegmentationNetwork" in output and f"nnFM_WEIGHTS={path}" in output
-    assert "AssertionError" not in output and "tensor(" not in output
+    trainer = trainer_in_process(nnFMTrainer, hippocampus, nnunet_env, monkeypatch, tmp_path / "results",
+                                 argv=("-device", "cpu", "-pretrained_weights", str(path)), nnFM_WEIGHTS="random")
+    # a CheckpointMismatchError, not the AssertionError of nnU-Net's own load_pretrained_weights
+    with pytest.raises(CheckpointMismatchError) as refused:
+        maybe_load_checkpoint(trainer, False, False, str(path))
+    message = str(refused.value)
+    assert f"-pretrained_weights {path} (trained with nnFMTrainer_PrimusTiny" in message
+    assert "does not fit AnatomixSegmentationNetwork" in message and f"nnFM_WEIGHTS={path}" in message
+    assert "tensor(" not in message
+    assert not list(Path(trainer.output_folder).glob("checkpoint_*.pth"))

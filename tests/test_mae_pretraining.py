@@ -15,35 +15,28 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import LAYOUTS, write_preprocessed_cases
 from nnfm.errors import ConfigurationError
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.pretraining.mae.cases import ImageReader, read_exclusions, select_cases
 from nnfm.pretraining.mae.masking import block_mask, masked_mse
 from nnfm.pretraining.mae.trainer import EXPORT, LATEST, MAEPretrainConfig, poly_lr, train_mae
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LAYOUT = SHARED / "checkpoint_layouts" / "anatomix_unet.json"
-HIPPOCAMPUS = SHARED / "data" / "Task04_Hippocampus"
+LAYOUT = LAYOUTS / "anatomix_unet.json"
 DATASET = "Dataset993_HippoMAE"
 PATCH = (32, 32, 32)
 
 
 @pytest.fixture(scope="module")
 def preprocessed(tmp_path_factory) -> Path:
-    """nnUNet_preprocessed/Dataset993_HippoMAE/{nnUNetPlans.json, nnUNetPlans_3d_fullres/*.b2nd} from 4 real cases."""
-    import SimpleITK as sitk
-    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    """nnUNet_preprocessed/Dataset993_HippoMAE/{nnUNetPlans.json, nnUNetPlans_3d_fullres/*.b2nd} from 4 real cases.
+
+    Written in-process, not the shared nnU-Net-planned dataset: the engine reads only this folder, and the
+    CLI's defaults are checked against these exact plans (test_cli_defaults_from_the_plans_...).
+    """
     root = tmp_path_factory.mktemp("preprocessed")
     folder = root / DATASET / "nnUNetPlans_3d_fullres"
-    folder.mkdir(parents=True)
-    for image in sorted((HIPPOCAMPUS / "imagesTr").glob("hippocampus_*.nii.gz"))[:4]:
-        volume = sitk.GetArrayFromImage(sitk.ReadImage(str(image))).astype(np.float32)
-        volume = (volume - volume.mean()) / (volume.std() + 1e-8)     # nnU-Net's z-score for MRI
-        seg = np.ones((1, *volume.shape), np.int8)
-        nnUNetDatasetBlosc2.save_case(volume[None], seg, {"spacing": [1, 1, 1]},
-                                      str(folder / image.name[:-len(".nii.gz")]), chunks=(1, *volume.shape),
-                                      blocks=(1, *volume.shape), chunks_seg=(1, *volume.shape),
-                                      blocks_seg=(1, *volume.shape))
+    write_preprocessed_cases(folder, 4, label=1)
     (folder.parent / "nnUNetPlans.json").write_text(json.dumps({"configurations": {
         "3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [40, 56, 40], "batch_size": 2}}}))
     return root
@@ -183,6 +176,7 @@ def test_resume_after_a_kill_continues_exactly_where_it_stopped(preprocessed, st
         train_mae(tiny_config(tmp_path / "split", data_folder(preprocessed), steps=6, resume=True, seed=1))
 
 
+@pytest.mark.e2e
 def test_two_process_gloo_ddp_run_through_the_cli(preprocessed, tmp_path):
     out = tmp_path / "ddp"
     held_out = sorted(p.name[:-5] for p in data_folder(preprocessed).glob("*.b2nd") if "_seg" not in p.name)[:1]

@@ -1,4 +1,6 @@
-"""End to end on real MRI through nnU-Net's own CLIs: train, predict, evaluate, resume, ensemble."""
+"""End to end on real MRI through nnU-Net's own CLIs: train, predict, evaluate, resume, ensemble.
+
+The trained model these tests share is conftest's ``trained_anatomix`` (nnFMTrainer, fold 0, pretrained)."""
 import hashlib
 import json
 import shutil
@@ -15,14 +17,6 @@ def _output_folder(hippocampus, trainer, plans=PLANS):
     return hippocampus["results"] / f"{trainer}__{plans}__3d_fullres" / "fold_0"
 
 
-@pytest.fixture(scope="module")
-def trained_pretrained(hippocampus, nnunet_env, anatomix_checkpoint):
-    env = dict(nnunet_env, nnFM_WEIGHTS=str(anatomix_checkpoint))
-    result = run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", "nnFMTrainer", "-p", PLANS,
-                      "-device", "cpu", "--npz"], env)
-    return _output_folder(hippocampus, "nnFMTrainer"), result
-
-
 def test_planner_plans_a_patch_the_pretrained_network_can_take(hippocampus):
     config = hippocampus["plans"]["configurations"]["3d_fullres"]
     assert all(p % 16 == 0 and p >= 32 for p in config["patch_size"])
@@ -33,8 +27,8 @@ def test_planner_plans_a_patch_the_pretrained_network_can_take(hippocampus):
     assert config["normalization_schemes"] == ["ZScoreNormalization"]  # nnU-Net's own choice is kept
 
 
-def test_train_with_pretrained_weights_records_provenance(trained_pretrained, anatomix_checkpoint):
-    folder, result = trained_pretrained
+def test_train_with_pretrained_weights_records_provenance(trained_anatomix, anatomix_checkpoint):
+    folder = trained_anatomix["fold_0"]
     assert (folder / "checkpoint_final.pth").is_file()
     provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
     sha = hashlib.sha256(anatomix_checkpoint.read_bytes()).hexdigest()
@@ -50,7 +44,7 @@ def test_train_with_pretrained_weights_records_provenance(trained_pretrained, an
     assert "nnFM pretrained weights" in log and "Epoch 0" in log
 
 
-def test_predict_held_back_cases_and_evaluate_with_nnunet(trained_pretrained, hippocampus, nnunet_env, tmp_path):
+def test_predict_held_back_cases_and_evaluate_with_nnunet(trained_anatomix, hippocampus, nnunet_env, tmp_path):
     images, labels, predictions = tmp_path / "images", tmp_path / "labels", tmp_path / "predictions"
     images.mkdir()
     labels.mkdir()
@@ -76,20 +70,27 @@ def test_predict_held_back_cases_and_evaluate_with_nnunet(trained_pretrained, hi
         assert predicted.GetSpacing() == pytest.approx(reference.GetSpacing())
 
 
-def test_resume_continues_from_checkpoint_without_the_pretrained_file(hippocampus, nnunet_env, anatomix_checkpoint,
+def test_resume_continues_from_checkpoint_without_the_pretrained_file(trained_anatomix, hippocampus, nnunet_env,
                                                                       tmp_path):
-    weights = tmp_path / "anatomix_copy.pth"
-    shutil.copy(anatomix_checkpoint, weights)
-    env = dict(nnunet_env, nnFM_WEIGHTS=str(weights))
-    trainer = "nnFMTrainer_5epochs"
-    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", PLANS, "-device", "cpu"],
-            dict(env, nnFM_EPOCHS="1"))
-    folder = _output_folder(hippocampus, trainer)
+    # the shared model's first epoch, copied to private results so that the shared model stays as it is
+    results = tmp_path / "results"
+    model = results / hippocampus["name"] / trained_anatomix["model"].name
+    model.mkdir(parents=True)
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        shutil.copy(trained_anatomix["model"] / name, model)
+    shutil.copytree(trained_anatomix["fold_0"], model / "fold_0")
+    folder = model / "fold_0"
     first = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert first["current_epoch"] == 1
-    weights.unlink()  # a resumed run must not need the pretrained file any more
-    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", PLANS, "-device", "cpu",
-             "--c"], dict(env, nnFM_EPOCHS="2"))
+    weights = trained_anatomix["weights"]
+    hidden = weights.with_name(weights.name + ".hidden")
+    weights.rename(hidden)  # a resumed run must not need the pretrained file any more
+    try:
+        run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", "nnFMTrainer", "-p", PLANS,
+                 "-device", "cpu", "--c"],
+                dict(nnunet_env, nnUNet_results=str(results), nnFM_WEIGHTS=str(weights), nnFM_EPOCHS="2"))
+    finally:
+        hidden.rename(weights)
     second = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert second["current_epoch"] == 2
     # the first epoch's log survives and the second epoch was added
@@ -111,13 +112,14 @@ def test_scratch_trainer_on_plain_nnunet_plans(hippocampus, nnunet_env):
     patch = plans["configurations"]["3d_fullres"]["patch_size"]
     assert any(p % 16 for p in patch), f"expected an nnU-Net patch not divisible by 16, got {patch}"
     run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", "nnFMTrainer_scratch", "-p",
-             "nnUNetPlans", "-device", "cpu", "--npz"], nnunet_env)
+             "nnUNetPlans", "-device", "cpu"], nnunet_env)
     folder = _output_folder(hippocampus, "nnFMTrainer_scratch", "nnUNetPlans")
     assert (folder / "checkpoint_final.pth").is_file()
     assert json.loads((folder / "nnfm_pretrained.json").read_text())["weights"] is None
 
 
-def test_find_best_configuration_and_ensemble_on_nnfm_results(trained_pretrained, hippocampus, nnunet_env, tmp_path):
+def test_find_best_configuration_and_ensemble_on_nnfm_results(trained_anatomix, hippocampus, nnunet_env, tmp_path):
+    # a second model to ensemble with the shared one; --npz: find_best_configuration ensembles validation probabilities
     run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", "nnFMTrainer_scratch", "-p", PLANS,
              "-device", "cpu", "--npz"], nnunet_env)
     result = run_cli(["nnUNetv2_find_best_configuration", hippocampus["id"], "-c", "3d_fullres", "-tr",
@@ -132,9 +134,11 @@ def test_find_best_configuration_and_ensemble_on_nnfm_results(trained_pretrained
     folders = []
     for trainer in ("nnFMTrainer", "nnFMTrainer_scratch"):
         folders.append(tmp_path / trainer)
+        # --disable_tta: ensembling is under test here, not test-time mirroring (8 passes per case on the CPU);
+        # test_predict_held_back_cases_and_evaluate_with_nnunet predicts with it
         run_cli(["nnUNetv2_predict", "-i", images, "-o", folders[-1], "-d", hippocampus["id"], "-c", "3d_fullres",
                  "-tr", trainer, "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1,
-                 "--save_probabilities"], nnunet_env)
+                 "--save_probabilities", "--disable_tta"], nnunet_env)
     ensembled = tmp_path / "ensemble"
     run_cli(["nnUNetv2_ensemble", "-i", *folders, "-o", ensembled, "-np", 1], nnunet_env)
     assert sorted(p.name for p in ensembled.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in hippocampus["test"])

@@ -222,11 +222,10 @@ def test_non_cubic_pretraining_grid_is_refused(tmp_path):
 
 # ---- planning, training and prediction through nnU-Net's CLIs -----------------------------------------
 @pytest.fixture(scope="module")
-def primus_plans(hippocampus, nnunet_env):
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "primus_tiny", "-np", 1], nnunet_env)
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "primus_m", "-np", 1, "--no_pp"], nnunet_env)
-    return {name: json.loads((hippocampus["preprocessed"] / f"{name}.json").read_text())["configurations"]["3d_fullres"]
-            for name in ("nnFMPlans_primus_tiny", "nnFMPlans_primus_m")}
+def primus_plans(plan_hippocampus):
+    # primus_m is only planned (--no_pp): nothing trains it here
+    return {"nnFMPlans_primus_tiny": plan_hippocampus("primus_tiny")["configurations"]["3d_fullres"],
+            "nnFMPlans_primus_m": plan_hippocampus("primus_m", "--no_pp")["configurations"]["3d_fullres"]}
 
 
 def test_primus_plans_patch_divisible_by_8_and_network_kwargs(primus_plans):
@@ -241,13 +240,12 @@ def test_primus_plans_patch_divisible_by_8_and_network_kwargs(primus_plans):
     assert primus_plans["nnFMPlans_primus_tiny"]["patch_size"] == [40, 56, 40]
 
 
-def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippocampus, nnunet_env, tmp_path):
+def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippocampus_converted, nnunet_env, tmp_path):
     weights, state = tiny_nnssl_checkpoint(tmp_path / "tiny_nnssl.pth", grid_side=4)
     trainer, plans = "nnFMTrainer_PrimusTiny", "nnFMPlans_primus_tiny"
-    env = dict(nnunet_env, nnUNet_def_n_proc="1")  # nnU-Net's validation/evaluation pools would spawn 8 processes
-    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans, "-device", "cpu"],
-            dict(env, nnFM_WEIGHTS=str(weights)))
-    folder = hippocampus["results"] / f"{trainer}__{plans}__3d_fullres" / "fold_0"
+    run_cli(["nnUNetv2_train", hippocampus_converted["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans,
+             "-device", "cpu"], dict(nnunet_env, nnFM_WEIGHTS=str(weights)))
+    folder = hippocampus_converted["results"] / f"{trainer}__{plans}__3d_fullres" / "fold_0"
     provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
     assert provenance["encoder"] == "nnssl_primus" and provenance["report"]["missing"] == []
     assert "4x4x4 -> 5x7x5" in provenance["report"]["adapted"]["eva.pos_embed"]
@@ -259,13 +257,13 @@ def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippoca
 
     images, predictions = tmp_path / "images", tmp_path / "predictions"
     images.mkdir()
-    for case in hippocampus["test"]:
-        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], env)
+    for case in hippocampus_converted["test"]:
+        shutil.copy(hippocampus_converted["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
+    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus_converted["id"], "-c", "3d_fullres",
+             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], nnunet_env)
     import SimpleITK as sitk
-    for case in hippocampus["test"]:
+    for case in hippocampus_converted["test"]:
         predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
+        reference = sitk.ReadImage(str(hippocampus_converted["raw"] / "labelsTr" / f"{case}.nii.gz"))
         assert predicted.GetSize() == reference.GetSize()
         assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}

@@ -220,6 +220,7 @@ def test_resume_after_a_kill_continues_exactly_where_it_stopped(tmp_path, monkey
         train_synth(tiny_config(tmp_path / "split", steps=6, resume=True, seed=1))
 
 
+@pytest.mark.e2e
 def test_two_process_gloo_ddp_run(tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -278,19 +278,17 @@ def tiny_meddinov3_checkpoint(path):
 
 @pytest.fixture(scope="module")
 def vit_env(nnunet_env):
-    # one thread and two export workers: tiny models run fastest so, and a busy CI machine cannot
-    # oversubscribe the cores (OpenMP threads spin when they wait)
-    return dict(nnunet_env, OMP_NUM_THREADS="1", nnUNet_def_n_proc="2")
+    # one thread: tiny models run fastest so, and a busy CI machine cannot oversubscribe the cores
+    # (OpenMP threads spin when they wait)
+    return dict(nnunet_env, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
-def vit_plans(hippocampus, vit_env):
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "meddinov3_vitb16", "-w", "random",
-             "--vit_kwargs", json.dumps(TINY), "-np", "1"], vit_env)
-    return json.loads((hippocampus["preprocessed"] / f"{PLANS}.json").read_text())
+def vit_plans(plan_hippocampus):
+    return plan_hippocampus("meddinov3_vitb16", "-w", "random", "--vit_kwargs", json.dumps(TINY))
 
 
-def test_vit_planner_plans_2d_with_16_multiples(vit_plans, hippocampus):
+def test_vit_planner_plans_2d_with_16_multiples(vit_plans, hippocampus_converted):
     config = vit_plans["configurations"]["2d"]
     assert list(vit_plans["configurations"]) == ["2d"]
     assert all(p % 16 == 0 for p in config["patch_size"]) and config["batch_size"] >= 2
@@ -299,28 +297,28 @@ def test_vit_planner_plans_2d_with_16_multiples(vit_plans, hippocampus):
     assert kwargs["vit"] == "vit_base_patch16_dinov3" and kwargs["vit_kwargs"] == TINY
     assert kwargs["aggregation_blocks"] == [0, 1, 2, 3] and len(kwargs["input_window"]) == 1
     assert config["nnfm"]["weights"] == "random" and config["nnfm"]["tokens_per_patch"] > 0
-    assert (hippocampus["preprocessed"] / f"{PLANS}_2d").is_dir()
+    assert (hippocampus_converted["preprocessed"] / f"{PLANS}_2d").is_dir()
 
 
-def test_hires_option_makes_the_in_plane_spacing_finer(vit_plans, hippocampus, vit_env):
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "meddinov3_vitb16", "-w", "random",
+def test_hires_option_makes_the_in_plane_spacing_finer(vit_plans, hippocampus_converted, vit_env):
+    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus_converted["id"], "-e", "meddinov3_vitb16", "-w", "random",
              "--vit_kwargs", json.dumps(TINY), "--hires", "128", "--no_pp", "-np", "1"], vit_env)
-    hires = json.loads((hippocampus["preprocessed"] / f"{PLANS}.json").read_text())["configurations"]["2d"]
+    hires = json.loads((hippocampus_converted["preprocessed"] / f"{PLANS}.json").read_text())["configurations"]["2d"]
     base = vit_plans["configurations"]["2d"]
     assert max(hires["median_image_size_in_voxels"]) == pytest.approx(128)
     assert all(h < b for h, b in zip(hires["spacing"], base["spacing"]))
     assert hires["nnfm"]["hires"] == 128 and max(hires["patch_size"]) == 128
     # restore the plans the other tests use
-    (hippocampus["preprocessed"] / f"{PLANS}.json").write_text(json.dumps(vit_plans, indent=1))
+    (hippocampus_converted["preprocessed"] / f"{PLANS}.json").write_text(json.dumps(vit_plans, indent=1))
 
 
 @pytest.fixture(scope="module")
-def trained_vit(vit_plans, hippocampus, vit_env, tmp_path_factory):
+def trained_vit(vit_plans, hippocampus_converted, vit_env, tmp_path_factory):
     weights = tiny_meddinov3_checkpoint(tmp_path_factory.mktemp("vitweights") / "tiny_meddinov3.pth")
     env = dict(vit_env, nnFM_WEIGHTS=str(weights))
-    result = run_cli(["nnUNetv2_train", hippocampus["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3", "-p", PLANS,
-                      "-device", "cpu"], env)
-    return hippocampus["results"] / f"nnFMTrainer_MedDINOv3__{PLANS}__2d" / "fold_0", result, weights
+    result = run_cli(["nnUNetv2_train", hippocampus_converted["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3",
+                      "-p", PLANS, "-device", "cpu"], env)
+    return hippocampus_converted["results"] / f"nnFMTrainer_MedDINOv3__{PLANS}__2d" / "fold_0", result, weights
 
 
 def test_vit_training_loads_weights_and_uses_the_vit_recipe(trained_vit):
@@ -340,29 +338,30 @@ def test_vit_training_loads_weights_and_uses_the_vit_recipe(trained_vit):
     assert lrs == {3e-4, 3e-5}
 
 
-def test_vit_predict_with_nnunet(trained_vit, hippocampus, vit_env, tmp_path):
+def test_vit_predict_with_nnunet(trained_vit, hippocampus_converted, vit_env, tmp_path):
     images, predictions = tmp_path / "images", tmp_path / "predictions"
     images.mkdir()
-    for case in hippocampus["test"]:
-        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "2d",
+    for case in hippocampus_converted["test"]:
+        shutil.copy(hippocampus_converted["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
+    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus_converted["id"], "-c", "2d",
              "-tr", "nnFMTrainer_MedDINOv3", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1],
             vit_env)
-    assert sorted(p.name for p in predictions.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in hippocampus["test"])
+    assert sorted(p.name for p in predictions.glob("*.nii.gz")) == \
+        sorted(f"{c}.nii.gz" for c in hippocampus_converted["test"])
     import SimpleITK as sitk
-    for case in hippocampus["test"]:
+    for case in hippocampus_converted["test"]:
         predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
+        reference = sitk.ReadImage(str(hippocampus_converted["raw"] / "labelsTr" / f"{case}.nii.gz"))
         assert predicted.GetSize() == reference.GetSize()
         assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}
     plans = json.loads((predictions / "plans.json").read_text())
     assert plans["configurations"]["2d"]["nnfm"]["provenance_by_fold"]["0"]["encoder"] == "meddinov3_vit"
 
 
-def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus, vit_env):
-    run_cli(["nnUNetv2_train", hippocampus["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3_scratch", "-p", PLANS,
-             "-device", "cpu"], vit_env)
-    folder = hippocampus["results"] / f"nnFMTrainer_MedDINOv3_scratch__{PLANS}__2d" / "fold_0"
+def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus_converted, vit_env):
+    run_cli(["nnUNetv2_train", hippocampus_converted["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3_scratch",
+             "-p", PLANS, "-device", "cpu"], vit_env)
+    folder = hippocampus_converted["results"] / f"nnFMTrainer_MedDINOv3_scratch__{PLANS}__2d" / "fold_0"
     provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
     assert provenance["weights"] is None
     log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
