@@ -27,6 +27,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, iterations: int, devic
     parser.add_argument("--device", default=device)
 
 
+def common_worker_args(args: argparse.Namespace) -> List[str]:
+    """The options of add_common_arguments, as a worker process is given them."""
+    return ["-d", args.dataset, "--iterations", str(args.iterations), "--warmup", str(args.warmup),
+            "--device", args.device]
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="write the rows as JSON here")
     parser.add_argument("--worker", nargs=2, metavar=("TRAINER", "PLANS"), help=argparse.SUPPRESS)

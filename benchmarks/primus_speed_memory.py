@@ -16,8 +16,8 @@ loading. MFU = achieved / ``--peak_tflops`` (the device's dense peak for the tra
 """
 import argparse
 
-from measurement import (add_common_arguments, add_output_arguments, add_ratios, forward_backward_flops, measure,
-                         measure_rows, print_result, write_rows)
+from measurement import (add_common_arguments, add_output_arguments, add_ratios, common_worker_args,
+                         forward_backward_flops, measure, measure_rows, print_result, write_rows)
 
 BASELINE = ("nnUNetTrainer", "nnUNetPlans")
 TINY_ROWS = [("nnFMTrainer_PrimusTiny_scratch", "nnUNetPlans"),          # nnU-Net's patch and batch
@@ -54,8 +54,7 @@ def main() -> None:
         return
 
     rows_wanted = [BASELINE] + ([] if args.no_tiny else TINY_ROWS) + (PRIMUS_M_ROWS if args.primus_m else [])
-    rows = measure_rows(__file__, rows_wanted, ["-d", args.dataset, "--iterations", str(args.iterations),
-                                                "--warmup", str(args.warmup), "--device", args.device])
+    rows = measure_rows(__file__, rows_wanted, common_worker_args(args))
     add_ratios(rows)
     print(f"\n{'trainer':<32}{'plans':<23}{'patch':<12}{'bs':>3}{'s/it':>8}{'peak MB':>9}{'s/it x':>8}"
           f"{'mem x':>7}{'tokens/s':>10}{'GFLOP/it':>10}{'GFLOP/s':>9}{'MFU':>7}")

@@ -11,8 +11,8 @@ nnUNetv2_plan_and_preprocess -c 3d_fullres and nnFM_plan_and_preprocess):
 """
 import argparse
 
-from measurement import (add_common_arguments, add_output_arguments, add_ratios, default_device, measure,
-                         measure_rows, print_result, require_plans, write_rows)
+from measurement import (add_common_arguments, add_output_arguments, add_ratios, common_worker_args, default_device,
+                         measure, measure_rows, print_result, require_plans, write_rows)
 
 # (trainer, plans) rows; the baseline row comes first
 ROWS = [
@@ -33,8 +33,7 @@ def main() -> None:
 
     require_plans(args.dataset, ROWS, {"nnUNetPlans": f"nnUNetv2_plan_and_preprocess -d {args.dataset} -c 3d_fullres",
                                        "nnFMPlans_anatomix": f"nnFM_plan_and_preprocess -d {args.dataset}"})
-    rows = measure_rows(__file__, ROWS, ["-d", args.dataset, "--iterations", str(args.iterations),
-                                         "--warmup", str(args.warmup), "--device", args.device])
+    rows = measure_rows(__file__, ROWS, common_worker_args(args))
     add_ratios(rows)
     print(f"\n{'trainer':<16}{'plans':<20}{'patch':<16}{'bs':>3}{'s/it':>9}{'peak MB':>10}"
           f"{'s/it ratio':>12}{'mem ratio':>11}")

@@ -16,7 +16,7 @@ nnUNetv2_plan_and_preprocess -c 2d and nnFM_plan_and_preprocess -e meddinov3_vit
 """
 import argparse
 
-from measurement import (add_common_arguments, add_output_arguments, add_ratios, default_device,
+from measurement import (add_common_arguments, add_output_arguments, add_ratios, common_worker_args, default_device,
                          forward_backward_flops, measure, measure_rows, print_result, require_plans, write_rows)
 
 ROWS = [
@@ -70,8 +70,7 @@ def main() -> None:
     require_plans(args.dataset, ROWS, {"nnUNetPlans": f"nnUNetv2_plan_and_preprocess -d {args.dataset} -c 2d",
                                        "nnFMPlans_meddinov3_vitb16": f"nnFM_plan_and_preprocess -d {args.dataset} "
                                                                      f"-e meddinov3_vitb16"})
-    worker_args = ["-d", args.dataset, "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-                   "--device", args.device]
+    worker_args = common_worker_args(args)
     if args.batch_size:
         worker_args += ["--batch_size", str(args.batch_size)]
     if args.peak_tflops:
