@@ -1,0 +1,68 @@
+"""DrasCLR trainers: the location-conditioned DrasCLR encoder + U-Net decoder through nnU-Net's own pipeline.
+
+- ``nnFMTrainer_DrasCLR``: the published COPDGene encoder (``drasclr_copdgene``) by default.
+- ``nnFMTrainer_DrasCLR_scratch``: the same network and recipe, random initialisation.
+- ``nnFMTrainer_DrasCLRTiny`` (+ ``_scratch``): widths 4..16 and 2 experts, for CPU runs and tests (no weights).
+- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+
+Recipe: the authors publish no fine-tuning script (batmanlab/DrasCLR has pretraining, train.py, and feature
+extraction, extract_feature.py, only), so the trainer uses the optimiser of their code: SGD, lr 0.01
+(run_train.sh ``--lr=0.01``), momentum 0.9 and weight decay 1e-4 (train.py defaults), cosine decay
+(train.py ``--cos``, ``adjust_learning_rate``: lr * 0.5 * (1 + cos(pi * epoch / epochs))), no warm-up
+(run_train.sh ``--warm-up=0``; that flag is about the neighbour loss anyway). Everything else (loss, deep
+supervision, augmentation, sliding window) is nnU-Net's.
+"""
+from nnfm.networks.drasclr import DrasCLRSegmentationNetwork
+from nnfm.networks.from_plans import build_from_configuration
+from nnfm_trainers.nnfm_trainer import nnFMTrainer
+from nnfm_trainers.nnfm_trainer_variants import _with_epochs
+
+# train.py: torch.optim.SGD(..., args.lr, momentum=args.momentum (0.9), weight_decay=args.weight_decay (1e-4))
+DRASCLR_MOMENTUM = 0.9
+
+
+class nnFMTrainer_DrasCLR(nnFMTrainer):
+    encoder = "drasclr"
+    network_class = DrasCLRSegmentationNetwork
+    optimizer_name = "SGD"
+    recipe_lr = 1e-2
+    recipe_weight_decay = 1e-4
+    head_warmup_fraction = 0.0
+    full_warmup_fraction = 0.0
+    lr_decay = "cosine"
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        """Plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset."""
+        cls.check_planned_encoder(configuration_manager)
+        return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
+                                        num_output_channels, enable_deep_supervision,
+                                        default_kwargs=cls.encoder_entry().kwargs())
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        for group in optimizer.param_groups:  # the authors' plain momentum, not nnU-Net's 0.99 Nesterov
+            group["momentum"], group["nesterov"] = DRASCLR_MOMENTUM, False
+        return optimizer, scheduler
+
+
+class nnFMTrainer_DrasCLR_scratch(nnFMTrainer_DrasCLR):
+    use_pretrained = False
+
+
+class nnFMTrainer_DrasCLRTiny(nnFMTrainer_DrasCLR):
+    encoder = "drasclr_tiny"
+
+
+class nnFMTrainer_DrasCLRTiny_scratch(nnFMTrainer_DrasCLRTiny):
+    use_pretrained = False
+
+
+for _base in (nnFMTrainer_DrasCLR, nnFMTrainer_DrasCLR_scratch, nnFMTrainer_DrasCLRTiny,
+              nnFMTrainer_DrasCLRTiny_scratch):
+    for _epochs in (1, 5, 10, 20, 50, 100, 250):
+        _cls = _with_epochs(_base, _epochs)
+        _cls.__module__ = __name__
+        globals()[_cls.__name__] = _cls
+del _base, _epochs, _cls
