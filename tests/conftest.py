@@ -126,3 +126,7 @@ def hippocampus(nnunet_env, tmp_path_factory) -> dict:
     return {"id": DATASET_ID, "name": name, "raw": raw, "preprocessed": preprocessed,
             "results": Path(nnunet_env["nnUNet_results"]) / name, "train": train, "val": val, "test": test,
             "plans": json.loads((preprocessed / "nnFMPlans_anatomix.json").read_text())}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: runs nnU-Net command-line tools or training subprocesses")
