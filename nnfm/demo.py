@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from nnfm.flags import parse_args
+
 DEFAULT_MSD = Path("..") / "shared" / "data" / "Task04_Hippocampus"
 DATASET_ID = 904
 # the CPU budget of the README's first command (documentation/benchmarks.md, "Demo budget")
@@ -62,7 +64,7 @@ def main(argv=None) -> None:
                         help="overrides the planned patch (multiples of 16) to fit the CPU budget; 0 0 0 keeps the "
                              "plan's (48 64 48 on Hippocampus, whose images are about 36 x 51 x 35)")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
 
     start = time.time()
     if not (args.msd / "dataset.json").is_file():

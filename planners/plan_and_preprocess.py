@@ -7,6 +7,7 @@ import argparse
 import os
 
 from nnfm.errors import ConfigurationError
+from nnfm.flags import parse_args
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import encoder_names, get_encoder
 
@@ -82,7 +83,7 @@ def main(argv=None) -> None:
     parser.add_argument("--vit_kwargs", default=None, metavar="JSON",
                         help="ViT encoders: extra timm kwargs stored in the plans, e.g. a tiny test model "
                              "'{\"embed_dim\": 32, \"depth\": 4, \"num_heads\": 2}' (use with -w random)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     for dataset_id in args.dataset:
         plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
                                          not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs)

@@ -21,6 +21,10 @@ DATASET_ID = 991
 N_TRAIN, N_VAL, N_TEST = 6, 2, 2
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: runs nnU-Net CLIs / training subprocesses (slow; deselect with -m 'not e2e')")
+
+
 def tool(name: str) -> str:
     return str(BIN / name) if (BIN / name).exists() else name
 
@@ -38,10 +42,17 @@ def run_cli(args: list, env: dict, check: bool = True, timeout: int = 900) -> su
 HUGE_ELEMENTS = 1 << 26
 
 
+def layout_keys(layout: dict) -> dict:
+    """A layout's ``keys`` as {key: {shape, dtype}}: older layouts store a dict, newer ones a list of
+    {key, shape, dtype} entries in state-dict order."""
+    keys = layout["keys"]
+    return keys if isinstance(keys, dict) else {entry["key"]: entry for entry in keys}
+
+
 def random_state_dict_from_layout(layout_file: Path, seed: int = 0) -> dict:
     """Random tensors with the exact keys, shapes and dtypes of a published checkpoint."""
     generator = torch.Generator().manual_seed(seed)
-    layout = json.loads(layout_file.read_text())["keys"]
+    layout = layout_keys(json.loads(Path(layout_file).read_text()))
     state = {}
     for key, spec in layout.items():
         dtype = getattr(torch, spec["dtype"])
@@ -66,6 +77,12 @@ def published_checkpoint_from_layout(layout_file: Path, seed: int = 0):
         third = state[key].shape[0] // 3
         state[key] = torch.cat([torch.ones(third), torch.zeros(third), torch.ones(third)])
         state[key[:-len("_mask")]][third:2 * third] = 0
+    # dynamic-network-architectures' ConvDropoutNormReLU holds its conv and norm twice (``conv`` / ``all_modules.0``,
+    # ``norm`` / ``all_modules.1``): one tensor under two keys, equal in every real file
+    for key in state:
+        for alias, name in ((".all_modules.0.", ".conv."), (".all_modules.1.", ".norm.")):
+            if alias in key and key.replace(alias, name) in state:
+                state[key] = state[key.replace(alias, name)]
     container = layout.get("container_key")
     return {container: state} if container else state
 
@@ -126,7 +143,3 @@ def hippocampus(nnunet_env, tmp_path_factory) -> dict:
     return {"id": DATASET_ID, "name": name, "raw": raw, "preprocessed": preprocessed,
             "results": Path(nnunet_env["nnUNet_results"]) / name, "train": train, "val": val, "test": test,
             "plans": json.loads((preprocessed / "nnFMPlans_anatomix.json").read_text())}
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "e2e: runs nnU-Net command-line tools or training subprocesses")

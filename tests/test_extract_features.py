@@ -47,7 +47,7 @@ def _assert_same_geometry(features_image, source_file):
 def test_anatomix_features_of_a_real_ct_have_its_geometry_and_16_channels(anatomix_he, nnunet_env, tmp_path):
     """Through the console script: one CT (3 mm, flipped direction), native grid, HU window, overlapping tiles."""
     result = run_cli(["nnFM_extract_features", "-i", CT, "-o", tmp_path / "out", "-e", "anatomix",
-                      "-w", anatomix_he, "--normalization", "ct", "--ct_window", "-1000", "1000",
+                      "-w", anatomix_he, "--normalization", "ct", "--ct-window", "-1000", "1000",
                       "--tile", "32", "64", "64", "--device", "cpu"], nnunet_env)
     assert "wrote 1 feature image" in result.stdout and "loaded 115" in result.stderr
     image, array = _features(tmp_path / "out" / "example_ct_sm.nii.gz")
@@ -104,8 +104,8 @@ def test_drasclr_features_and_plans_given_resampling_back_to_the_input_grid(tmp_
     (dict(encoder="no_such_encoder"), "Unknown encoder"),
     (dict(encoder="dinov3_vits16"), "no dense 3D features.*anatomix"),
     (dict(tile=(40, 64, 64)), r"tile \[40, 64, 64\].*multiple of 16.*--tile 48 64 64"),
-    (dict(normalization="ct"), "needs --ct_window"),
-    (dict(normalization="zscore", ct_window=(-1000, 1000)), "--ct_window applies to --normalization ct only"),
+    (dict(normalization="ct"), "needs --ct-window"),
+    (dict(normalization="zscore", ct_window=(-1000, 1000)), "--ct-window applies to --normalization ct only"),
     (dict(spacing=(1.0, 0.0, 1.0)), "three positive values"),
     (dict(step_size=1.5), "step_size"),
 ])

@@ -18,7 +18,10 @@ from nnfm.weights.families import get_family
 # the published layout of each registry weights name (../shared/checkpoint_layouts)
 LAYOUT_OF_WEIGHTS = {"anatomix": "anatomix_unet.json", "dinov3_vits16": "dinov3_vits16.json",
                      "dinov3_vitb16": "dinov3_vitb16.json", "meddinov3_vitb16": "meddinov3_vitb16.json",
-                     "primus_m_openmind_mae": "nnssl_primus_m.json", "drasclr_copdgene": "drasclr_encoder.json"}
+                     "primus_m_openmind_mae": "nnssl_primus_m.json"}
+LAYOUT_OF_WEIGHTS["anatomix-dev"] = "anatomix_dev_unet.json"
+LAYOUT_OF_WEIGHTS["anatomix-dev-vit"] = "anatomix_dev_vit.json"
+LAYOUT_OF_WEIGHTS["drasclr_copdgene"] = "drasclr_encoder.json"
 # an input shape the encoder accepts at its published size (ViTs: the pretraining grid)
 SHAPE_3D = {"primus_m": [160, 160, 160]}
 

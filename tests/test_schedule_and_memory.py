@@ -78,14 +78,14 @@ def test_cosine_decay_equals_torch_cosine_annealing_stepped_per_epoch():
 
 
 def _optimizer_of(trainer_class):
-    # configure_optimizers reads only these attributes: no plans or dataset needed
+    # build_optimizer reads only these attributes (configure_optimizers first loads the weights): no plans needed
     net = AnatomixSegmentationNetwork(1, 3, True)
     stand_in = trainer_class.__new__(trainer_class)
     stand_in.__dict__.update(network=net, is_ddp=False, num_epochs=20, initial_lr=1e-2, weight_decay=3e-5)
     for attribute, value in (("recipe_lr", "initial_lr"), ("recipe_weight_decay", "weight_decay")):
         if getattr(trainer_class, attribute) is not None:
             stand_in.__dict__[value] = getattr(trainer_class, attribute)
-    return trainer_class.configure_optimizers(stand_in)
+    return trainer_class.build_optimizer(stand_in)
 
 
 def test_recipes_build_their_authors_optimiser_and_schedule():
@@ -100,3 +100,31 @@ def test_recipes_build_their_authors_optimiser_and_schedule():
     nnssl, nnssl_schedule = _optimizer_of(nnFMTrainer_nnssl)  # nnU-Net master PretrainedTrainer: 1e-3, 5% warm-up
     assert {g["initial_lr"] for g in nnssl.param_groups} == {1e-3}
     assert nnssl_schedule.schedule == FineTuneSchedule(20, 0, 1)
+
+
+def test_the_weights_family_sets_the_vit_encoder_lr_before_the_optimiser_exists():
+    """The encoder lr depends on the weights' family: the weights are loaded before the optimiser is built, so
+    the optimiser is made once with the right lr (before: built with the random-init lr, then patched)."""
+    from types import SimpleNamespace
+
+    from nnfm.networks.dinov3_segmentation import DINOv3SegmentationNetwork
+    from nnfm_trainers.nnfm_vit_trainer_variants import nnFMTrainer_DINOv3_S
+
+    class StandIn(nnFMTrainer_DINOv3_S):
+        def _load_pretrained_encoder(self, net):  # what loading official DINOv3 weights reports
+            self.pretrained_report = SimpleNamespace(family="dinov3_vit")
+            self.loaded_family = "dinov3_vit"
+
+        def print_to_log_file(self, *args, **kwargs):
+            pass
+
+    net = DINOv3SegmentationNetwork(1, 2, vit="vit_small_patch16_dinov3_qkvb",
+                                    vit_kwargs={"embed_dim": 32, "depth": 4, "num_heads": 2}, input_norm="nnunet")
+    trainer = StandIn.__new__(StandIn)
+    trainer.__dict__.update(network=net, is_ddp=False, num_epochs=20, weight_decay=0.05, _resuming=False,
+                            _network_prepared=False, loaded_family=None, use_bf16=False,
+                            device=torch.device("cpu"), configuration_name="2d",
+                            configuration_manager=SimpleNamespace(patch_size=[32, 32]))
+    optimizer, _ = trainer.configure_optimizers()
+    encoder_lrs = {g["initial_lr"] for g in optimizer.param_groups if g.get("is_encoder")}
+    assert encoder_lrs == {StandIn.encoder_lr_by_family["dinov3_vit"]} != {StandIn.encoder_lr_by_family[None]}

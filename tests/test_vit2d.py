@@ -359,9 +359,9 @@ def test_vit_predict_with_nnunet(trained_vit, hippocampus, vit_env, tmp_path):
 
 
 def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus, vit_env):
-    run_cli(["nnUNetv2_train", hippocampus["id"], "2d", 0, "-tr", "nnFMTrainer_DINOv3_S_scratch_1epoch", "-p", PLANS,
+    run_cli(["nnUNetv2_train", hippocampus["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3_scratch", "-p", PLANS,
              "-device", "cpu"], vit_env)
-    folder = hippocampus["results"] / f"nnFMTrainer_DINOv3_S_scratch_1epoch__{PLANS}__2d" / "fold_0"
+    folder = hippocampus["results"] / f"nnFMTrainer_MedDINOv3_scratch__{PLANS}__2d" / "fold_0"
     provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
     assert provenance["weights"] is None
     log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))

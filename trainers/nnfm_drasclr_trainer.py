@@ -13,7 +13,6 @@ extraction, extract_feature.py, only), so the trainer uses the optimiser of thei
 supervision, augmentation, sliding window) is nnU-Net's.
 """
 from nnfm.networks.drasclr import DrasCLRSegmentationNetwork
-from nnfm.networks.from_plans import build_from_configuration
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 
@@ -31,17 +30,8 @@ class nnFMTrainer_DrasCLR(nnFMTrainer):
     full_warmup_fraction = 0.0
     lr_decay = "cosine"
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True):
-        """Plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset."""
-        cls.check_planned_encoder(configuration_manager)
-        return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
-                                        num_output_channels, enable_deep_supervision,
-                                        default_kwargs=cls.encoder_entry().kwargs())
-
-    def configure_optimizers(self):
-        optimizer, scheduler = super().configure_optimizers()
+    def build_optimizer(self):
+        optimizer, scheduler = super().build_optimizer()
         for group in optimizer.param_groups:  # the authors' plain momentum, not nnU-Net's 0.99 Nesterov
             group["momentum"], group["nesterov"] = DRASCLR_MOMENTUM, False
         return optimizer, scheduler

@@ -61,6 +61,7 @@ class nnFMTrainer(nnUNetTrainer):
         self.save_every = 1
         self.pretrained_report = None
         self._resuming = False
+        self._network_prepared = False
 
     # ---- budget -------------------------------------------------------------------------
     def _apply_budget_from_environment(self) -> None:
@@ -106,8 +107,10 @@ class nnFMTrainer(nnUNetTrainer):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         cls.check_planned_encoder(configuration_manager)
+        # plans of nnU-Net's own networks say nothing about ours: build the encoder's registry preset
         return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
-                                        num_output_channels, enable_deep_supervision)
+                                        num_output_channels, enable_deep_supervision,
+                                        default_kwargs=cls.encoder_entry().kwargs())
 
     def _bare_network(self) -> torch.nn.Module:
         # by type, not is_ddp: configure_optimizers runs before nnU-Net wraps the network in DDP
@@ -117,7 +120,7 @@ class nnFMTrainer(nnUNetTrainer):
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
             return None
-        net = self.network_class(input_channels=1, num_classes=1, deep_supervision=True) \
+        net = self.network_class(1, 1, True, **self.encoder_entry().kwargs()) \
             if self.network is None else self._bare_network()
         ndim = len(self.configuration_manager.patch_size)
         return [s[:ndim] for s in net.deep_supervision_scales]
@@ -131,14 +134,22 @@ class nnFMTrainer(nnUNetTrainer):
             self.configuration_manager.configuration.get("nnfm", {}).get("weights") or self.default_weights
         return None if str(source).lower() in RANDOM_INIT else source
 
-    def initialize(self):
-        super().initialize()
+    def _prepare_network(self) -> None:
+        """Check the built network against the plans and load the pretrained encoder (once, not on resume).
+
+        Called from ``configure_optimizers``: nnU-Net's ``initialize`` builds the network and then asks for the
+        optimiser, so this is the last point before any optimiser exists. The weights' family (which sets a ViT
+        encoder's lr) is therefore known when the parameter groups are made.
+        """
+        if self._network_prepared:
+            return
         net = self._bare_network()
         check_network_fits_patch(net, self.configuration_manager.patch_size, self.configuration_name)
         if not getattr(net, "pad_to_stride", True):
             check_divisible(self.configuration_manager.patch_size, net.stride, net.min_size)
         if not self._resuming:
             self._load_pretrained_encoder(net)
+        self._network_prepared = True
 
     def _load_pretrained_encoder(self, net) -> None:
         nnunet_file = pretrained_weights_argument()
@@ -206,6 +217,11 @@ class nnFMTrainer(nnUNetTrainer):
                                                self.lr_decay)
 
     def configure_optimizers(self):
+        self._prepare_network()
+        return self.build_optimizer()
+
+    def build_optimizer(self):
+        """(optimizer, lr scheduler) of the recipe; the pretrained weights are already loaded."""
         net = self._bare_network()
         encoder_ids = {id(p) for p in net.encoder.parameters()}
         encoder = [p for p in net.parameters() if id(p) in encoder_ids]

@@ -76,24 +76,9 @@ class nnFMViTTrainer(nnFMTrainer):
     def _load_pretrained_encoder(self, net) -> None:
         super()._load_pretrained_encoder(net)
         self.loaded_family = self.pretrained_report.family if self.pretrained_report is not None else None
-        self._apply_encoder_lr()
 
     def encoder_lr(self) -> float:
         return self.encoder_lr_by_family.get(self.loaded_family, self.encoder_lr_by_family[None])
-
-    def _apply_encoder_lr(self) -> None:
-        """Set every group's base lr once the weights' family is known (it decides the encoder lr)."""
-        encoder_lr = self.encoder_lr()
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = encoder_lr * group.get("lr_scale", 1.0) if group.get("is_encoder") \
-                else self.decoder_lr
-        self._sync_scheduler_base_lrs()
-        self.lr_scheduler.step(self.current_epoch)
-        self.print_to_log_file(f"nnFM ViT: AdamW betas {self.optimizer.defaults['betas']}, decoder lr "
-                               f"{self.decoder_lr}, encoder lr {encoder_lr} (weights family "
-                               f"{self.loaded_family or 'none: random init'}), layer decay {self.layer_decay}, "
-                               f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, "
-                               f"{'bf16 autocast' if self.use_bf16 else ('fp16 autocast' if self.device.type == 'cuda' else 'fp32')}")
 
     def _sync_scheduler_base_lrs(self) -> None:
         self.lr_scheduler.base_lrs_by_group = [g["initial_lr"] for g in self.optimizer.param_groups]
@@ -108,13 +93,19 @@ class nnFMViTTrainer(nnFMTrainer):
         return WarmupDecaySchedule.from_fractions(self.num_epochs, self.warmup_fraction, self.lr_decay,
                                                   self.frozen_encoder_fraction if self.use_pretrained else 0.0)
 
-    def configure_optimizers(self):
+    def build_optimizer(self):
+        # the weights are loaded (nnFMTrainer.configure_optimizers): their family sets the encoder lr
         net = self._bare_network()
         depth = getattr(net, "num_layers", None) or len(getattr(net.encoder, "blocks", [])) or 1
         layer_id_fn = getattr(net, "encoder_layer_id", None) or (lambda name: vit_layer_id(name, depth))
         groups = vit_param_groups(net, net.encoder, self.encoder_lr(), self.decoder_lr, self.weight_decay,
                                   self.layer_decay, depth, layer_id_fn)
         optimizer = build_adamw(groups, self.decoder_lr)
+        self.print_to_log_file(f"nnFM ViT: AdamW betas {optimizer.defaults['betas']}, decoder lr {self.decoder_lr}, "
+                               f"encoder lr {self.encoder_lr()} (weights family "
+                               f"{self.loaded_family or 'none: random init'}), layer decay {self.layer_decay}, "
+                               f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, "
+                               f"{'bf16 autocast' if self.use_bf16 else ('fp16 autocast' if self.device.type == 'cuda' else 'fp32')}")
         return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
 
     def _autocast(self):

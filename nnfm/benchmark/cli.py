@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nnfm.benchmark.profiles import PROFILES, resolve_profile
 from nnfm.benchmark.trainer_table import trainer_table
+from nnfm.flags import parse_args as parse_in_dialect
 
 DEFAULT_TRAINERS = ["nnUNetTrainer", "nnFMTrainer", "nnFMTrainer_scratch"]
 
@@ -61,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="use WORKDIR/nnUNet_raw, _preprocessed and _results instead of the environment's")
     out.add_argument("--report-only", action="store_true", help="only rebuild tables and plots from finished runs")
     out.add_argument("-v", "--verbose", action="store_true", help="show nnU-Net's output (always in the logs)")
-    args = parser.parse_args(argv)
+    args = parse_in_dialect(parser, argv)
     if args.msd and len(args.msd) != len(args.datasets):
         parser.error("give one --msd folder per dataset id")
     if (args.test_images or args.test_labels) and len(args.datasets) != 1:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from nnfm.errors import ConfigurationError, NNFMError
+from nnfm.flags import parse_args
 
 # Without plans: nnU-Net normalisation scheme, CT window and target spacing of each checkpoint family (None: the
 # image's own spacing). zscore = nnU-Net's ZScoreNormalization per image, then each channel's 0.5 / 99.5 percentiles
@@ -330,11 +331,11 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
     if entry.configuration != "3d_fullres" or not hasattr(pydoc.locate(entry.network_class), "dense_features"):
         _fail(f"encoder {encoder!r} has no dense 3D features to export; use one of: {', '.join(feature_encoders())}.")
     if not 0 < step_size <= 1:
-        _fail(f"--step_size must be in (0, 1] (fraction of the tile between windows), got {step_size}.")
+        _fail(f"-step_size must be in (0, 1] (fraction of the tile between windows), got {step_size}.")
     convention = convention_for(entry)
     if plans is not None and (normalization or ct_window or spacing or native_spacing):
-        _fail("-p PLANS_JSON sets normalisation and spacing; leave out --normalization / --ct_window / --spacing / "
-              "--native_spacing, or leave out -p.")
+        _fail("-p PLANS_JSON sets normalisation and spacing; leave out --normalization / --ct-window / --spacing / "
+              "--native-spacing, or leave out -p.")
     out = Path(output)
     if out.exists() and not out.is_dir():
         _fail(f"output {out} exists and is not a folder.")
@@ -358,10 +359,10 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
     if plans is None:
         normalization = normalization or convention["normalization"]
         if ct_window is not None and normalization != "ct":
-            _fail("--ct_window applies to --normalization ct only.")
+            _fail("--ct-window applies to --normalization ct only.")
         ct_window = ct_window or (convention["ct_window"] if normalization == "ct" else None)
         if normalization == "ct" and (ct_window is None or not float(ct_window[0]) < float(ct_window[1])):
-            _fail(f"--normalization ct needs --ct_window LO HI in HU with LO < HI (encoder {encoder!r} has no HU "
+            _fail(f"--normalization ct needs --ct-window LO HI in HU with LO < HI (encoder {encoder!r} has no HU "
                   f"convention of its own), got {ct_window}.")
         if native_spacing:
             spacing = None
@@ -421,21 +422,21 @@ def main(argv=None) -> None:
     parser.add_argument("-c", "--configuration", default=None, help="configuration in -p (default 3d_fullres)")
     parser.add_argument("--normalization", choices=sorted(NORMALIZATION_SCHEMES), default=None,
                         help="without -p: nnU-Net's ZScoreNormalization per image (then each channel's 0.5/99.5 "
-                             "percentiles are the encoder's input range) or CTNormalization with --ct_window. "
+                             "percentiles are the encoder's input range) or CTNormalization with --ct-window. "
                              "Default: the encoder's convention (drasclr: ct, others: zscore)")
-    parser.add_argument("--ct_window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+    parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                         help="HU window for --normalization ct (drasclr default: -1024 240)")
     spacing = parser.add_mutually_exclusive_group()
     spacing.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("S0", "S1", "S2"),
                          help="without -p: target spacing in mm, nnU-Net's axis order (default: the encoder's, "
                               "drasclr 1 1 1; others the image's own)")
-    spacing.add_argument("--native_spacing", action="store_true", help="without -p: keep each image's own spacing")
+    spacing.add_argument("--native-spacing", action="store_true", help="without -p: keep each image's own spacing")
     parser.add_argument("--tile", type=int, nargs=3, default=None,
                         help=f"sliding-window tile (default: the plans' patch, else {DEFAULT_TILE[0]}^3)")
-    parser.add_argument("--step_size", type=float, default=0.5, help="window step as a fraction of the tile (0.5)")
-    parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: cuda if available)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    parser.add_argument("-step_size", type=float, default=0.5, help="window step as a fraction of the tile (0.5)")
+    parser.add_argument("-device", default=None, help="cuda, cpu or mps (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parse_args(parser, argv)  # nnFM's flag dialect: either spelling of a long flag
     try:
         written = extract_features(args.input, args.output, args.encoder, args.weights, args.plans,
                                    args.configuration, args.normalization, args.ct_window, args.spacing,

@@ -43,13 +43,16 @@ class DeepSupervisionHeads(nn.Module):
 class AnatomixSegmentationNetwork(nn.Module):
     """anatomix U-Net (exact published layout, ``self.encoder``) + segmentation heads (``self.decoder``).
 
-    Deep supervision outputs: full, 1/2, 1/4, 1/8 resolution (``deep_supervision_scales``).
-    Inputs whose size is not divisible by 16 are padded and the outputs cropped back, so the
+    Deep supervision outputs: full, 1/2, ... 1/2**(num_downs-1) resolution (``deep_supervision_scales``).
+    Inputs whose size is not divisible by ``2 ** num_downs`` are padded and the outputs cropped back, so the
     network also runs on patch sizes planned for nnU-Net's own U-Net.
+    ``num_downs``, ``ngf``, ``encoder_out_channels``, ``norm``, ``norm_eps``, ``pooling``, ``interp`` are the
+    encoder's preset (``AnatomixUNet``; the registry entries ``anatomix`` and ``anatomix_dev_unet``).
     """
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = True,
                  num_downs: int = 4, ngf: int = 16, encoder_out_channels: int = 16, norm: str = "batch",
+                 norm_eps: float = 1e-5, pooling: str = "Max", interp: str = "nearest",
                  input_window: Optional[Sequence[Sequence[float]]] = None,
                  pad_to_stride: bool = True, strides: Optional[Sequence[Sequence[int]]] = None,
                  zero_is_background: Optional[Sequence[bool]] = None, **unused_nnunet_kwargs):
@@ -67,7 +70,8 @@ class AnatomixSegmentationNetwork(nn.Module):
                     f"Re-plan with nnFM_plan_and_preprocess or remove 'strides' from arch_kwargs.")
         # anatomix's input: each volume min-max scaled to [0, 1], background 0 (see IntensityWindow)
         self.input_window = IntensityWindow(input_channels, input_window, zero_is_background=zero_is_background)
-        self.encoder = AnatomixUNet(input_channels, encoder_out_channels, num_downs, ngf, norm)
+        self.encoder = AnatomixUNet(input_channels, encoder_out_channels, num_downs, ngf, norm, norm_eps=norm_eps,
+                                    pooling=pooling, interp=interp)
         # deep supervision taps the finest num_downs-1 decoder levels below full resolution
         level_channels = list(reversed(self.encoder.decoder_channels[:-1]))
         self.decoder = DeepSupervisionHeads(encoder_out_channels, level_channels, num_classes, deep_supervision)

@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Callable, List, Optional
 
+from nnfm.flags import parse_args
+
 
 def _add_synth(subparsers) -> None:
     from nnfm.pretraining.supcon_heads import HEADS
@@ -294,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     return args.run(args)
 
 

@@ -17,6 +17,8 @@ from nnfm.weights.adapters import Adapter, adapt_nnssl_primus
 from nnfm.weights.filters_drasclr import drasclr_filter
 from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
                                   meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
+from nnfm.weights.filters_anatomix_dev import ANATOMIX_DEV_USE, check_anatomix_dev_preset, has_instance_norm_biases
+from nnfm.weights.filters_primus_v2 import STEM_KEY as _PRIMUS_V2_STEM, adapt_primus_v2, is_primus_v2, primus_v2_filter
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ register_family(CheckpointFamily(
     "nnfm_vit", lambda k, s: "encoder.reg_token" in k or
     ("encoder.cls_token" in k and _has(k, "decoder.decode.", "decoder.seg_layers.")),
     "an nnFM ViT network (nnFMTrainer_MedDINOv3 / _DINOv3_*)", nnfm_vit_filter, _VIT_STEM))
+# DNA PrimusV2 / V3 (anatomix-dev-vit, nnU-Net's PrimusV2/V3 trainers): before nnssl_primus, which has eva.* too
+register_family(CheckpointFamily(
+    "primus_v2", is_primus_v2, "a PrimusV2/V3 network (nnFMTrainer_AnatomixDevViT, nnFMTrainer_PrimusV2* / _PrimusV3*)",
+    primus_v2_filter, _PRIMUS_V2_STEM, adapt_primus_v2))
 register_family(CheckpointFamily(
     "nnssl_primus", lambda k, s: _has(k, "eva.", "down_projection.", "encoder.eva."),
     "nnFMTrainer_Primus (nnssl Primus-M 3D ViT)", nnssl_primus_filter, "down_projection.proj.weight",
@@ -98,7 +104,13 @@ register_family(CheckpointFamily(
 register_family(CheckpointFamily(
     "lvmmed_resnet50", lambda k, s: "conv1.weight" in k and _has(k, "layer1.0.conv1."),
     "a 2D ResNet-50 encoder (LVM-Med)"))
+# anatomix-dev (nnfm/weights/filters_anatomix_dev.py) before anatomix_unet, whose detection takes any
+# model.<idx>.* layout: only the dev file's instance norm gives the convolutions biases
 register_family(CheckpointFamily(
-    "anatomix_unet", _is_anatomix, "nnFMTrainer (anatomix 3D U-Net)", anatomix_filter, "model.0.weight"))
+    "anatomix_dev_unet", lambda k, s: _is_anatomix(k, s) and has_instance_norm_biases(k), ANATOMIX_DEV_USE,
+    anatomix_filter, "model.0.weight", check_anatomix_dev_preset))
+register_family(CheckpointFamily(
+    "anatomix_unet", _is_anatomix, "the anatomix U-Net: plan with nnFM_plan_and_preprocess -d ID -e anatomix and "
+    "train with -tr nnFMTrainer", anatomix_filter, "model.0.weight"))
 
 assert set(VIT_FAMILIES) <= set(_FAMILIES)

@@ -109,6 +109,29 @@ register_weights(WeightsEntry(
              "arXiv:2509.02379 (2025)", in_channels=3))
 
 register_weights(WeightsEntry(
+    name="anatomix-dev", family="anatomix_dev_unet",
+    url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix-dev.pth", sha256=None,
+    filename="anatomix-dev.pth",
+    description="anatomix-dev: the authors' experimental larger 3D U-Net (94.4M parameters; num_downs=5, ngf=32, "
+                "instance norm eps 1e-2 without affine parameters, average pooling, trilinear upsampling, 32-ch "
+                "output), trained on more data with newer pretraining losses (anatomix README). Hub file "
+                "'<variant>.pth' of repo neeldey/anatomix, kwargs of ANATOMIX_VARIANTS['anatomix-dev'] "
+                "(anatomix/model/load_from_hf.py); sha256 not published, so the first download is recorded "
+                "unverified. Earlier releases under the same name had other sizes (num_downs=5, ngf=20).",
+    license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
+
+register_weights(WeightsEntry(
+    name="anatomix-dev-vit", family="primus_v2",
+    url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix-dev-vit.pth", sha256=None,
+    filename="anatomix-dev-vit.pth",
+    description="anatomix-dev-vit: a PrimusV2-S 3D ViT (embed 396, depth 12, 6 heads, 8^3 tokens, 8 register tokens, "
+                "QK-norm) contrastively pretrained on anatomix's synthetic volumes at 128^3, a bare state dict of the "
+                "whole module (tokenizer, eva, 32-channel up-projection). Hub location: anatomix/model/load_from_hf.py "
+                "(repo neeldey/anatomix, '<variant>.pth'), variant 'anatomix-dev-vit' as anatomix's registration "
+                "features.py loads it; sha256 not published, so the first download is recorded unverified.",
+    license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
+
+register_weights(WeightsEntry(
     name="drasclr_copdgene", family="drasclr",
     url="https://drive.usercontent.google.com/download?id=1C3jUUfPZDmeufy3kcH_ShdTSknFs0bih&export=download&confirm=t",
     sha256=None, filename="drasclr_copdgene_checkpoint.pth.tar",
