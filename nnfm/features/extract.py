@@ -40,6 +40,7 @@ from nnfm.flags import parse_args
 FAMILY_CONVENTIONS = {
     # neel-dey/anatomix features.py: minmax_normalize (clip, min-max to [0, 1]) per volume, native grid by default
     "anatomix_unet": {"normalization": "zscore", "ct_window": None, "spacing": None},
+    "anatomix_dev_unet": {"normalization": "zscore", "ct_window": None, "spacing": None},  # the same features.py
     # batmanlab/DrasCLR data/copd_patch.py np.clip(x, -1024, 240) -> [-1, 1]; 4_patchify_images.py 1 mm isotropic
     "drasclr": {"normalization": "ct", "ct_window": (-1024.0, 240.0), "spacing": (1.0, 1.0, 1.0)},
 }

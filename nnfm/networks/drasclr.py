@@ -227,7 +227,8 @@ class DrasCLRSegmentationNetwork(nn.Module):
             location = tile_location_grid(x.shape[2:], x.shape[0], x.device, x.dtype)
         return spatial, self.encoder(x, location)
 
-    def forward(self, x: torch.Tensor, location: Optional[torch.Tensor] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
+    def forward(self, x: torch.Tensor,
+                location: Optional[torch.Tensor] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
         """``location`` (optional): (B, 3) or (B, 3, D/32, H/32, W/32) after padding, DrasCLR's (x, y, z) order;
         default: the tile's cell centres (:func:`tile_location_grid`)."""
         spatial, skips = self._encode(x, location)

@@ -100,7 +100,8 @@ register_family(CheckpointFamily(
     adapt_nnssl_primus))
 register_family(CheckpointFamily(
     "drasclr", lambda k, s: _has(k, "encoder_q.", "encoder_k.") or any("._routing_fn.fc." in key for key in k),
-    "nnFMTrainer_DrasCLR (DrasCLR 3D encoder)", drasclr_filter, "conv1.weight", stem_in_dim=2))
+    "the DrasCLR encoder: plan with nnFM_plan_and_preprocess -d ID -e drasclr and train with -tr nnFMTrainer_DrasCLR",
+    drasclr_filter, "conv1.weight", stem_in_dim=2))
 register_family(CheckpointFamily(
     "lvmmed_resnet50", lambda k, s: "conv1.weight" in k and _has(k, "layer1.0.conv1."),
     "a 2D ResNet-50 encoder (LVM-Med)"))

@@ -39,7 +39,8 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
 
 
 def adapt_stem_channels(weight: torch.Tensor, channels: int, dim: int = 1) -> Tuple[torch.Tensor, str]:
-    """Map a stem conv's input channels (axis ``dim``): 1 -> C (repeat / C), C -> 1 (sum), RGB -> C (mean, repeat / C)."""
+    """Map a stem conv's input channels (axis ``dim``): 1 -> C (repeat / C), C -> 1 (sum), RGB -> C (mean,
+    repeat / C)."""
     if dim != 1:  # e.g. DrasCLR's [experts, out, in, k, k, k]: adapt with the input axis in front, then put it back
         adapted, how = adapt_stem_channels(weight.movedim(dim, 1), channels)
         return adapted.movedim(1, dim).contiguous(), how
