@@ -1,7 +1,7 @@
 """Primus rows of the speed/memory comparison: s/iteration and peak memory vs nnUNetTrainer 3d_fullres,
 plus tokens/s and model FLOP utilisation (torch.utils.flop_counter) for the ViT.
 
-Same method as benchmarks/speed_memory_vs_nnunet.py (whose ``measure`` runs each row): a fresh
+Same method as benchmarks/speed_memory_vs_nnunet.py (benchmarks/measurement.py): a fresh
 process per row, nnU-Net's real training step (data loading, augmentation, loss, optimiser step)
 after warm-up iterations, ratios relative to nnUNetTrainer in the same run. FLOPs are those of one
 forward + backward of the network on a batch of the planned size (matmuls and convolutions, as
@@ -15,13 +15,9 @@ loading. MFU = achieved / ``--peak_tflops`` (the device's dense peak for the tra
   python benchmarks/primus_speed_memory.py -d 4 --device cuda --primus_m --peak_tflops 989
 """
 import argparse
-import json
-import os
-import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed_memory_vs_nnunet import measure  # noqa: E402
+from measurement import (add_common_arguments, add_output_arguments, add_ratios, forward_backward_flops, measure,
+                         measure_rows, print_result, write_rows)
 
 BASELINE = ("nnUNetTrainer", "nnUNetPlans")
 TINY_ROWS = [("nnFMTrainer_PrimusTiny_scratch", "nnUNetPlans"),          # nnU-Net's patch and batch
@@ -29,69 +25,41 @@ TINY_ROWS = [("nnFMTrainer_PrimusTiny_scratch", "nnUNetPlans"),          # nnU-N
 PRIMUS_M_ROWS = [("nnFMTrainer_Primus_scratch", "nnFMPlans_primus_m")]
 
 
-def flops_per_iteration(dataset: str, trainer_name: str, plans: str, device: str) -> dict:
+def flops_per_iteration(trainer, measured: dict) -> dict:
     """FLOPs of one forward + backward at the planned batch and patch, and the tokens it processes."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    from nnunetv2.run.run_training import get_trainer_from_args
 
-    trainer = get_trainer_from_args(dataset, "3d_fullres", 0, trainer_name, plans, device=torch.device(device))
-    trainer.initialize()
-    network = trainer.network
+    device = measured["device"]
     config = trainer.configuration_manager
     channels = len(trainer.dataset_json["channel_names"])
     x = torch.randn(config.batch_size, channels, *config.patch_size, device=device)
-    with FlopCounterMode(display=False) as counter:
-        with trainer._autocast() if hasattr(trainer, "_autocast") else torch.autocast(device, enabled=False):
-            out = network(x)
-        (out[0] if isinstance(out, (list, tuple)) else out).float().mean().backward()
-    tokens = getattr(network, "num_tokens", None)
-    return {"flops_per_iteration": counter.get_total_flops(),
+    autocast = trainer._autocast() if hasattr(trainer, "_autocast") else torch.autocast(device, enabled=False)
+    tokens = getattr(trainer.network, "num_tokens", None)
+    return {"flops_per_iteration": forward_backward_flops(trainer.network, x, autocast),
             "tokens_per_iteration": tokens * config.batch_size if tokens else None}
-
-
-def run_row(args, trainer: str, plans: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "-d", args.dataset, "--iterations", str(args.iterations),
-                          "--warmup", str(args.warmup), "--device", args.device, "--worker", trainer, plans],
-                         env=env, capture_output=True, text=True)
-    lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-    if out.returncode != 0 or not lines:
-        raise SystemExit(f"{trainer}/{plans} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--dataset", required=True)
-    parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
+    add_common_arguments(parser, iterations=5, device="cpu")
     parser.add_argument("--primus_m", action="store_true", help="add the Primus-M row (needs nnFMPlans_primus_m)")
     parser.add_argument("--no_tiny", action="store_true", help="leave out the tiny Primus rows")
     parser.add_argument("--peak_tflops", type=float, default=None, help="device peak for MFU (dense, training dtype)")
-    parser.add_argument("--output", default=None, help="write the rows as JSON here")
-    parser.add_argument("--worker", nargs=2, metavar=("TRAINER", "PLANS"), help=argparse.SUPPRESS)
+    add_output_arguments(parser)
     args = parser.parse_args()
     if args.worker:
-        result = measure(args.dataset, *args.worker, args.iterations, args.warmup, args.device)
-        if args.worker[0] != BASELINE[0]:
-            result.update(flops_per_iteration(args.dataset, *args.worker, args.device))
-        print("RESULT " + json.dumps(result))
+        extra = flops_per_iteration if args.worker[0] != BASELINE[0] else None
+        print_result(measure(args.dataset, "3d_fullres", *args.worker, args.iterations, args.warmup, args.device,
+                             extra=extra))
         return
 
     rows_wanted = [BASELINE] + ([] if args.no_tiny else TINY_ROWS) + (PRIMUS_M_ROWS if args.primus_m else [])
-    # weights do not change speed or memory
-    env = dict(os.environ, nnFM_WEIGHTS=os.environ.get("nnFM_WEIGHTS", "random"), nnUNet_compile="0")
-    rows = []
-    for trainer, plans in rows_wanted:
-        print(f"measuring {trainer} on {plans} ...", flush=True)
-        rows.append(run_row(args, trainer, plans, env))
-    base = rows[0]
+    rows = measure_rows(__file__, rows_wanted, ["-d", args.dataset, "--iterations", str(args.iterations),
+                                                "--warmup", str(args.warmup), "--device", args.device])
+    add_ratios(rows)
     print(f"\n{'trainer':<32}{'plans':<23}{'patch':<12}{'bs':>3}{'s/it':>8}{'peak MB':>9}{'s/it x':>8}"
           f"{'mem x':>7}{'tokens/s':>10}{'GFLOP/it':>10}{'GFLOP/s':>9}{'MFU':>7}")
     for r in rows:
-        r["s_per_iteration_ratio"] = r["s_per_iteration"] / base["s_per_iteration"]
-        r["peak_memory_ratio"] = r["peak_memory_bytes"] / base["peak_memory_bytes"]
         flops = r.get("flops_per_iteration")
         r["tokens_per_s"] = r["tokens_per_iteration"] / r["s_per_iteration"] if r.get("tokens_per_iteration") else None
         r["achieved_flops_per_s"] = flops / r["s_per_iteration"] if flops else None
@@ -102,9 +70,7 @@ def main() -> None:
               f"{r['peak_memory_ratio']:>7.2f}{cell(r['tokens_per_s'], '>10.0f'):>10}"
               f"{cell(flops / 1e9 if flops else None, '>10.1f'):>10}"
               f"{cell(r['achieved_flops_per_s'] / 1e9 if flops else None, '>9.1f'):>9}{cell(r['mfu'], '>7.1%'):>7}")
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(rows, args.output)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -77,12 +76,11 @@ def main(argv=None) -> None:
                nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS="1", nnUNet_compile="0",
                nnUNet_n_proc_DA=env_default("nnUNet_n_proc_DA", "2"))
     env.pop("nnFM_WEIGHTS", None)
-    bin_dir = Path(sys.executable).parent
-    tool = lambda name: str(bin_dir / name) if (bin_dir / name).exists() else name  # noqa: E731
 
     # only the cases the demo uses are converted (nnU-Net's MSD converter on a linked subset); the
     # held-back test cases go to imagesTs / labelsTs and never into the fingerprint, plans or training
     from nnfm.benchmark.data import prepare_msd
+    from nnfm.paths import console_script
     n_pool = args.train_cases + args.val_cases
     raw = prepare_msd(args.msd, DATASET_ID, args.test_cases, n_pool + args.test_cases, 0, env, 2,
                       work / "convert.log", verbose=True)
@@ -91,7 +89,7 @@ def main(argv=None) -> None:
     train, val = pool[:args.train_cases], pool[args.train_cases:]
 
     weights = resolve_demo_weights(args.weights)
-    run([tool("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
+    run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
     # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch and patch
@@ -106,15 +104,15 @@ def main(argv=None) -> None:
         config["patch_size"] = list(args.patch_size)
     plans_file.write_text(json.dumps(plans, indent=1))
     train_start = time.time()
-    run([tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer,
+    run([console_script("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer,
          "-p", "nnFMPlans_anatomix", "-device", args.device], env)
     train_seconds = time.time() - train_start
 
     predictions = work / "test_predictions"
-    run([tool("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
+    run([console_script("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
          "-c", "3d_fullres", "-tr", args.trainer, "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
          "-npp", "1", "-nps", "1"], env)
-    run([tool("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions),
+    run([console_script("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions),
          "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
 
     summary = json.loads((predictions / "summary.json").read_text())

@@ -3,11 +3,12 @@
 It never crashes on a broken installation: an import that fails, or a module of nnFM that Python
 resolves from somewhere else (a user's package of the same name earlier on sys.path), is a FIX line.
 """
-import importlib.util
 import os
 import pkgutil
 import sys
 from typing import List, Optional, Tuple
+
+from nnfm.paths import NNUNET_FOLDERS, export_line, ext_trainer_folders, package_folder
 
 # nnFM's three top-level packages: side by side when installed, repository folders in a source checkout
 NNFM_PACKAGES = ("nnfm", "nnfm_trainers", "nnfm_planners")
@@ -20,21 +21,11 @@ def _installed_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _package_folder(name: str) -> Optional[str]:
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return os.path.abspath(list(spec.submodule_search_locations)[0])
-
-
 def check_packages() -> Tuple[List[Line], Optional[str]]:
     """Each nnFM package must resolve to nnFM's installed copy. Returns (lines, nnFM's trainers folder)."""
     lines, root = [], _installed_root()
     for name in NNFM_PACKAGES:
-        folder = _package_folder(name)
+        folder = package_folder(name)
         expected = os.path.join(root, name)
         allowed = {os.path.normcase(expected), os.path.normcase(os.path.join(root, SOURCE_FOLDERS[name]))}
         if folder is None:
@@ -56,7 +47,7 @@ def trainer_module_names(folder: str) -> set:
 def check_ext_trainer(trainers_dir: Optional[str]) -> List[Line]:
     """nnUNet_extTrainer must include nnFM's trainers; other folders there must not reuse nnFM's module names
     (nnU-Net imports each folder's modules by bare name, so the first folder's module of a name wins)."""
-    ext = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    ext = ext_trainer_folders()
     if trainers_dir is None:
         return [(False, "nnFM's trainers folder is not installed, so nnUNetv2_train cannot find nnFMTrainer. "
                         "Fix: reinstall nnFM (pip install --no-deps /path/to/nnFM)")]
@@ -87,9 +78,9 @@ def diagnose() -> List[Line]:
     except Exception as error:  # a doctor must report, not crash
         lines = [(False, f"nnFM_doctor could not inspect the installation ({type(error).__name__}: {error}). "
                          f"Fix: reinstall nnFM (pip install --force-reinstall --no-deps /path/to/nnFM)")]
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    for name in NNUNET_FOLDERS:
         value = os.environ.get(name)
-        lines.append((bool(value), f"{name}={value}" if value else f"{name} is not set. Fix: export {name}=/path/to/{name}"))
+        lines.append((bool(value), f"{name}={value}" if value else f"{name} is not set. Fix: {export_line(name)}"))
     return lines
 
 

@@ -17,7 +17,8 @@ def plans_name_for(encoder: str) -> str:
 
 def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str = None,
                         gpu_memory_target_gb: float = 8, num_processes: int = 2, preprocess: bool = True,
-                        verify_dataset_integrity: bool = False, hires: int = None, vit_kwargs: str = None) -> str:
+                        verify_dataset_integrity: bool = False, hires: int = None, vit_kwargs: str = None,
+                        overwrite_target_spacing=None) -> str:
     require_nnunet_paths()
     try:
         entry = get_encoder(encoder)
@@ -52,6 +53,8 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
         extra = {"hires": hires, "vit_kwargs": vit_kwargs_from_env_or_arg(vit_kwargs)}
     elif hires is not None or vit_kwargs is not None:
         raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder!r}.")
+    if overwrite_target_spacing is not None:  # nnU-Net's flag (e.g. 1 1 1: plan an nnssl encoder like its pretraining)
+        extra["overwrite_target_spacing"] = [float(s) for s in overwrite_target_spacing]
     planner = planner_class(dataset_id, gpu_memory_target_gb, plans_name=plans_name, encoder=encoder,
                             weights=weights, **extra)
     plans = planner.plan_experiment()
@@ -83,10 +86,14 @@ def main(argv=None) -> None:
     parser.add_argument("--vit_kwargs", default=None, metavar="JSON",
                         help="ViT encoders: extra timm kwargs stored in the plans, e.g. a tiny test model "
                              "'{\"embed_dim\": 32, \"depth\": 4, \"num_heads\": 2}' (use with -w random)")
+    parser.add_argument("-overwrite_target_spacing", type=float, nargs="+", default=None, metavar="MM",
+                        help="nnU-Net's flag: plan at this spacing (3d_fullres, nnU-Net axis order) instead of "
+                             "nnU-Net's choice, e.g. 1 1 1 to plan resenc_l / primus_m like their 1 mm pretraining")
     args = parse_args(parser, argv)
     for dataset_id in args.dataset:
         plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
-                                         not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs)
+                                         not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs,
+                                         args.overwrite_target_spacing)
         entry = get_encoder(args.encoder)
         print(f"Train with: nnUNetv2_train {dataset_id} {entry.configuration} FOLD -tr {entry.trainer} -p {plans_name}")
 

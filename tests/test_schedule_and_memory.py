@@ -128,3 +128,87 @@ def test_the_weights_family_sets_the_vit_encoder_lr_before_the_optimiser_exists(
     optimizer, _ = trainer.configure_optimizers()
     encoder_lrs = {g["initial_lr"] for g in optimizer.param_groups if g.get("is_encoder")}
     assert encoder_lrs == {StandIn.encoder_lr_by_family["dinov3_vit"]} != {StandIn.encoder_lr_by_family[None]}
+
+
+def _reference_lr_factors(num_epochs: int, frozen: int, warmup: int, decay: str, is_encoder: bool) -> list:
+    """lr factor per epoch as both former schedules defined it, written out from their definitions.
+
+    nnFMTrainer's FineTuneSchedule: ``frozen`` head warm-up epochs (encoder 0, the rest (k+1)/frozen), then
+    ``warmup`` epochs of linear warm-up ((k+1)/warmup), then decay to 0. The ViT trainers' WarmupDecaySchedule:
+    ``frozen_encoder_epochs`` likewise, then a linear warm-up "from 1/warmup to 1", then decay. The decay is
+    taken from independent implementations over the epochs left: nnU-Net's PolyLRScheduler (stepped with the
+    epoch, as nnUNetTrainer does) or torch's CosineAnnealingLR (stepped once per epoch, as anatomix does).
+    """
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+    curve = [0.0 if is_encoder else (k + 1) / frozen for k in range(frozen)]
+    curve += [(k + 1) / warmup for k in range(warmup)]
+    decay_epochs = num_epochs - frozen - warmup
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    if decay == "poly":
+        poly = PolyLRScheduler(optimizer, 1.0, decay_epochs)
+        for epoch in range(decay_epochs):
+            poly.step(epoch)
+            curve.append(optimizer.param_groups[0]["lr"])
+    else:
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_epochs)
+        for _ in range(decay_epochs):
+            curve.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            cosine.step()
+    return curve
+
+
+def _vit_trainers():
+    from nnfm_trainers.nnfm_primus_trainer import nnFMTrainer_Primus, nnFMTrainer_Primus_scratch
+    from nnfm_trainers.nnfm_vit_trainer_variants import nnFMTrainer_MedDINOv3, nnFMTrainer_MedDINOv3_scratch
+
+    class frozen_head(nnFMTrainer_MedDINOv3):  # the former frozen_encoder_fraction = 0.1
+        head_warmup_fraction = 0.1
+
+    class frozen_head_scratch(frozen_head):
+        use_pretrained = False
+
+    return nnFMTrainer_MedDINOv3, nnFMTrainer_MedDINOv3_scratch, nnFMTrainer_Primus, nnFMTrainer_Primus_scratch, \
+        frozen_head, frozen_head_scratch
+
+
+# (trainer, epochs) -> (frozen, warm-up epochs, decay) of the former schedules: nnFMTrainer's from its
+# fractions (rounded, none when they fill the run); the ViT trainers' warm-up 5% also from random init,
+# their frozen epochs only with pretrained weights
+UNIFIED_CASES = {
+    ("nnFMTrainer", 100): (0, 0, "cosine"), ("nnFMTrainer_scratch", 100): (0, 0, "cosine"),
+    ("nnFMTrainer_SGD", 100): (0, 0, "poly"), ("nnFMTrainer_nnssl", 100): (0, 5, "poly"),
+    ("nnFMTrainer_nnssl", 30): (0, 2, "poly"), ("nnFMTrainer_headWarmup", 100): (5, 5, "poly"),
+    ("nnFMTrainer_headWarmup", 20): (1, 1, "poly"), ("nnFMTrainer_headWarmup", 2): (0, 0, "poly"),
+    ("nnFMTrainer_MedDINOv3", 100): (0, 5, "poly"), ("nnFMTrainer_MedDINOv3", 10): (0, 0, "poly"),
+    ("nnFMTrainer_MedDINOv3", 1): (0, 0, "poly"), ("nnFMTrainer_MedDINOv3_scratch", 100): (0, 5, "poly"),
+    ("nnFMTrainer_Primus", 40): (0, 2, "poly"), ("nnFMTrainer_Primus_scratch", 40): (0, 2, "poly"),
+    ("frozen_head", 100): (10, 5, "poly"), ("frozen_head", 20): (2, 1, "poly"),
+    ("frozen_head_scratch", 100): (0, 5, "poly"),
+}
+
+
+def test_one_schedule_reproduces_the_former_cnn_and_vit_lr_curves():
+    from nnfm_trainers import nnfm_trainer, nnfm_trainer_variants
+    trainers = {cls.__name__: cls for cls in (nnfm_trainer.nnFMTrainer, *_vit_trainers(), *(
+        getattr(nnfm_trainer_variants, n) for n in ("nnFMTrainer_scratch", "nnFMTrainer_SGD", "nnFMTrainer_nnssl",
+                                                    "nnFMTrainer_headWarmup")))}
+    for (name, epochs), (frozen, warmup, decay) in UNIFIED_CASES.items():
+        schedule = _schedule_of(trainers[name], epochs)
+        assert type(schedule) is FineTuneSchedule, name
+        for is_encoder in (False, True):
+            expected = _reference_lr_factors(epochs, frozen, warmup, decay, is_encoder)
+            got = [schedule.lr_factor(epoch, is_encoder) for epoch in range(epochs)]
+            assert got == pytest.approx(expected, abs=1e-12), (name, epochs, is_encoder)
+        assert [schedule.encoder_frozen(e) for e in range(epochs)] == [e < frozen for e in range(epochs)], name
+    # the scheduler nnU-Net steps once per epoch applies the factors to each group's own base lr
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [a], "lr": 3e-4, "is_encoder": False},
+                                   {"params": [b], "lr": 3e-5, "is_encoder": True}])
+    scheduler = FineTuneLRScheduler(optimizer, _schedule_of(trainers["frozen_head"], 100))
+    decoder, encoder = (_reference_lr_factors(100, 10, 5, "poly", is_encoder) for is_encoder in (False, True))
+    for epoch in range(100):
+        scheduler.step(epoch)
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+            [3e-4 * decoder[epoch], 3e-5 * encoder[epoch]], abs=1e-15)

@@ -46,3 +46,21 @@ def test_doctor_names_the_fix_when_trainers_are_not_registered():
     assert result.returncode == 1
     assert "export nnUNet_extTrainer=" in result.stdout and TRAINERS_DIR in result.stdout
     assert "export nnUNet_results=" in result.stdout
+
+
+def test_former_budget_names_still_resolve_for_old_result_folders():
+    # the 84 generated <trainer>_<N>epoch(s) classes are gone; checkpoints that name them must still load
+    import importlib
+
+    from nnfm_trainers import former_budget_names, nnfm_trainer_variants
+
+    assert len(former_budget_names.FORMER) + len(former_budget_names.KEPT) == 12 * 7
+    for name, (base, epochs) in former_budget_names.FORMER.items():
+        cls = getattr(former_budget_names, name)
+        assert cls.__name__ == name and cls is getattr(former_budget_names, name)
+        assert cls.__mro__[1] is getattr(importlib.import_module(former_budget_names.BASES[base]), base)
+    for name in former_budget_names.KEPT:  # written out, found in the variants module
+        assert getattr(nnfm_trainer_variants, name).__module__ == nnfm_trainer_variants.__name__
+        assert not hasattr(former_budget_names, name)
+    assert not hasattr(former_budget_names, "nnFMTrainer_7epochs")  # no new names are invented
+    assert not hasattr(former_budget_names, "nnFMTrainer_SGD_5epochs")

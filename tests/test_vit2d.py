@@ -233,7 +233,8 @@ def test_memory_estimate_counts_attention_by_tokens():
 
 
 def test_param_groups_layer_decay_and_no_weight_decay():
-    from nnfm.training.vit_optimization import WarmupDecaySchedule, build_adamw, vit_param_groups
+    from nnfm.training.schedule import FineTuneSchedule
+    from nnfm.training.vit_optimization import build_adamw, vit_param_groups
 
     net = tiny()
     groups = vit_param_groups(net, net.encoder, 1e-4, 3e-4, 0.05, layer_decay=0.5, depth=4,
@@ -250,11 +251,11 @@ def test_param_groups_layer_decay_and_no_weight_decay():
                 assert g["weight_decay"] == 0.0, names[id(p)]
     optimizer = build_adamw(groups, 3e-4)
     assert optimizer.defaults["betas"] == (0.9, 0.98)
-    schedule = WarmupDecaySchedule.from_fractions(100, 0.05)
+    schedule = FineTuneSchedule.from_fractions(100, 0.0, 0.05)
     assert [schedule.lr_factor(e, True) for e in (0, 4)] == [0.2, 1.0]
     assert schedule.lr_factor(5, False) == 1.0 and schedule.lr_factor(99, True) < 0.02
-    assert WarmupDecaySchedule.from_fractions(1, 0.05).lr_factor(0, True) == 1.0  # smoke budgets: no warm-up
-    assert math.isclose(WarmupDecaySchedule(10, 0, "cosine").lr_factor(5, True), 0.5)
+    assert FineTuneSchedule.from_fractions(1, 0.0, 0.05).lr_factor(0, True) == 1.0  # smoke budgets: no warm-up
+    assert math.isclose(FineTuneSchedule(10, decay="cosine").lr_factor(5, True), 0.5)
 
 
 # ---- pipeline: plan, train, predict through nnU-Net's CLIs ------------------------------------------------

@@ -11,7 +11,6 @@ of nnU-Net's own networks), strict encoder load, and the anatomix authors' fine-
 train_segmentation.py also applies to ``--hf_variant anatomix-dev``.
 """
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
-from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 
 
 class nnFMTrainer_anatomixDev(nnFMTrainer):
@@ -28,11 +27,3 @@ class nnFMTrainer_anatomixDevTiny(nnFMTrainer_anatomixDev):
 
 class nnFMTrainer_anatomixDevTiny_scratch(nnFMTrainer_anatomixDevTiny):
     use_pretrained = False
-
-
-for _base in (nnFMTrainer_anatomixDev, nnFMTrainer_anatomixDev_scratch):
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        _cls.__module__ = __name__
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls

@@ -3,7 +3,7 @@
 - ``nnFMTrainer_DrasCLR``: the published COPDGene encoder (``drasclr_copdgene``) by default.
 - ``nnFMTrainer_DrasCLR_scratch``: the same network and recipe, random initialisation.
 - ``nnFMTrainer_DrasCLRTiny`` (+ ``_scratch``): widths 4..16 and 2 experts, for CPU runs and tests (no weights).
-- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+- Short budgets: ``nnFM_EPOCHS`` / ``nnFM_ITERATIONS`` (as for every nnFM trainer).
 
 Recipe: the authors publish no fine-tuning script (batmanlab/DrasCLR has pretraining, train.py, and feature
 extraction, extract_feature.py, only), so the trainer uses the optimiser of their code: SGD, lr 0.01
@@ -14,7 +14,6 @@ supervision, augmentation, sliding window) is nnU-Net's.
 """
 from nnfm.networks.drasclr import DrasCLRSegmentationNetwork
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
-from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 
 # train.py: torch.optim.SGD(..., args.lr, momentum=args.momentum (0.9), weight_decay=args.weight_decay (1e-4))
 DRASCLR_MOMENTUM = 0.9
@@ -48,11 +47,3 @@ class nnFMTrainer_DrasCLRTiny(nnFMTrainer_DrasCLR):
 class nnFMTrainer_DrasCLRTiny_scratch(nnFMTrainer_DrasCLRTiny):
     use_pretrained = False
 
-
-for _base in (nnFMTrainer_DrasCLR, nnFMTrainer_DrasCLR_scratch, nnFMTrainer_DrasCLRTiny,
-              nnFMTrainer_DrasCLRTiny_scratch):
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        _cls.__module__ = __name__
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls

@@ -4,14 +4,13 @@
 - ``nnFMTrainer_Primus_scratch``: the same network and schedule, random initialisation.
 - ``nnFMTrainer_PrimusTiny`` (+ ``_scratch``): embed 48, depth 4 for CPU runs and tests; no published
   weights (random unless ``nnFM_WEIGHTS`` names an nnssl-layout checkpoint).
-- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+Short budgets: ``nnFM_EPOCHS=N``.
 
 Optimisation, bf16 autocast, gradient clipping, drop path, budgets and provenance come from
 ``nnFMViTTrainer``; this file only says which network is built and how.
 """
 from nnfm.networks.from_plans import build_network, planned_for
 from nnfm.networks.primus_segmentation import PrimusSegmentationNetwork
-from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
@@ -52,10 +51,3 @@ class nnFMTrainer_PrimusTiny(nnFMTrainer_Primus):
 class nnFMTrainer_PrimusTiny_scratch(nnFMTrainer_PrimusTiny):
     use_pretrained = False
 
-
-for _base in (nnFMTrainer_Primus, nnFMTrainer_Primus_scratch, nnFMTrainer_PrimusTiny, nnFMTrainer_PrimusTiny_scratch):
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        _cls.__module__ = __name__
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls

@@ -16,7 +16,6 @@ weights is 1e-4 (as for nnssl's Primus-M; anatomix publishes no ViT fine-tuning 
 """
 from nnfm.networks.primus_v2_segmentation import PrimusV2SegmentationNetwork
 from nnfm_trainers.nnfm_primus_trainer import nnFMTrainer_Primus
-from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 
 
 class nnFMTrainer_PrimusV2Base(nnFMTrainer_Primus):
@@ -54,10 +53,4 @@ for _version in ("V2", "V3"):
                                 f"size with multi-scale token aggregation, random init."})
         globals()[_cls.__name__] = _cls
         _BASES.append(_cls)
-
-for _base in _BASES:
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        _cls.__module__ = __name__
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls, _version, _size
+del _cls, _version, _size

@@ -273,4 +273,5 @@ class nnFMTrainer(nnUNetTrainer):
         # drop the old wrapper before building the new one: its reducer's autograd hooks must not fire any more
         self.network = None
         gc.collect()
-        self.network = DistributedDataParallel(module, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+        device_ids = [self.local_rank] if self.device.type == "cuda" else None
+        self.network = DistributedDataParallel(module, device_ids=device_ids)

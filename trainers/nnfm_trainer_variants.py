@@ -1,4 +1,4 @@
-"""Trainer variants, each overriding one thing (nnU-Net's naming: _scratch, _Nepochs, _Adam ...).
+"""Trainer variants, each overriding one thing (nnU-Net's naming: _scratch, _Adam, _5epochs ...).
 
 Fine-tuning recipes (documentation/design.md, "Fine-tuning recipes"; measured in documentation/benchmarks.md):
 each is the recipe of the authors named, applied to the same network and nnU-Net pipeline.
@@ -30,10 +30,10 @@ class nnFMTrainer_noWarmup(nnFMTrainer_SGD):
 
 
 class nnFMTrainer_Adam(nnFMTrainer):
-    """nnFMTrainer's default, named: the anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay, cosine decay over the
-    epochs, no warm-up, nothing frozen (neel-dey/anatomix, anatomix/segmentation/train_segmentation.py:
-    ``torch.optim.Adam(..., opt.lr, weight_decay=0)``, ``--lr`` default 2e-4, ``CosineAnnealingLR(T_max=n_epochs)``
-    stepped once per epoch)."""
+    """nnFMTrainer's default, named: the anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay,
+    cosine decay over the epochs, no warm-up, nothing frozen (neel-dey/anatomix,
+    anatomix/segmentation/train_segmentation.py: ``torch.optim.Adam(..., opt.lr, weight_decay=0)``, ``--lr``
+    default 2e-4, ``CosineAnnealingLR(T_max=n_epochs)`` stepped once per epoch)."""
     optimizer_name = "Adam"
     recipe_lr = 2e-4
     recipe_weight_decay = 0.0
@@ -65,19 +65,24 @@ class nnFMTrainer_headWarmup(nnFMTrainer):
     lr_decay = "poly"
 
 
-def _with_epochs(base: type, epochs: int) -> type:
+# Short budgets written out as nnU-Net writes its own (nnunetv2/training/nnUNetTrainer/variants/training_length/
+# nnUNetTrainer_Xepochs.py): quick checks of a plans file. Any other budget: nnFM_EPOCHS=N with any trainer.
+# The former generated <trainer>_<N>epoch(s) names resolve in former_budget_names.py.
+class nnFMTrainer_1epoch(nnFMTrainer):
+    """One epoch: does this plans file train, validate and write a checkpoint (as nnUNetTrainer_1epoch)."""
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        base.__init__(self, plans, configuration, fold, dataset_json, device)
-        self.num_epochs = epochs
-        self._apply_budget_from_environment()  # an explicit env budget still wins
-    return type(f"{base.__name__}_{epochs}epoch{'s' if epochs > 1 else ''}", (base,),
-                {"__init__": __init__, "__module__": __name__})
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self._apply_budget_from_environment()  # an explicit nnFM_EPOCHS still wins
 
 
-# short budgets for CPU and quick checks; nnU-Net's own default is 1000 epochs
-for _base in (nnFMTrainer, nnFMTrainer_scratch):
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls
+class nnFMTrainer_5epochs(nnFMTrainer):
+    """Five epochs: a quick run whose loss should fall (as nnUNetTrainer_5epochs)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 5
+        self._apply_budget_from_environment()  # an explicit nnFM_EPOCHS still wins

@@ -21,8 +21,8 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnfm.networks.dinov3_segmentation import DINOv3SegmentationNetwork
 from nnfm.networks.from_plans import build_from_configuration, build_network, class_path, planned_for
-from nnfm.training.schedule import FineTuneLRScheduler
-from nnfm.training.vit_optimization import WarmupDecaySchedule, build_adamw, vit_layer_id, vit_param_groups
+from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
+from nnfm.training.vit_optimization import build_adamw, vit_layer_id, vit_param_groups
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
@@ -38,8 +38,8 @@ class nnFMViTTrainer(nnFMTrainer):
     }
     vit_weight_decay = 0.05
     layer_decay: Optional[float] = None      # e.g. 0.75 for layer-wise lr decay; None = off
-    warmup_fraction = 0.05                   # linear warm-up over 5% of the epochs
-    frozen_encoder_fraction = 0.0            # optional head warm-up with a frozen encoder
+    head_warmup_fraction = 0.0               # optional head warm-up with a frozen encoder
+    full_warmup_fraction = 0.05              # linear warm-up over 5% of the epochs
     lr_decay = "poly"                        # or "cosine"
     grad_clip = 1.0
 
@@ -89,9 +89,11 @@ class nnFMViTTrainer(nnFMTrainer):
         self._sync_scheduler_base_lrs()
 
     # ---- optimisation ---------------------------------------------------------------------------
-    def fine_tune_schedule(self) -> WarmupDecaySchedule:
-        return WarmupDecaySchedule.from_fractions(self.num_epochs, self.warmup_fraction, self.lr_decay,
-                                                  self.frozen_encoder_fraction if self.use_pretrained else 0.0)
+    def fine_tune_schedule(self) -> FineTuneSchedule:
+        # unlike nnFMTrainer's recipes, AdamW on a ViT warms up from random init too: only the frozen
+        # head warm-up needs pretrained features to protect
+        head = self.head_warmup_fraction if self.use_pretrained else 0.0
+        return FineTuneSchedule.from_fractions(self.num_epochs, head, self.full_warmup_fraction, self.lr_decay)
 
     def build_optimizer(self):
         # the weights are loaded (nnFMTrainer.configure_optimizers): their family sets the encoder lr
@@ -101,11 +103,11 @@ class nnFMViTTrainer(nnFMTrainer):
         groups = vit_param_groups(net, net.encoder, self.encoder_lr(), self.decoder_lr, self.weight_decay,
                                   self.layer_decay, depth, layer_id_fn)
         optimizer = build_adamw(groups, self.decoder_lr)
+        precision = "bf16 autocast" if self.use_bf16 else ("fp16 autocast" if self.device.type == "cuda" else "fp32")
         self.print_to_log_file(f"nnFM ViT: AdamW betas {optimizer.defaults['betas']}, decoder lr {self.decoder_lr}, "
                                f"encoder lr {self.encoder_lr()} (weights family "
                                f"{self.loaded_family or 'none: random init'}), layer decay {self.layer_decay}, "
-                               f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, "
-                               f"{'bf16 autocast' if self.use_bf16 else ('fp16 autocast' if self.device.type == 'cuda' else 'fp32')}")
+                               f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, {precision}")
         return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
 
     def _autocast(self):

@@ -1,13 +1,12 @@
-"""2D ViT trainers (MedDINOv3 path): one class per encoder and initialisation, plus short budgets.
+"""2D ViT trainers (MedDINOv3 path): one class per encoder and initialisation.
 
 - ``nnFMTrainer_MedDINOv3``: MedDINOv3 ViT-B/16 (CT-3M) weights by default, encoder lr 3e-5.
 - ``nnFMTrainer_DINOv3_B`` / ``nnFMTrainer_DINOv3_S``: official DINOv3 ViT-B/16 / ViT-S/16 (LVD-1689M), encoder lr 1e-4.
 - ``..._scratch``: the same network and schedule, random initialisation (encoder lr = decoder lr).
-- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets (nnU-Net's default is 1000 epochs).
+Short budgets: ``nnFM_EPOCHS=N`` (nnU-Net's default is 1000 epochs).
 The plans (``nnFM_plan_and_preprocess -e meddinov3_vitb16 | dinov3_vitb16 | dinov3_vits16``) say
 which ViT is built; ``nnFM_WEIGHTS`` / the plans' weights override the trainer's default weights.
 """
-from nnfm_trainers.nnfm_trainer_variants import _with_epochs
 from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
@@ -34,11 +33,3 @@ class nnFMTrainer_DINOv3_B_scratch(nnFMTrainer_DINOv3_B):
 class nnFMTrainer_DINOv3_S_scratch(nnFMTrainer_DINOv3_S):
     use_pretrained = False
 
-
-for _base in (nnFMTrainer_MedDINOv3, nnFMTrainer_MedDINOv3_scratch, nnFMTrainer_DINOv3_B,
-              nnFMTrainer_DINOv3_B_scratch, nnFMTrainer_DINOv3_S, nnFMTrainer_DINOv3_S_scratch):
-    for _epochs in (1, 5, 10, 20, 50, 100, 250):
-        _cls = _with_epochs(_base, _epochs)
-        _cls.__module__ = __name__
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls

@@ -18,6 +18,7 @@ from pathlib import Path
 from nnfm.benchmark.profiles import PROFILES, resolve_profile
 from nnfm.benchmark.trainer_table import trainer_table
 from nnfm.flags import parse_args as parse_in_dialect
+from nnfm.paths import NNUNET_FOLDERS, missing_nnunet_paths
 
 DEFAULT_TRAINERS = ["nnUNetTrainer", "nnFMTrainer", "nnFMTrainer_scratch"]
 
@@ -91,12 +92,12 @@ def nnunet_folders(args) -> dict:
     """The environment with nnUNet_raw/_preprocessed/_results set (from --workdir, or as exported)."""
     env = dict(os.environ)
     if args.workdir:
-        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        for name in NNUNET_FOLDERS:
             env[name] = str((args.workdir / name).resolve())
-    missing = [n for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not env.get(n)]
+    missing = missing_nnunet_paths(env=env)
     if missing:
         raise SystemExit(f"Set {', '.join(missing)} (export them, or pass --workdir DIR).")
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    for name in NNUNET_FOLDERS:
         Path(env[name]).mkdir(parents=True, exist_ok=True)
     return env
 

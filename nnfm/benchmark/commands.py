@@ -1,21 +1,15 @@
 """Running nnU-Net's and nnFM's command-line tools, each command's output kept in a log file."""
-import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
-BIN = Path(sys.executable).parent
+from nnfm.paths import register_trainers
 
 
 class CommandFailed(RuntimeError):
     pass
-
-
-def tool(name: str) -> str:
-    """A console script of this environment, even when its bin folder is not on PATH."""
-    return str(BIN / name) if (BIN / name).exists() else name
 
 
 def python_module(module: str) -> list:
@@ -24,13 +18,7 @@ def python_module(module: str) -> list:
 
 def nnunet_environment(base: dict) -> dict:
     """base with nnFM's trainers findable by nnU-Net (as the installed start-up hook does)."""
-    from nnfm_trainers import TRAINERS_DIR
-
-    env = dict(base, nnUNet_compile=base.get("nnUNet_compile", "0"))
-    folders = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if TRAINERS_DIR not in folders:
-        env["nnUNet_extTrainer"] = os.pathsep.join(folders + [TRAINERS_DIR])
-    return env
+    return register_trainers(dict(base, nnUNet_compile=base.get("nnUNet_compile", "0")))
 
 
 def run_command(command: list, env: dict, log_file: Path, verbose: bool = False,

@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from nnfm.benchmark.commands import run_command, tool
+from nnfm.benchmark.commands import run_command
+from nnfm.paths import console_script
 
 SOURCE_MARKER = "nnfm_benchmark_source.json"
 
@@ -83,7 +84,7 @@ def prepare_msd(msd: Path, dataset_id: int, test_cases: int, max_cases: Optional
         # a linked copy holds exactly the chosen cases; nnU-Net's converter reads the folder name (TaskXX_Name)
         subset = bool(test) or len(pool) < len(all_cases)
         folder = _link_msd_subset(msd, Path(scratch) / msd.name, pool, test) if subset else msd
-        run_command([tool("nnUNetv2_convert_MSD_dataset"), "-i", folder, "-overwrite_id", dataset_id,
+        run_command([console_script("nnUNetv2_convert_MSD_dataset"), "-i", folder, "-overwrite_id", dataset_id,
                      "-np", num_processes], env, log_file, verbose)
     raw = find_dataset_folder(raw_root, dataset_id)
     if test:

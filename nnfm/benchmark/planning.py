@@ -3,7 +3,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from nnfm.benchmark.commands import run_command, tool
+from nnfm.benchmark.commands import run_command
+from nnfm.paths import console_script
 from nnfm.benchmark.trainer_table import TrainerSpec
 
 
@@ -13,8 +14,8 @@ class PlanningError(RuntimeError):
 
 def plan_command(dataset_id: int, spec: TrainerSpec, weights: Optional[str], num_processes: int) -> list:
     if spec.encoder is None:
-        return [tool("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "--no_pp", "-npfp", num_processes]
-    command = [tool("nnFM_plan_and_preprocess"), "-d", dataset_id, "-e", spec.encoder, "--no_pp",
+        return [console_script("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "--no_pp", "-npfp", num_processes]
+    command = [console_script("nnFM_plan_and_preprocess"), "-d", dataset_id, "-e", spec.encoder, "--no_pp",
                "-np", num_processes]
     return command + (["-w", weights] if weights else [])
 
@@ -43,8 +44,8 @@ def ensure_planned(dataset_id: int, dataset_name: str, spec: TrainerSpec, config
         return
     # nnU-Net's preprocessing starts its output folder afresh, so an interrupted one is simply redone
     print(f"  preprocessing {dataset_name} {spec.plans} {configuration} ({done}/{n_cases} cases present)")
-    run_command([tool("nnUNetv2_preprocess"), "-d", dataset_id, "-plans_name", spec.plans, "-c", configuration,
-                 "-np", num_processes], env, log_file, verbose)
+    run_command([console_script("nnUNetv2_preprocess"), "-d", dataset_id, "-plans_name", spec.plans,
+                 "-c", configuration, "-np", num_processes], env, log_file, verbose)
     done = preprocessed_case_count(preprocessed, spec.plans, configuration)
     if done != n_cases:
         raise PlanningError(f"Preprocessing {spec.plans} {configuration} produced {done} of {n_cases} cases.")

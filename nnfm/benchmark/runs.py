@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 from nnfm.benchmark import nnunet_outputs
-from nnfm.benchmark.commands import CommandFailed, python_module, run_command, tool
+from nnfm.benchmark.commands import CommandFailed, python_module, run_command
+from nnfm.paths import console_script
 from nnfm.benchmark.profiles import Budget, budget_environment
 from nnfm.benchmark.splits import Fold
 
@@ -150,13 +151,14 @@ def _predict_and_evaluate(run: Run, context: Context, folder: Path) -> dict:
         print("  predicting the test set", flush=True)
         start = time.time()
         n = str(context.num_processes)
-        run_command([tool("nnUNetv2_predict"), "-i", images, "-o", predictions, "-d", run.dataset_id,
+        run_command([console_script("nnUNetv2_predict"), "-i", images, "-o", predictions, "-d", run.dataset_id,
                      "-c", run.configuration, "-tr", run.trainer_class, "-p", run.plans, "-f", run.fold.index,
                      "-device", run.device, "-npp", n, "-nps", n, "--disable_progress_bar"],
                     context.env, folder / LOG, context.verbose)
         seconds = time.time() - start
-        run_command([tool("nnUNetv2_evaluate_folder"), labels, predictions, "-djfile", predictions / "dataset.json",
-                     "-pfile", predictions / "plans.json", "-np", n], context.env, folder / LOG, context.verbose)
+        run_command([console_script("nnUNetv2_evaluate_folder"), labels, predictions,
+                     "-djfile", predictions / "dataset.json", "-pfile", predictions / "plans.json", "-np", n],
+                    context.env, folder / LOG, context.verbose)
     test = nnunet_outputs.read_dice(summary, context.dataset_json)
     return {"test_n": test["n"], "test_dice_mean": test["dice_mean"], "test_dice": test["dice"],
             "test_per_case": test["per_case"], "predict_s": seconds}

@@ -1,12 +1,16 @@
 """Training-memory estimate for a network at a patch and batch size, without running it.
 
 The forward pass runs on PyTorch's meta device (shapes only, no compute, no memory) and every
-tensor autograd keeps for the backward pass is counted. Parameters cost weights + gradients +
-one optimizer state (SGD momentum). Not counted: transient gradient buffers during backward and
+tensor autograd keeps for the backward pass is counted, each storage once: parameters and views
+of them (a Linear layer saves its transposed weight) are no activations, and a view of an
+activation (reshapes, slices) is counted through its base tensor. Parameters cost weights +
+gradients + the optimiser's states. Not counted: transient gradient buffers during backward and
 allocator/library workspaces; benchmarks/memory_estimate_check.py reports the measured ratio.
+ViTs add an attention model on top of this count (``nnfm.planning.vit_memory``).
 """
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ContextManager, Optional, Sequence
 
 import torch
 from torch import nn
@@ -17,14 +21,15 @@ class MemoryEstimate:
     activation_elements_per_sample: int
     parameter_elements: int
     bytes_per_activation: int
+    optimizer_states: int = 1            # SGD momentum (nnU-Net's optimiser); AdamW keeps 2
 
     def activation_bytes(self, batch_size: int) -> int:
         return batch_size * self.activation_elements_per_sample * self.bytes_per_activation
 
     @property
     def parameter_bytes(self) -> int:
-        # fp32 weights, gradients and momentum; AMP keeps master weights in fp32
-        return 3 * 4 * self.parameter_elements
+        # fp32 weights, gradients and optimiser states; AMP keeps master weights in fp32
+        return (2 + self.optimizer_states) * 4 * self.parameter_elements
 
     def total_bytes(self, batch_size: int) -> int:
         return self.activation_bytes(batch_size) + self.parameter_bytes
@@ -34,24 +39,24 @@ class MemoryEstimate:
         return int((budget_bytes - self.parameter_bytes) // per_sample)
 
 
-def count_activation_elements(network: nn.Module, input_shape: Sequence[int]) -> int:
+def count_activation_elements(network: nn.Module, input_shape: Sequence[int],
+                              during: Optional[ContextManager] = None) -> int:
     """Elements autograd saves for backward in one forward pass of ``input_shape`` (incl. batch).
 
     Counted through autograd's saved-tensor hooks, so padded copies (reflect padding), concatenated
-    skips and normalisation inputs are all included, parameters (and views of them, e.g. the
-    transposed weight a Linear layer saves) excluded, each tensor once. For ViTs see
-    ``nnfm.planning.vit_memory`` (attention kernels, views counted once).
+    skips and normalisation inputs are all included. ``during`` is entered around the forward pass
+    (the ViT estimate swaps the attention kernel there).
     """
     saved = {}
 
     def pack(tensor):
-        # Linear layers save a transposed view of their weight: a view of a parameter is no activation
-        if not isinstance(tensor, nn.Parameter) and not isinstance(tensor._base, nn.Parameter):
-            saved[id(tensor)] = tensor  # keep a reference so ids stay unique
+        base = tensor._base if tensor._base is not None else tensor
+        if not isinstance(base, nn.Parameter):
+            saved[id(base)] = base  # keep a reference so ids stay unique
         return tensor
 
     meta_net = network.to("meta").train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with during or nullcontext(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         meta_net(torch.empty(*input_shape, device="meta"))
     return sum(t.numel() for t in saved.values())
 

@@ -1,20 +1,15 @@
-"""Training-memory estimate for ViT networks, with attention's cost in the number of tokens.
+"""Training-memory estimate for ViT networks: ``nnfm.planning.memory``'s count plus attention's cost.
 
-``nnfm.planning.memory`` counts the tensors autograd saves in a meta-device forward pass. Two
-things differ for ViTs, both checked (tests/test_vit2d.py):
-
-1. On the meta device (as on CPU) ``scaled_dot_product_attention`` runs PyTorch's math path, which
-   saves the (B, heads, N, N) attention probabilities of every block: the estimate then grows with
-   N^2, which is right for CPU training and for GPUs without a fused kernel. On a GPU the fused
-   flash / memory-efficient kernels save only q, k, v, the output and a (B, heads, N) log-sum-exp,
-   so ``attention="fused"`` replaces SDPA during the count by a function that saves exactly those.
-   ``attention="math"`` keeps the N^2 term (explicitly: ``attention_matrix_elements``).
-2. Linear layers save a transposed *view* of their weight and reshapes save views of activations;
-   the generic counter would count those again. Here views of parameters are skipped and every
-   view is counted once through its base tensor.
-
-Parameters cost weights + gradients + AdamW's two moments (16 bytes each).
+What differs from the generic estimate is the attention kernel (checked in tests/test_vit2d.py and
+tests/test_primus3d.py): on the meta device (as on CPU) ``scaled_dot_product_attention`` runs
+PyTorch's math path, which saves the (B, heads, N, N) attention probabilities of every block: the
+estimate then grows with N^2, which is right for CPU training and for GPUs without a fused kernel.
+On a GPU the fused flash / memory-efficient kernels save only q, k, v, the output and a
+(B, heads, N) log-sum-exp, so ``attention="fused"`` replaces SDPA during the count by a function
+that saves exactly those. ``attention="math"`` keeps the N^2 term (explicitly:
+``attention_matrix_elements``). Parameters cost weights + gradients + AdamW's two moments (16 bytes each).
 """
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnfm.planning.memory import MemoryEstimate
+from nnfm.planning.memory import MemoryEstimate, count_activation_elements
 
 
 @dataclass(frozen=True)
@@ -31,10 +26,6 @@ class ViTMemoryEstimate(MemoryEstimate):
     attention: str = "fused"
     tokens: int = 0
     attention_matrix_elements: int = 0   # per sample, math path only (0 when fused)
-
-    @property
-    def parameter_bytes(self) -> int:
-        return (2 + self.optimizer_states) * 4 * self.parameter_elements
 
 
 class _FusedAttentionSaves(torch.autograd.Function):
@@ -60,26 +51,17 @@ def _fused_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=N
     return _FusedAttentionSaves.apply(q, k, v)
 
 
-def count_vit_activation_elements(network: nn.Module, input_shape: Sequence[int], attention: str = "fused") -> int:
-    saved = {}
-
-    def pack(tensor):
-        base = tensor._base if tensor._base is not None else tensor
-        if not isinstance(tensor, nn.Parameter) and not isinstance(base, nn.Parameter):
-            saved[id(base)] = base  # keep a reference so ids stay unique
-        return tensor
-
-    meta_net = network.to("meta").train()
-    patched = attention == "fused"
-    if patched:
-        F.scaled_dot_product_attention = _fused_sdpa
+@contextmanager
+def _fused_attention():
+    F.scaled_dot_product_attention = _fused_sdpa
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            meta_net(torch.empty(*input_shape, device="meta"))
+        yield
     finally:
-        if patched:
-            F.scaled_dot_product_attention = _ORIGINAL_SDPA
-    return sum(t.numel() for t in saved.values())
+        F.scaled_dot_product_attention = _ORIGINAL_SDPA
+
+
+def count_vit_activation_elements(network: nn.Module, input_shape: Sequence[int], attention: str = "fused") -> int:
+    return count_activation_elements(network, input_shape, _fused_attention() if attention == "fused" else None)
 
 
 def estimate_vit_training_memory(network_factory, in_channels: int, patch_size: Sequence[int],

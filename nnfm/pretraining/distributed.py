@@ -1,9 +1,16 @@
-"""torch.distributed set-up for runs launched with torchrun (NCCL on GPUs, gloo on CPU)."""
+"""torch.distributed set-up for runs launched with torchrun (NCCL on GPUs, gloo on CPU), shared by the MAE,
+DINO and synthetic SupCon pretraining loops: one process group per run (``distributed_run``), the model
+wrapped in DDP only when there is more than one rank (``DistributedContext.wrap``)."""
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
@@ -24,6 +31,19 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def make_folder(self, folder: Path) -> None:
+        """Rank 0 creates ``folder``; every rank waits for it."""
+        if self.is_main:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        self.barrier()
+
+    def wrap(self, module: nn.Module, **ddp_kwargs) -> nn.Module:
+        """``module`` in DistributedDataParallel (on this rank's GPU, or CPU/gloo) when there are several ranks."""
+        if not self.enabled:
+            return module
+        device_ids = [self.local_rank] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, **ddp_kwargs)
 
     def mean(self, value: float) -> float:
         """Average a scalar over ranks (for logging the global loss)."""
@@ -53,3 +73,13 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def distributed_run(device: str = "auto") -> Iterator[DistributedContext]:
+    """The run's process group: set up from torchrun's environment, torn down however the run ends."""
+    context = setup_distributed(device)
+    try:
+        yield context
+    finally:
+        cleanup_distributed()

@@ -13,14 +13,13 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.pretraining.checkpoints import (EXPORT, LATEST, load_training_checkpoint, restore_rng_state,
                                           save_training_checkpoint)
-from nnfm.pretraining.distributed import DistributedContext, cleanup_distributed, setup_distributed
+from nnfm.pretraining.distributed import DistributedContext, distributed_run
 from nnfm.pretraining.loss_curve import write_loss_curve
 from nnfm.pretraining.supcon_heads import anatomix_init_
 from nnfm.pretraining.supcon_model import ANATOMIX_TAPS, SupConPretrainingModel, SupConSettings
@@ -112,18 +111,13 @@ def _check_resume_settings(saved: Dict, config: SynthPretrainConfig) -> None:
 
 def train_synth(config: SynthPretrainConfig) -> Dict:
     """Run (or resume) pretraining; returns a summary. Works under torchrun (DDP) and in one process."""
-    context = setup_distributed(config.device)
-    try:
+    with distributed_run(config.device) as context:
         return _train(config, context)
-    finally:
-        cleanup_distributed()
 
 
 def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
     out_dir = Path(config.out_dir)
-    if context.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    context.barrier()
+    context.make_folder(out_dir)
     torch.manual_seed(config.seed)   # identical initial weights on every rank
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -145,12 +139,8 @@ def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
         optimizer.load_state_dict(state["optimizer"])
         restore_rng_state(state["rng"])
         start_step, history = int(state["step"]), list(state["loss_history"])
-    trained = model
-    if context.enabled:
-        # layers after the last tap get no gradient
-        device_ids = [context.local_rank] if context.device.type == "cuda" else None
-        trained = DistributedDataParallel(model, device_ids=device_ids,
-                                          find_unused_parameters=max(model.taps) < len(model.encoder.model) - 1)
+    # layers after the last tap get no gradient
+    trained = context.wrap(model, find_unused_parameters=max(model.taps) < len(model.encoder.model) - 1)
     use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"
     snapshot = _settings_snapshot(config)
     step = start_step

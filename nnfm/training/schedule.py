@@ -1,12 +1,14 @@
-"""Learning-rate schedule for fine-tuning a pretrained encoder inside nnU-Net.
+"""Learning-rate schedule for fine-tuning an encoder inside nnU-Net: one class for every nnFM trainer.
 
 Three phases, in epochs:
-  1. head warm-up: encoder frozen, heads/new layers ramp up linearly to their lr;
-  2. full warm-up: everything trains, the lr ramps up linearly from 0 (protects pretrained
-     features from the first large, noisy gradients of randomly initialised heads);
+  1. head warm-up: encoder frozen (factor 0), heads/new layers ramp up linearly to their lr;
+  2. full warm-up: everything trains, the lr ramps up linearly (protects pretrained features from
+     the first large, noisy gradients of randomly initialised heads; AdamW ViT recipes use it too);
   3. decay to 0 at the last epoch: nnU-Net's polynomial decay (exponent 0.9), or cosine (as
-     torch's CosineAnnealingLR with T_max = the decay epochs, stepped once per epoch).
-Each param group keeps its own base lr, so an encoder lr multiplier survives all phases.
+     torch's CosineAnnealingLR with T_max = the decay epochs, stepped once per epoch); or "constant".
+Each param group keeps its own base lr, so an encoder lr multiplier (or layer-wise decay) survives
+all phases. nnFMTrainer's recipes and the ViT recipe (MedDINOv3 / Primus: linear warm-up then poly)
+are settings of the same schedule (``trainers/nnfm_trainer*.py``, ``trainers/nnfm_vit_trainer.py``).
 """
 import math
 from dataclasses import dataclass
@@ -23,8 +25,8 @@ class FineTuneSchedule:
     decay: str = "poly"
 
     def __post_init__(self):
-        if self.decay not in ("poly", "cosine"):
-            raise ValueError(f"decay must be 'poly' or 'cosine', not {self.decay!r}")
+        if self.decay not in ("poly", "cosine", "constant"):
+            raise ValueError(f"decay must be 'poly', 'cosine' or 'constant', not {self.decay!r}")
 
     @classmethod
     def from_fractions(cls, num_epochs: int, head_fraction: float, full_fraction: float,
@@ -46,6 +48,8 @@ class FineTuneSchedule:
         if epoch < warm_end:
             return (epoch - self.head_warmup_epochs + 1) / self.full_warmup_epochs
         progress = min(1.0, (epoch - warm_end) / max(1, self.num_epochs - warm_end))
+        if self.decay == "constant":  # e.g. LVM-Med's recipe (no scheduler)
+            return 1.0
         if self.decay == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         return (1 - progress) ** self.exponent

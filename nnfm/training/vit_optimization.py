@@ -1,4 +1,4 @@
-"""Optimiser and schedule for fine-tuning ViT encoders (DINOv3 / MedDINOv3 / Primus) in nnU-Net.
+"""Optimiser for fine-tuning ViT encoders (DINOv3 / MedDINOv3 / Primus) in nnU-Net.
 
 Shared by the 2D (``trainers/nnfm_vit_trainer.py``) and 3D ViT trainers:
 
@@ -6,16 +6,13 @@ Shared by the 2D (``trainers/nnfm_vit_trainer.py``) and 3D ViT trainers:
   rest (decoder, stem adaptations), optional layer-wise lr decay inside the encoder (BEiT/DINOv2
   style, see ``vit_param_groups``), no weight decay on biases, norms,
   LayerScale gammas and tokens;
-- a linear warm-up then polynomial (nnU-Net, 0.9) or cosine decay, per epoch, with each param group
-  keeping its own base lr (``WarmupDecaySchedule`` + ``nnfm.training.schedule.FineTuneLRScheduler``),
-  stepped once per epoch as nnU-Net steps its scheduler.
+- the schedule is nnFM's one fine-tuning schedule (``nnfm.training.schedule.FineTuneSchedule``: linear
+  warm-up then polynomial or cosine decay, per epoch, each param group keeping its own base lr).
 
 Everything works on any ``nn.Module`` whose encoder is reachable as an attribute; the layer id of an
 encoder parameter comes from ``layer_id_fn(name)`` (for timm ViTs: ``vit_layer_id``).
 """
-import math
 import re
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
@@ -51,7 +48,8 @@ def vit_param_groups(network: nn.Module, encoder: nn.Module, encoder_lr: float, 
 
     ``layer_decay`` (e.g. 0.75; None or 1 = off) scales the encoder lr of layer id k by
     ``layer_decay ** (depth + 1 - k)`` (BEiT): the final norm trains at ``encoder_lr``, block i at
-    ``encoder_lr * layer_decay ** (depth - i)``, the patch embedding and tokens at the smallest rate. Parameters outside ``encoder`` get ``decoder_lr``.
+    ``encoder_lr * layer_decay ** (depth - i)``, the patch embedding and tokens at the smallest rate.
+    Parameters outside ``encoder`` get ``decoder_lr``.
     """
     if depth is None:
         depth = len(getattr(encoder, "blocks", [])) or 1
@@ -84,43 +82,3 @@ def build_adamw(groups: Iterable[dict], lr: float, betas=ADAMW_BETAS, eps: float
         fused = all(p.is_cuda for g in groups for p in g["params"]) and bool(groups)
     kwargs = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
-
-
-@dataclass(frozen=True)
-class WarmupDecaySchedule:
-    """lr factor per epoch: linear warm-up over ``warmup_epochs`` (from 1/warmup to 1), then decay to 0.
-
-    ``decay``: 'poly' (nnU-Net, exponent 0.9) or 'cosine'. ``frozen_encoder_epochs`` (default 0)
-    keeps the encoder frozen (factor 0) for that many epochs first, with the decoder warming up.
-    Same interface as ``FineTuneSchedule`` (``lr_factor``, ``encoder_frozen``), so nnFM's
-    ``FineTuneLRScheduler`` drives it.
-    """
-    num_epochs: int
-    warmup_epochs: int = 0
-    decay: str = "poly"
-    exponent: float = 0.9
-    frozen_encoder_epochs: int = 0
-
-    @classmethod
-    def from_fractions(cls, num_epochs: int, warmup_fraction: float, decay: str = "poly",
-                       frozen_fraction: float = 0.0) -> "WarmupDecaySchedule":
-        warmup = int(round(num_epochs * warmup_fraction))
-        frozen = int(round(num_epochs * frozen_fraction))
-        if warmup + frozen >= num_epochs:  # smoke tests and CPU budgets: no warm-up rather than all warm-up
-            warmup = frozen = 0
-        return cls(num_epochs, warmup, decay, frozen_encoder_epochs=frozen)
-
-    def encoder_frozen(self, epoch: int) -> bool:
-        return epoch < self.frozen_encoder_epochs
-
-    def lr_factor(self, epoch: int, is_encoder: bool) -> float:
-        if epoch < self.frozen_encoder_epochs:
-            return 0.0 if is_encoder else (epoch + 1) / self.frozen_encoder_epochs
-        epoch -= self.frozen_encoder_epochs
-        if epoch < self.warmup_epochs:
-            return (epoch + 1) / self.warmup_epochs
-        total = max(1, self.num_epochs - self.frozen_encoder_epochs - self.warmup_epochs)
-        progress = min(1.0, (epoch - self.warmup_epochs) / total)
-        if self.decay == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return (1 - progress) ** self.exponent

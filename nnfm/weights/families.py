@@ -18,7 +18,9 @@ from nnfm.weights.filters_drasclr import drasclr_filter
 from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
                                   meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
 from nnfm.weights.filters_anatomix_dev import ANATOMIX_DEV_USE, check_anatomix_dev_preset, has_instance_norm_biases
+from nnfm.weights.filters_lvmmed import adapt_lvmmed, lvmmed_filter
 from nnfm.weights.filters_primus_v2 import STEM_KEY as _PRIMUS_V2_STEM, adapt_primus_v2, is_primus_v2, primus_v2_filter
+from nnfm.weights.filters_resenc import STEM_KEY as _RESENC_STEM, adapt_nnssl_resenc, nnssl_resenc_filter
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,9 @@ register_family(CheckpointFamily(
     "the DrasCLR encoder: plan with nnFM_plan_and_preprocess -d ID -e drasclr and train with -tr nnFMTrainer_DrasCLR",
     drasclr_filter, "conv1.weight", stem_in_dim=2))
 register_family(CheckpointFamily(
-    "lvmmed_resnet50", lambda k, s: "conv1.weight" in k and _has(k, "layer1.0.conv1."),
-    "a 2D ResNet-50 encoder (LVM-Med)"))
+    "lvmmed_resnet50", lambda k, s: bool({"conv1.weight", "encoder.conv1.weight"} & k)
+    and _has(k, "layer1.0.conv1.", "encoder.layer1.0.conv1."),
+    "nnFMTrainer_LVMMed (LVM-Med 2D ResNet-50, torchvision layout)", lvmmed_filter, "conv1.weight", adapt_lvmmed))
 # anatomix-dev (nnfm/weights/filters_anatomix_dev.py) before anatomix_unet, whose detection takes any
 # model.<idx>.* layout: only the dev file's instance norm gives the convolutions biases
 register_family(CheckpointFamily(
@@ -113,5 +116,15 @@ register_family(CheckpointFamily(
 register_family(CheckpointFamily(
     "anatomix_unet", _is_anatomix, "the anatomix U-Net: plan with nnFM_plan_and_preprocess -d ID -e anatomix and "
     "train with -tr nnFMTrainer", anatomix_filter, "model.0.weight"))
+
+
+# nnssl / OpenMind ResEnc-L and every nnU-Net ResidualEncoderUNet state dict (encoder.stem.* + encoder.stages.*;
+# a PlainConvUNet has no encoder.stem, a Primus has eva.*): issue 15
+
+register_family(CheckpointFamily(
+    "nnssl_resenc", lambda k, s: "encoder.stem.convs.0.conv.weight" in k and _has(k, "encoder.stages.")
+    or "stem.convs.0.conv.weight" in k and _has(k, "stages.0.blocks."),
+    "nnFMTrainer_ResEncL (nnssl / nnU-Net ResidualEncoderUNet)", nnssl_resenc_filter, _RESENC_STEM,
+    adapt_nnssl_resenc))
 
 assert set(VIT_FAMILIES) <= set(_FAMILIES)

@@ -131,6 +131,37 @@ register_weights(WeightsEntry(
                 "features.py loads it; sha256 not published, so the first download is recorded unverified.",
     license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
 
+# ---- issue 15: nnssl / OpenMind ResEnc-L, LVM-Med ResNet-50 --------------------------------------------------
+register_weights(WeightsEntry(
+    name="resenc_l_openmind_mae", family="nnssl_resenc",
+    url="https://huggingface.co/MIC-DKFZ/ResEncL-OpenMind-MAE/resolve/main/checkpoint_final.pth", sha256=None,
+    filename="ResEncL-OpenMind-MAE_checkpoint_final.pth",
+    description="nnssl ResEnc-L (nnU-Net's ResidualEncoderUNet: 6 stages, 32..320 features, blocks 1-3-4-6-6-6) "
+                "MAE-pretrained on the OpenMind brain MRI collection (160^3 patches, 1 mm isotropic, z-scored). "
+                "nnssl release layout: {'network_weights', 'nnssl_adaptation_plan', 'init_args', 'trainer_name'}, "
+                "the file nnU-Net master's nnUNetv2_preprocess_like_nnssl / nnUNetv2_train_pretrained take. Hub repo "
+                "MIC-DKFZ/ResEncL-OpenMind-MAE (first published as AnonRes/ResEncL-OpenMind-MAE, which redirects), "
+                "file checkpoint_final.pth as nnU-Net master's like_nnssl.py downloads it; sha256 not published by "
+                "the authors, so the first download is recorded unverified.",
+    license="CC-BY-4.0 (model card of MIC-DKFZ/ResEncL-OpenMind-MAE)",
+    citation="Wald et al., An OpenMind for 3D medical vision self-supervised learning, arXiv:2412.17041"))
+
+LVMMED_LICENSE = ("CC BY-NC-ND 2.0 (Attribution-NonCommercial-NoDerivs 2.0 Generic; LVM-Med README 'License': "
+                  "academic research use only, commercial use needs the authors' permission)")
+
+register_weights(WeightsEntry(
+    name="lvmmed_resnet50", family="lvmmed_resnet50",
+    url="https://drive.google.com/uc?export=download&id=11Uamq4bT_AbTf8sigIctIAnQJN4EethW", sha256=None,
+    filename="lvmmed_resnet.torch",
+    description="LVM-Med ResNet-50 (torchvision layout without fc), self-supervised by second-order graph matching on "
+                "~1.3M medical images from 55 datasets. Link from the LVM-Med README ('LVM-Med Pretrained Models', "
+                "ResNet-50 'backbone', Google Drive file 11Uamq4bT_AbTf8sigIctIAnQJN4EethW). Google Drive may answer "
+                "with a confirmation page instead of the file: then download it in a browser and put it in the nnFM "
+                "cache as lvmmed_resnet.torch. sha256 not published, so the first download is recorded unverified.",
+    license=LVMMED_LICENSE,
+    citation="Nguyen et al., LVM-Med: Learning Large-Scale Self-Supervised Vision Models for Medical Imaging via "
+             "Second-order Graph Matching, NeurIPS 2023 (arXiv:2306.11925)", in_channels=3))
+
 register_weights(WeightsEntry(
     name="drasclr_copdgene", family="drasclr",
     url="https://drive.usercontent.google.com/download?id=1C3jUUfPZDmeufy3kcH_ShdTSknFs0bih&export=download&confirm=t",

@@ -14,7 +14,6 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -28,7 +27,7 @@ from nnfm.pretraining.dino.key_mapping import meddinov3_checkpoint
 from nnfm.pretraining.dino.masking import global_crop_masks
 from nnfm.pretraining.dino.meta_arch import DinoSSL, LossSettings, SSLBranch
 from nnfm.pretraining.dino.schedules import cosine, linear_warmup
-from nnfm.pretraining.distributed import DistributedContext, cleanup_distributed, setup_distributed
+from nnfm.pretraining.distributed import DistributedContext, distributed_run
 
 LATEST = "checkpoint_latest.pth"
 EXPORT = "meddinov3_teacher.pth"
@@ -154,11 +153,8 @@ def _step_rng(config: DinoPretrainConfig, step: int, rank: int) -> np.random.Gen
 
 def train_dino(config: DinoPretrainConfig) -> Dict:
     """Run (or resume) one stage; returns a summary. Works under torchrun (DDP) and in one process."""
-    context = setup_distributed(config.device)
-    try:
+    with distributed_run(config.device) as context:
         return _train(config, context)
-    finally:
-        cleanup_distributed()
 
 
 def _build(config: DinoPretrainConfig, context: DistributedContext):
@@ -213,9 +209,7 @@ def _save(out_dir: Path, step: int, model: DinoSSL, optimizer, config: DinoPretr
 
 def _train(config: DinoPretrainConfig, context: DistributedContext) -> Dict:
     out_dir = Path(config.out_dir)
-    if context.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    context.barrier()
+    context.make_folder(out_dir)
     config, model, optimizer, start_step, history, init_report = _build(config, context)
     slices = PreprocessedSlices(config.data_folder)
     crops = CropSettings(config.global_size, config.local_size, config.n_local)
@@ -223,10 +217,7 @@ def _train(config: DinoPretrainConfig, context: DistributedContext) -> Dict:
                              context.rank, context.world_size)
     loader = DataLoader(stream, batch_size=config.batch_size, num_workers=config.workers, shuffle=False,
                         pin_memory=context.device.type == "cuda", prefetch_factor=4 if config.workers else None)
-    student = model.student
-    if context.enabled:
-        student = DistributedDataParallel(model.student, device_ids=[context.local_rank]
-                                          if context.device.type == "cuda" else None)
+    student = context.wrap(model.student)
     warmup = config.warmup_steps if config.warmup_steps >= 0 else config.steps // 10
     temp_warmup = config.teacher_temp_warmup_steps if config.teacher_temp_warmup_steps >= 0 else config.steps // 3
     use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"

@@ -23,14 +23,13 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nnfm.errors import ConfigurationError
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.pretraining.checkpoints import _atomic_save, encoder_state_dict, restore_rng_state, rng_state
-from nnfm.pretraining.distributed import DistributedContext, cleanup_distributed, setup_distributed
+from nnfm.pretraining.distributed import DistributedContext, distributed_run
 from nnfm.pretraining.loss_curve import write_loss_curve
 from nnfm.pretraining.mae.cases import ImageReader, case_filter, select_cases
 from nnfm.pretraining.mae.data import PatchStream
@@ -156,20 +155,15 @@ def train_mae(config: MAEPretrainConfig) -> Dict:
 
     Raises ConfigurationError for bad settings or data (message says what to change)."""
     _check_settings(config)
-    context = setup_distributed(config.device)
-    try:
+    with distributed_run(config.device) as context:
         return _train(config, context)
-    finally:
-        cleanup_distributed()
 
 
 def _train(config: MAEPretrainConfig, context: DistributedContext) -> Dict:
     out_dir = Path(config.out_dir)
     cases, excluded = select_cases(config.data_folder, config.exclude)
     reader = ImageReader(config.data_folder)
-    if context.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    context.barrier()
+    context.make_folder(out_dir)
     torch.manual_seed(config.seed)   # identical initial weights on every rank
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -189,12 +183,8 @@ def _train(config: MAEPretrainConfig, context: DistributedContext) -> Dict:
         restore_rng_state(state["rng"])
         start_step, history = int(state["step"]), list(state["loss_history"])
     model.to(context.device)
-    trained = model
-    if context.enabled:
-        if context.device.type == "cuda":
-            trained = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        trained = DistributedDataParallel(trained, device_ids=[context.local_rank] if context.device.type == "cuda"
-                                          else None)
+    sync_norm = context.enabled and context.device.type == "cuda"
+    trained = context.wrap(nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_norm else model)
     use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"
     snapshot = _snapshot(config)
     stream = PatchStream(reader, cases, config.patch, config.seed, config.batch_size, start_step, config.steps,

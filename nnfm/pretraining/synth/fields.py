@@ -37,7 +37,3 @@ def fine_noise(rng: np.random.Generator, shape: Sequence[int], sigma: float) -> 
     noise -= noise.mean()
     return noise / (noise.std() + 1e-6)
 
-
-def resize(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Trilinear resize of a 3D float array (public wrapper used by the appearance model)."""
-    return _resize(volume, shape)

@@ -1,0 +1,78 @@
+"""nnFMResEncPlanner: 3d_fullres plans for an nnssl-pretrained ResEnc U-Net (nnFMPlans_resenc_l).
+
+Decision: the network is nnU-Net's ``ResidualEncoderUNet`` with the FIXED topology of the checkpoint, not the
+topology nnU-Net's ResEnc planner would search for the dataset. The weights fix the number of stages, the
+features, the residual blocks and the 3x3x3 kernels; the strides are not in the weights, but the pretrained
+filters were learned with isotropic 2x downsampling at 1 mm, and nnU-Net master builds the same fixed "ResEncL"
+for fine-tuning (MIC-DKFZ/nnUNet nnunetv2/utilities/get_network_via_name.py; like_nnssl.py copies the
+adaptation plan's architecture into the plans). So:
+
+* topology: from the checkpoint's ``nnssl_adaptation_plan`` when the weights file is at hand at planning time
+  (a local ``-w FILE``, or a registry file already in nnFM's cache), else nnssl's ResEncL preset; the plans
+  record which (``nnfm.nnssl_adaptation.source``);
+* spacing: nnU-Net's target spacing for the dataset, as nnU-Net master's default adaptation mode
+  ``default_nnunet`` (like_nnssl.py ``new_spacing_from_mode``). To plan like the pretraining (OpenMind: 1 mm
+  isotropic, the plan's ``pretrain_spacing``) pass ``-overwrite_target_spacing 1 1 1``;
+* normalisation: ``ZScoreNormalization`` for every channel, CT included (like_nnssl.py
+  ``get_new_normalization_format``; nnssl default_preprocessor.py z-scores each image);
+* patch: starts from the volume of the checkpoint's ``recommended_downstream_patchsize`` (160^3 for OpenMind,
+  what like_nnssl.py plans as is) in the spacing's aspect ratio, clipped to the median image, every axis a
+  multiple of the total stride (32) and at least twice it; then nnFM's memory search shrinks it for the GPU
+  target (nnU-Net master keeps 160^3 and batch 2; nnFM keeps nnU-Net's batch rules).
+"""
+from typing import Sequence
+
+import torch
+
+from nnfm.errors import ConfigurationError
+from nnfm.networks.resenc_segmentation import ResEncSegmentationNetwork, total_stride
+from nnfm.planning.memory import estimate_training_memory
+from nnfm.weights.nnssl_adaptation import adaptation_for_planning
+from nnfm_planners.nnfm_planner import nnFMPlanner
+
+
+class nnFMResEncPlanner(nnFMPlanner):
+    network_class = ResEncSegmentationNetwork
+
+    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = None,
+                 overwrite_target_spacing=None, suppress_transpose: bool = False,
+                 encoder: str = "resenc_l", weights=None):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
+                         plans_name or f"nnFMPlans_{encoder}", overwrite_target_spacing, suppress_transpose,
+                         encoder, weights)
+        self.adaptation = adaptation_for_planning(self.weights)
+        self.network_kwargs = dict(self.network_kwargs, **self.adaptation.topology)
+        strides = total_stride(self.network_kwargs["strides"])
+        if len(set(strides)) != 1:
+            raise ConfigurationError(f"The checkpoint's topology downsamples the axes by {strides}; nnFM plans "
+                                     f"isotropic ResEnc topologies only (all nnssl presets are isotropic).")
+        self._stride = strides[0]
+        self.initial_patch_voxels = float(torch.tensor(self.adaptation.recommended_downstream_patchsize,
+                                                       dtype=torch.float64).prod())
+
+    @property
+    def stride(self) -> int:
+        return self._stride
+
+    @property
+    def min_axis(self) -> int:
+        return 2 * self._stride  # instance norm needs more than one voxel at the bottleneck
+
+    def estimate(self, patch_size: Sequence[int], num_input_channels: int, num_classes: int):
+        def build():
+            with torch.device("meta"):  # ResEnc-L has 102M parameters: no allocation, no initialisation
+                return self.network_class(num_input_channels, num_classes, False, **self.network_kwargs)
+        return estimate_training_memory(build, num_input_channels, patch_size, bytes_per_activation=2)
+
+    def determine_normalization_scheme_and_whether_mask_is_used_for_norm(self):
+        """ZScoreNormalization for every channel (nnssl's per-image z-score); nnU-Net's nonzero-mask rule."""
+        from nnfm_planners.nnfm_primus_planner import nnFMPrimusPlanner
+        return nnFMPrimusPlanner.determine_normalization_scheme_and_whether_mask_is_used_for_norm(self)
+
+    def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
+        return dict(self.network_kwargs)
+
+    def extra_plans_fields(self, estimate) -> dict:
+        return {"nnssl_adaptation": self.adaptation.to_plans(),
+                "topology": "fixed by the checkpoint (nnU-Net master's fine-tuning builds the same network)"}
