@@ -44,6 +44,7 @@ setup(
             "nnFM_doctor = nnfm.doctor:main",
             "nnFM_pretrain = nnfm.pretraining.cli:main",
             "nnFM_benchmark = nnfm.benchmark.cli:main",
+            "nnFM_extract_features = nnfm.features.extract:main",
         ]
     },
     cmdclass={"build_py": build_py_with_pth},

@@ -6,6 +6,7 @@ encoder's plans are made the first time a test asks for them (``plan_hippocampus
 these fixtures run nnU-Net's command-line tools and are marked ``e2e`` automatically.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -48,6 +49,11 @@ def run_cli(args: list, env: dict, check: bool = True, timeout: int = 900) -> su
     return result
 
 
+# tensors larger than this (DrasCLR's MoCo queue: 128 x 4096 x 581 = 1.2 GB) are one random value broadcast to the
+# exact shape (stride 0): torch.save writes a 1-element storage, torch.load restores the full shape
+HUGE_ELEMENTS = 1 << 26
+
+
 def layout_keys(layout: dict) -> dict:
     """A layout's ``keys`` as {key: {shape, dtype}}: older layouts store a dict, newer ones a list of
     {key, shape, dtype} entries in state-dict order."""
@@ -62,7 +68,9 @@ def random_state_dict_from_layout(layout_file: Path, seed: int = 0) -> dict:
     state = {}
     for key, spec in layout.items():
         dtype = getattr(torch, spec["dtype"])
-        if dtype.is_floating_point:
+        if math.prod(spec["shape"]) > HUGE_ELEMENTS:
+            state[key] = torch.randn((), generator=generator).to(dtype).expand(spec["shape"])
+        elif dtype.is_floating_point:
             state[key] = torch.randn(spec["shape"], generator=generator).to(dtype) * 0.05
         else:
             state[key] = torch.zeros(spec["shape"], dtype=dtype)

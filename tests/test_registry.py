@@ -22,6 +22,7 @@ LAYOUT_OF_WEIGHTS = {"anatomix": "anatomix_unet.json", "dinov3_vits16": "dinov3_
 LAYOUT_OF_WEIGHTS["anatomix-dev"] = "anatomix_dev_unet.json"
 LAYOUT_OF_WEIGHTS["anatomix-dev-vit"] = "anatomix_dev_vit.json"
 LAYOUT_OF_WEIGHTS.update({"resenc_l_openmind_mae": "nnssl_resenc_l.json", "lvmmed_resnet50": "lvmmed_resnet50.json"})
+LAYOUT_OF_WEIGHTS["drasclr_copdgene"] = "drasclr_encoder.json"
 # an input shape the encoder accepts at its published size (ViTs: the pretraining grid)
 SHAPE_3D = {"primus_m": [160, 160, 160]}
 

@@ -11,6 +11,7 @@ the convention as plain JSON in ``arch_kwargs``; plans written before issue 11 k
 | official DINOv3 (``dinov3_vit*16``) | ``imagenet``: planned window -> [0, 1] -> ImageNet mean / std | ``DINOv3SegmentationNetwork(input_norm="imagenet")`` | facebookresearch/dinov3 dinov3/data/transforms.py (``make_normalize_transform``: IMAGENET_DEFAULT_MEAN / _STD) |
 | anatomix | ``window01``: planned 0.5 / 99.5 percentile window -> [0, 1], background 0 | ``IntensityWindow(zero_is_background=use_mask_for_norm)`` | neel-dey/anatomix anatomix/segmentation/segmentation_utils.py (``get_train_transforms`` / ``get_val_transforms``: MONAI ``ScaleIntensityd``, each volume min-max scaled to [0, 1]; a skull-stripped volume's minimum is its background) |
 | nnssl / OpenMind Primus | ``zscore``: every channel z-scored per image | the Primus planner plans nnU-Net's ``ZScoreNormalization`` for every channel (also CT) | MIC-DKFZ/nnssl src/nnssl/preprocessing/preprocessors/default_preprocessor.py (``normalize`` per channel, whole image, before resampling) |
+| DrasCLR | ``hu_window``: CT clipped to [-1024, 240] HU -> [-1, 1], 1 mm isotropic | the DrasCLR planner writes the HU window in CTNormalization units into ``input_window``; ``DrasCLRSegmentationNetwork`` clips and scales to [-1, 1] | batmanlab/DrasCLR data/copd_patch.py (``np.clip(x, -1024, 240)``, ``/ 632 - 1``), preprocess/4_patchify_images.py (1 mm) |
 """
 # family -> convention name written into the plans (arch_kwargs "input_norm" for the ViT path)
 INPUT_CONVENTIONS = {

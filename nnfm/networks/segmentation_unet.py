@@ -95,6 +95,22 @@ class AnatomixSegmentationNetwork(nn.Module):
             return crop_to(out, spatial, 1.0)
         return [crop_to(o, spatial, scale[0]) for o, scale in zip(out, self.deep_supervision_scales)]
 
+    @property
+    def dense_feature_channels(self) -> int:
+        return self.encoder.out_channels
+
+    @torch.no_grad()
+    def dense_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) nnU-Net-normalised -> (B, encoder_out_channels, D, H, W): the anatomix U-Net's own dense
+        output, the features anatomix uses for registration and kNN segmentation (nnFM_extract_features)."""
+        spatial = x.shape[2:]
+        x = self.input_window(x)
+        if self.pad_to_stride:
+            x = pad_to_multiple(x, self.stride, minimum=self.min_size)
+        else:
+            check_divisible(spatial, self.stride, self.min_size)
+        return crop_to(self.encoder(x), spatial, 1.0)
+
     def initialize(self, module: nn.Module) -> None:
         """Kaiming init for convs, as nnU-Net's InitWeights_He; called by get_network_from_plans."""
         if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):

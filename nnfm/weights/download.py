@@ -60,6 +60,13 @@ def download_entry(entry, timeout: float = 30.0) -> Path:
             f"Pretrained weights '{entry.name}' are not in the cache and could not be downloaded ({error}).\n"
             f"Download {entry.url}\nand put it at {target}\n"
             f"(or set nnFM_weights_cache to the folder that holds {entry.filename}, or pass a local path).") from None
+    with open(tmp, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):  # e.g. a file host's confirmation or sign-in page
+        tmp.unlink(missing_ok=True)
+        raise WeightsUnavailableError(
+            f"Pretrained weights '{entry.name}': {entry.url} answered with a web page, not a checkpoint.\n"
+            f"{entry.description}\nDownload the file yourself and put it at {target} (or pass its path).")
     actual = sha256_of(tmp)
     try:
         verify_sha256(entry, actual, f"Download of '{entry.name}' from {entry.url}")

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from nnfm.weights.adapters import Adapter, adapt_nnssl_primus
+from nnfm.weights.filters_drasclr import drasclr_filter
 from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
                                   meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
 from nnfm.weights.filters_anatomix_dev import ANATOMIX_DEV_USE, check_anatomix_dev_preset, has_instance_norm_biases
@@ -33,6 +34,9 @@ class CheckpointFamily:
     filter: Optional[Filter] = None
     stem_key: Optional[str] = None
     adapter: Optional[Adapter] = None
+    # axis of the stem weight that holds the input channels (1 for a plain conv; 2 for DrasCLR's
+    # location-conditioned conv, whose weight is [experts, out, in, k, k, k])
+    stem_in_dim: int = 1
 
 
 _FAMILIES: Dict[str, CheckpointFamily] = {}
@@ -97,7 +101,9 @@ register_family(CheckpointFamily(
     "nnFMTrainer_Primus (nnssl Primus-M 3D ViT)", nnssl_primus_filter, "down_projection.proj.weight",
     adapt_nnssl_primus))
 register_family(CheckpointFamily(
-    "drasclr", lambda k, s: _has(k, "encoder_q.", "encoder_k."), "the DrasCLR 3D encoder"))
+    "drasclr", lambda k, s: _has(k, "encoder_q.", "encoder_k.") or any("._routing_fn.fc." in key for key in k),
+    "the DrasCLR encoder: plan with nnFM_plan_and_preprocess -d ID -e drasclr and train with -tr nnFMTrainer_DrasCLR",
+    drasclr_filter, "conv1.weight", stem_in_dim=2))
 register_family(CheckpointFamily(
     "lvmmed_resnet50", lambda k, s: bool({"conv1.weight", "encoder.conv1.weight"} & k)
     and _has(k, "layer1.0.conv1.", "encoder.layer1.0.conv1."),

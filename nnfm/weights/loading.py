@@ -38,8 +38,12 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
     return cached, sha
 
 
-def adapt_stem_channels(weight: torch.Tensor, channels: int) -> Tuple[torch.Tensor, str]:
-    """Map a stem conv's input channels: 1 -> C (repeat / C), C -> 1 (sum), RGB -> C (mean, repeat / C)."""
+def adapt_stem_channels(weight: torch.Tensor, channels: int, dim: int = 1) -> Tuple[torch.Tensor, str]:
+    """Map a stem conv's input channels (axis ``dim``): 1 -> C (repeat / C), C -> 1 (sum), RGB -> C (mean,
+    repeat / C)."""
+    if dim != 1:  # e.g. DrasCLR's [experts, out, in, k, k, k]: adapt with the input axis in front, then put it back
+        adapted, how = adapt_stem_channels(weight.movedim(dim, 1), channels)
+        return adapted.movedim(1, dim).contiguous(), how
     have = weight.shape[1]
     if have == 1:
         return weight.repeat(1, channels, *([1] * (weight.dim() - 2))) / channels, f"1 -> {channels} (repeat / {channels})"
@@ -78,14 +82,15 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
     if record.adapter is not None:  # e.g. position embeddings resized to the network's patch grid
         report.adapted.update(record.adapter(mapped, module, target, checkpoint))
 
-    stem = record.stem_key
+    stem, axis = record.stem_key, record.stem_in_dim
     if stem in mapped and stem in target and mapped[stem].shape != target[stem].shape \
-            and mapped[stem].shape[0] == target[stem].shape[0] and mapped[stem].shape[2:] == target[stem].shape[2:]:
-        have, need = mapped[stem].shape[1], target[stem].shape[1]
+            and mapped[stem].dim() == target[stem].dim() \
+            and all(a == b for i, (a, b) in enumerate(zip(mapped[stem].shape, target[stem].shape)) if i != axis):
+        have, need = mapped[stem].shape[axis], target[stem].shape[axis]
         try:
             if not adapt_input_channels:
                 raise ValueError
-            mapped[stem], how = adapt_stem_channels(mapped[stem], need)
+            mapped[stem], how = adapt_stem_channels(mapped[stem], need, axis)
             report.adapted[stem] = how
         except ValueError:
             raise ChannelMismatchError(

@@ -161,3 +161,19 @@ register_weights(WeightsEntry(
     license=LVMMED_LICENSE,
     citation="Nguyen et al., LVM-Med: Learning Large-Scale Self-Supervised Vision Models for Medical Imaging via "
              "Second-order Graph Matching, NeurIPS 2023 (arXiv:2306.11925)", in_channels=3))
+
+register_weights(WeightsEntry(
+    name="drasclr_copdgene", family="drasclr",
+    url="https://drive.usercontent.google.com/download?id=1C3jUUfPZDmeufy3kcH_ShdTSknFs0bih&export=download&confirm=t",
+    sha256=None, filename="drasclr_copdgene_checkpoint.pth.tar",
+    description="DrasCLR encoder MoCo-pretrained on COPDGene inspiratory lung CT (1 mm isotropic 32^3 patches at 581 "
+                "atlas locations, 8 experts, rep_dim 128). The authors publish it as a Google Drive file (README of "
+                "batmanlab/DrasCLR, 'Pretrained weights': https://drive.google.com/file/d/"
+                "1C3jUUfPZDmeufy3kcH_ShdTSknFs0bih/view); the URL here is that file's direct-download form. If Google "
+                "answers with a web page instead (quota, sign-in), download it in a browser and put it in the nnFM "
+                "cache under this file name, or pass its path with -w / nnFM_WEIGHTS. The file is the whole DDP "
+                "checkpoint (query and momentum encoders, MoCo queue, optimizer); only encoder_q is used. sha256 not "
+                "published.",
+    license="none stated (no licence file in batmanlab/DrasCLR; trained on COPDGene, whose data-use terms apply)",
+    citation="Yu et al., DrasCLR: A self-supervised framework of learning disease-related and anatomy-specific "
+             "representation for 3D lung CT images, Medical Image Analysis 92:103062 (2024)"))

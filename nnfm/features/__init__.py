@@ -1,0 +1,1 @@
+"""Dense feature export (``nnFM_extract_features``): nnfm/features/extract.py."""

@@ -1,0 +1,453 @@
+"""``nnFM_extract_features``: an encoder's dense features of each image, as a multi-channel NIfTI in the image's
+own geometry. This is how anatomix is used for training-free registration and kNN segmentation (neel-dey/anatomix
+README and anatomix/registration/registration_infrastructure/features.py: normalise each volume, sliding-window
+inference of the U-Net's dense output, resample the features back to the image grid).
+
+Every step is nnU-Net's own, run outside a dataset:
+
+1. read with the plans' reader (SimpleITKIO without plans) and preprocess with ``DefaultPreprocessor.run_case_npy``
+   (transpose, crop to the nonzero region, normalise, resample to the configuration's spacing);
+2. sliding window with overlap: ``pad_nd_image``, ``compute_steps_for_sliding_window`` and the Gaussian importance
+   map ``compute_gaussian`` of nnunetv2.inference.sliding_window_prediction, as nnUNetPredictor uses them;
+3. back to the original geometry in the order of nnU-Net's export (nnunetv2/inference/export_prediction.py):
+   ``resampling_fn_probabilities`` to the cropped shape, the crop put back into the full image (0 outside the
+   nonzero bounding box), ``transpose_backward``;
+4. write one float32 NIfTI per case, ``OUT/<case>.nii.gz``: 4D, channels on the 4th axis, voxel grid, spacing,
+   origin and direction of the input (SimpleITK ``JoinSeries``; nibabel with the original affine for NibabelIO).
+
+Intensities and spacing: with ``-p PLANS_JSON`` (the plans of a planned dataset) everything comes from those plans
+and, when they were made for this encoder, the network's planned intensity window. Without plans the encoder
+family's convention is used: see :data:`FAMILY_CONVENTIONS`.
+"""
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from nnfm.errors import ConfigurationError, NNFMError
+from nnfm.flags import parse_args
+
+# Without plans: nnU-Net normalisation scheme, CT window and target spacing of each checkpoint family (None: the
+# image's own spacing). zscore = nnU-Net's ZScoreNormalization per image, then each channel's 0.5 / 99.5 percentiles
+# are the window the network scales to its input range; ct = nnU-Net's CTNormalization with the window as its clip
+# and centre, which maps [lo, hi] to [-1, 1] (the network's window is then [-1, 1]).
+FAMILY_CONVENTIONS = {
+    # neel-dey/anatomix features.py: minmax_normalize (clip, min-max to [0, 1]) per volume, native grid by default
+    "anatomix_unet": {"normalization": "zscore", "ct_window": None, "spacing": None},
+    "anatomix_dev_unet": {"normalization": "zscore", "ct_window": None, "spacing": None},  # the same features.py
+    # batmanlab/DrasCLR data/copd_patch.py np.clip(x, -1024, 240) -> [-1, 1]; 4_patchify_images.py 1 mm isotropic
+    "drasclr": {"normalization": "ct", "ct_window": (-1024.0, 240.0), "spacing": (1.0, 1.0, 1.0)},
+}
+DEFAULT_CONVENTION = {"normalization": "zscore", "ct_window": None, "spacing": None}
+DEFAULT_TILE = (128, 128, 128)
+NORMALIZATION_SCHEMES = {"zscore": "ZScoreNormalization", "ct": "CTNormalization"}
+CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass
+class Case:
+    name: str
+    files: List[str]
+
+
+def _fail(message: str) -> None:
+    raise ConfigurationError(f"nnFM_extract_features: {message}")
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------
+def _strip_ending(name: str, endings: Sequence[str]) -> Optional[str]:
+    for ending in sorted(endings, key=len, reverse=True):
+        if name.lower().endswith(ending.lower()):
+            return name[:-len(ending)]
+    return None
+
+
+def collect_cases(inputs: Sequence[str], endings: Sequence[str]) -> List[Case]:
+    """Files and folders -> cases. In a folder whose files are all named ``CASE_XXXX<ending>`` (nnU-Net's channel
+    convention) the files of one CASE are its channels; otherwise every image file is a one-channel case."""
+    cases: List[Case] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            stem = _strip_ending(path.name, endings)
+            if stem is None:
+                _fail(f"{path} is not an image nnU-Net's reader takes (endings: {', '.join(endings)}).")
+            match = CHANNEL_SUFFIX.match(stem)
+            cases.append(Case(match.group("case") if match and match.group("channel") == "0000" else stem, [str(path)]))
+        elif path.is_dir():
+            images = sorted((p, _strip_ending(p.name, endings)) for p in path.iterdir() if p.is_file())
+            images = [(p, s) for p, s in images if s is not None]
+            if not images:
+                _fail(f"{path} holds no image ({', '.join(endings)}).")
+            if all(CHANNEL_SUFFIX.match(s) for _, s in images):
+                grouped: Dict[str, List[Tuple[str, str]]] = {}
+                for p, s in images:
+                    m = CHANNEL_SUFFIX.match(s)
+                    grouped.setdefault(m.group("case"), []).append((m.group("channel"), str(p)))
+                for name, files in sorted(grouped.items()):
+                    channels = sorted(files)
+                    if [c for c, _ in channels] != [f"{i:04d}" for i in range(len(channels))]:
+                        _fail(f"case {name} in {path} has channels {[c for c, _ in channels]}; nnU-Net's naming needs "
+                              f"_0000, _0001, ... without gaps.")
+                    cases.append(Case(name, [f for _, f in channels]))
+            else:
+                cases += [Case(s, [str(p)]) for p, s in images]
+        else:
+            _fail(f"input {path} does not exist.")
+    if not cases:
+        _fail("no input images.")
+    names = [c.name for c in cases]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        _fail(f"several inputs would write the same output name(s): {', '.join(duplicates)}.")
+    channel_counts = {len(c.files) for c in cases}
+    if len(channel_counts) > 1:
+        _fail(f"cases have different numbers of channels ({sorted(channel_counts)}); run them separately.")
+    return cases
+
+
+def check_images_are_3d(cases: Sequence[Case]) -> None:
+    """Read every file's header (not its voxels): 3D, one component, same grid for the channels of a case."""
+    import SimpleITK as sitk
+
+    for case in cases:
+        grids = []
+        for file in case.files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(file)
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError as error:
+                _fail(f"{file} cannot be read as an image ({str(error).strip().splitlines()[-1][:200]}).")
+            size = reader.GetSize()
+            if reader.GetDimension() != 3 or min(size) < 2 or reader.GetNumberOfComponents() != 1:
+                _fail(f"{file} is a {reader.GetDimension()}D image of size {list(size)} with "
+                      f"{reader.GetNumberOfComponents()} component(s); the encoders here are 3D and take one 3D volume "
+                      f"per channel (several channels: CASE_0000, CASE_0001, ... in one folder).")
+            grids.append(size)
+        if len(set(grids)) > 1:
+            _fail(f"the channels of case {case.name} have different sizes {grids}.")
+
+
+# ---- plans ---------------------------------------------------------------------------------------------------
+def convention_for(entry) -> dict:
+    return next((FAMILY_CONVENTIONS[f] for f in entry.families if f in FAMILY_CONVENTIONS), DEFAULT_CONVENTION)
+
+
+def default_plans(num_channels: int, tile: Sequence[int], normalization: str,
+                  ct_window: Optional[Sequence[float]], spacing: Optional[Sequence[float]]) -> dict:
+    """A one-configuration nnU-Net plans dict for images without a planned dataset.
+
+    Resampling functions and their kwargs are nnU-Net's defaults (ExperimentPlanner.determine_resampling /
+    determine_segmentation_softmax_export_fn). CT: CTNormalization with ``ct_window`` as its clip and centre /
+    half-width as mean / std, so [lo, hi] -> [-1, 1]. ``spacing`` None: replaced by each image's own spacing.
+    """
+    properties = {}
+    if normalization == "ct":
+        lo, hi = float(ct_window[0]), float(ct_window[1])
+        properties = {"mean": (lo + hi) / 2, "std": (hi - lo) / 2, "percentile_00_5": lo, "percentile_99_5": hi,
+                      "min": lo, "max": hi, "median": (lo + hi) / 2}
+    resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+    configuration = {
+        "data_identifier": "nnFM_extract_features", "preprocessor_name": "DefaultPreprocessor", "batch_size": 1,
+        "patch_size": [int(t) for t in tile], "median_image_size_in_voxels": [int(t) for t in tile],
+        "spacing": [float(s) for s in spacing] if spacing is not None else [1.0, 1.0, 1.0],
+        "normalization_schemes": [NORMALIZATION_SCHEMES[normalization]] * num_channels,
+        "use_mask_for_norm": [False] * num_channels,
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": resampling,
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg_kwargs": dict(resampling, is_seg=True, order=1),
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": dict(resampling, order=1),
+        "architecture": {"network_class_name": "-", "arch_kwargs": {}, "_kw_requires_import": []},
+        "batch_dice": False,
+    }
+    return {"dataset_name": "nnFM_extract_features", "plans_name": "nnFM_extract_features",
+            "original_median_spacing_after_transp": configuration["spacing"],
+            "original_median_shape_after_transp": configuration["patch_size"],
+            "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+            "configurations": {"3d_fullres": configuration}, "experiment_planner_used": "nnFM_extract_features",
+            "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel": {str(c): properties for c in range(num_channels)}}
+
+
+def load_plans(path: str, configuration: str):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    file = Path(path)
+    if not file.is_file():
+        _fail(f"plans file {file} does not exist (nnU-Net writes them to $nnUNet_preprocessed/DATASET/<plans>.json).")
+    try:
+        plans = json.loads(file.read_text())
+        manager = PlansManager(plans)
+        available = list(plans["configurations"])
+    except (ValueError, KeyError, TypeError) as error:
+        _fail(f"{file} is not an nnU-Net plans file ({type(error).__name__}: {error}).")
+    if configuration not in available:
+        _fail(f"{file} has no configuration {configuration!r}; it has {', '.join(available)} (-c).")
+    config = manager.get_configuration(configuration)
+    if len(config.spacing) != 3:
+        _fail(f"configuration {configuration!r} of {file} is {len(config.spacing)}D; dense features need a 3D one.")
+    return plans, manager, config
+
+
+# ---- network -------------------------------------------------------------------------------------------------
+def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict], weights: Optional[str]):
+    """The encoder's segmentation network (plans kwargs when given) with the pretrained encoder loaded.
+
+    Returns (network in eval mode, load report or None). The network must define ``dense_features``."""
+    from nnfm.networks.from_plans import build_network
+    from nnfm.weights import load_pretrained
+
+    kwargs = dict(arch_kwargs) if arch_kwargs is not None else entry.kwargs()
+    network = build_network(entry.network_class, kwargs, [], num_channels, 1, False)
+    report = None
+    if weights is not None and str(weights).lower() not in ("random", "none", "scratch"):
+        report = load_pretrained(network.encoder, weights, family=entry.families)
+    return network.eval(), report
+
+
+def feature_encoders() -> List[str]:
+    """Registered 3D encoders whose network defines ``dense_features``."""
+    import pydoc
+
+    from nnfm.registry import encoders
+    return [e.name for e in encoders(include_tiny=False) if e.configuration == "3d_fullres"
+            and hasattr(pydoc.locate(e.network_class), "dense_features")]
+
+
+def set_window(network, window: Sequence[Sequence[float]], zero_is_background: Sequence[bool]) -> None:
+    from nnfm.networks.intensity_window import IntensityWindow
+
+    device = next(network.parameters()).device
+    network.input_window = IntensityWindow(len(window), window, zero_is_background=list(zero_is_background)).to(device)
+
+
+def per_image_window(data: np.ndarray) -> List[List[float]]:
+    """Each channel's 0.5 / 99.5 percentiles (nnfm.planning.intensity): anatomix's per-volume clip + min-max."""
+    from nnfm.planning.intensity import PERCENTILES
+
+    window = []
+    for c, channel in enumerate(data):
+        lo, hi = (float(v) for v in np.percentile(channel, PERCENTILES))
+        if not hi > lo:
+            _fail(f"channel {c} is constant after preprocessing ({lo}); there is nothing to normalise.")
+        window.append([lo, hi])
+    return window
+
+
+# ---- sliding window ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def sliding_window_features(network, data: torch.Tensor, tile: Sequence[int], step_size: float,
+                            device: torch.device, progress: bool = True, description: str = "") -> torch.Tensor:
+    """(C, *shape) preprocessed image -> (F, *shape) features, Gaussian-weighted over overlapping tiles
+    (nnunetv2.inference.sliding_window_prediction, as nnUNetPredictor: sigma 1/8 of the tile, zero padding)."""
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+    from tqdm import tqdm
+
+    padded, revert = pad_nd_image(data, list(tile), "constant", {"value": 0}, True, None)
+    steps = compute_steps_for_sliding_window(padded.shape[1:], list(tile), step_size)
+    slicers = [tuple(slice(s, s + t) for s, t in zip(start, tile))
+               for start in np.array(np.meshgrid(*steps, indexing="ij")).reshape(3, -1).T]
+    gaussian = compute_gaussian(tuple(tile), sigma_scale=1. / 8, value_scaling_factor=10, dtype=torch.float32,
+                                device=torch.device("cpu"))
+    features = torch.zeros((network.dense_feature_channels, *padded.shape[1:]), dtype=torch.float32)
+    weights = torch.zeros(padded.shape[1:], dtype=torch.float32)
+    for slicer in tqdm(slicers, desc=description, leave=False, disable=not progress, unit="tile"):
+        tile_features = network.dense_features(padded[(slice(None), *slicer)][None].to(device))[0]
+        features[(slice(None), *slicer)] += tile_features.float().cpu() * gaussian
+        weights[slicer] += gaussian
+    features /= weights
+    return features[(slice(None), *revert[1:])]
+
+
+# ---- geometry ------------------------------------------------------------------------------------------------
+def to_original_geometry(features: np.ndarray, properties: dict, plans_manager, configuration_manager) -> np.ndarray:
+    """nnU-Net's export order (export_prediction.py): resample to the cropped shape, put the crop back, transpose."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
+
+    spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
+    resampled = configuration_manager.resampling_fn_probabilities(
+        features, properties["shape_after_cropping_and_before_resampling"], configuration_manager.spacing, spacing)
+    resampled = np.asarray(resampled, dtype=np.float32)
+    full = np.zeros((features.shape[0], *properties["shape_before_cropping"]), dtype=np.float32)
+    full[(slice(None), *bounding_box_to_slice(properties["bbox_used_for_cropping"]))] = resampled
+    return full.transpose([0] + [i + 1 for i in plans_manager.transpose_backward])
+
+
+def write_features(features: np.ndarray, properties: dict, path: Path) -> None:
+    """(F, *reader axes) float32 -> a 4D NIfTI (x, y, z, F) in the geometry the reader recorded."""
+    if "sitk_stuff" in properties:
+        import SimpleITK as sitk
+
+        stuff = properties["sitk_stuff"]
+        volumes = []
+        for channel in features:
+            image = sitk.GetImageFromArray(np.ascontiguousarray(channel))
+            image.SetSpacing(stuff["spacing"])
+            image.SetOrigin(stuff["origin"])
+            image.SetDirection(stuff["direction"])
+            volumes.append(image)
+        sitk.WriteImage(sitk.JoinSeries(volumes), str(path), True)
+    elif "nibabel_stuff" in properties and "reoriented_affine" not in properties["nibabel_stuff"]:
+        import nibabel
+
+        # NibabelIO reads (x, y, z) and transposes to (z, y, x); undo that, channels last
+        array = np.ascontiguousarray(features.transpose(3, 2, 1, 0))
+        nibabel.save(nibabel.Nifti1Image(array, properties["nibabel_stuff"]["original_affine"]), str(path))
+    else:
+        _fail("the plans' image reader records no geometry nnFM can write back (SimpleITKIO and NibabelIO can).")
+
+
+# ---- command -------------------------------------------------------------------------------------------------
+def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomix", weights: Optional[str] = None,
+                     plans: Optional[str] = None, configuration: Optional[str] = None,
+                     normalization: Optional[str] = None, ct_window: Optional[Sequence[float]] = None,
+                     spacing: Optional[Sequence[float]] = None, native_spacing: bool = False,
+                     tile: Optional[Sequence[int]] = None, step_size: float = 0.5, device: Optional[str] = None,
+                     progress: bool = True) -> List[Path]:
+    """Write ``OUT/<case>.nii.gz`` (float32, F channels on the 4th axis, the input's geometry) for every case.
+
+    Raises ConfigurationError (naming the problem and the fix) before any image is processed for: an unknown,
+    2D or feature-less encoder, missing or non-3D inputs, a channel count that differs from the plans', unreadable
+    plans, a tile not divisible by the encoder's stride, CT normalisation without a window, bad spacing or step.
+    """
+    import pydoc
+
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from tqdm import tqdm
+
+    from nnfm.registry import get_encoder
+
+    entry = get_encoder(encoder)
+    if entry.configuration != "3d_fullres" or not hasattr(pydoc.locate(entry.network_class), "dense_features"):
+        _fail(f"encoder {encoder!r} has no dense 3D features to export; use one of: {', '.join(feature_encoders())}.")
+    if not 0 < step_size <= 1:
+        _fail(f"-step_size must be in (0, 1] (fraction of the tile between windows), got {step_size}.")
+    convention = convention_for(entry)
+    if plans is not None and (normalization or ct_window or spacing or native_spacing):
+        _fail("-p PLANS_JSON sets normalisation and spacing; leave out --normalization / --ct-window / --spacing / "
+              "--native-spacing, or leave out -p.")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        _fail(f"output {out} exists and is not a folder.")
+
+    reader_class = SimpleITKIO
+    arch_kwargs, window_from_plans = None, False
+    if plans is not None:
+        plans_dict, plans_manager, config = load_plans(plans, configuration or entry.configuration)
+        reader_class = plans_manager.image_reader_writer_class
+        if reader_class.__name__ not in ("SimpleITKIO", "NibabelIO"):
+            _fail(f"the plans read images with {reader_class.__name__}; nnFM_extract_features writes NIfTI in the "
+                  f"geometry SimpleITKIO or NibabelIO record.")
+        if pydoc.locate(config.network_arch_class_name) is pydoc.locate(entry.network_class):
+            arch_kwargs, window_from_plans = dict(config.network_arch_init_kwargs), True
+        tile = tile or config.patch_size
+    cases = collect_cases(inputs, reader_class.supported_file_endings)
+    check_images_are_3d(cases)
+    channels = len(cases[0].files)
+    if plans is not None and len(config.normalization_schemes) != channels:
+        _fail(f"the plans normalise {len(config.normalization_schemes)} channel(s), the images have {channels}.")
+    if plans is None:
+        normalization = normalization or convention["normalization"]
+        if ct_window is not None and normalization != "ct":
+            _fail("--ct-window applies to --normalization ct only.")
+        ct_window = ct_window or (convention["ct_window"] if normalization == "ct" else None)
+        if normalization == "ct" and (ct_window is None or not float(ct_window[0]) < float(ct_window[1])):
+            _fail(f"--normalization ct needs --ct-window LO HI in HU with LO < HI (encoder {encoder!r} has no HU "
+                  f"convention of its own), got {ct_window}.")
+        if native_spacing:
+            spacing = None
+        elif spacing is None:
+            spacing = convention["spacing"]
+        if spacing is not None and (len(spacing) != 3 or min(float(s) for s in spacing) <= 0):
+            _fail(f"--spacing needs three positive values in mm (nnU-Net's axis order), got {list(spacing)}.")
+    tile = [int(t) for t in (tile or DEFAULT_TILE)]
+    if len(tile) != 3 or any(t % entry.token_stride or t < entry.min_axis for t in tile):
+        suggestion = [max(entry.min_axis, -(-t // entry.token_stride) * entry.token_stride) for t in tile]
+        _fail(f"tile {tile} does not fit encoder {encoder!r}: three axes, each a multiple of {entry.token_stride} "
+              f"and at least {entry.min_axis}; e.g. --tile {' '.join(map(str, suggestion))}.")
+
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    network, report = build_feature_network(entry, channels, arch_kwargs, weights or entry.weights)
+    network.to(torch_device)
+    if report is not None and progress:
+        print(report.format(), file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for case in tqdm(cases, desc="nnFM_extract_features", unit="image", disable=not progress):
+        data, properties = reader_class().read_images(case.files)
+        if plans is None:  # spacing None: the image's own grid (properties["spacing"] is in nnU-Net's axis order)
+            case_spacing = spacing if spacing is not None else properties["spacing"]
+            plans_manager = PlansManager(default_plans(channels, tile, normalization, ct_window, case_spacing))
+            config = plans_manager.get_configuration("3d_fullres")
+        data, _, properties = DefaultPreprocessor(verbose=False).run_case_npy(
+            data, None, properties, plans_manager, config, {})
+        if not window_from_plans:
+            if plans is None and normalization == "ct":
+                set_window(network, [[-1.0, 1.0]] * channels, [False] * channels)
+            else:
+                set_window(network, per_image_window(data), config.use_mask_for_norm)
+        features = sliding_window_features(network, torch.from_numpy(data), tile, step_size, torch_device,
+                                           progress, case.name)
+        features = to_original_geometry(features.numpy(), properties, plans_manager, config)
+        target = out / f"{case.name}.nii.gz"
+        write_features(features, properties, target)
+        written.append(target)
+    return written
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Dense encoder features of 3D images, one multi-channel NIfTI per image in its own geometry "
+                    "(e.g. anatomix features for registration or kNN segmentation).")
+    parser.add_argument("-i", "--input", nargs="+", required=True,
+                        help="image files and/or folders (a folder of CASE_0000.nii.gz, CASE_0001.nii.gz ... files "
+                             "gives multi-channel cases)")
+    parser.add_argument("-o", "--output", required=True, help="output folder: OUT/<case>.nii.gz")
+    parser.add_argument("-e", "--encoder", default="anatomix", help="registered encoder with dense features")
+    parser.add_argument("-w", "--weights", default=None,
+                        help="registry name or checkpoint path ('random' for none); default: the encoder's weights")
+    parser.add_argument("-p", "--plans", default=None,
+                        help="nnU-Net plans JSON of a planned dataset: its spacing, normalisation and reader (and the "
+                             "planned intensity window if the plans are this encoder's)")
+    parser.add_argument("-c", "--configuration", default=None, help="configuration in -p (default 3d_fullres)")
+    parser.add_argument("--normalization", choices=sorted(NORMALIZATION_SCHEMES), default=None,
+                        help="without -p: nnU-Net's ZScoreNormalization per image (then each channel's 0.5/99.5 "
+                             "percentiles are the encoder's input range) or CTNormalization with --ct-window. "
+                             "Default: the encoder's convention (drasclr: ct, others: zscore)")
+    parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                        help="HU window for --normalization ct (drasclr default: -1024 240)")
+    spacing = parser.add_mutually_exclusive_group()
+    spacing.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("S0", "S1", "S2"),
+                         help="without -p: target spacing in mm, nnU-Net's axis order (default: the encoder's, "
+                              "drasclr 1 1 1; others the image's own)")
+    spacing.add_argument("--native-spacing", action="store_true", help="without -p: keep each image's own spacing")
+    parser.add_argument("--tile", type=int, nargs=3, default=None,
+                        help=f"sliding-window tile (default: the plans' patch, else {DEFAULT_TILE[0]}^3)")
+    parser.add_argument("-step_size", type=float, default=0.5, help="window step as a fraction of the tile (0.5)")
+    parser.add_argument("-device", default=None, help="cuda, cpu or mps (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parse_args(parser, argv)  # nnFM's flag dialect: either spelling of a long flag
+    try:
+        written = extract_features(args.input, args.output, args.encoder, args.weights, args.plans,
+                                   args.configuration, args.normalization, args.ct_window, args.spacing,
+                                   args.native_spacing, args.tile, args.step_size, args.device, not args.no_progress)
+    except NNFMError as error:
+        message = str(error)
+        raise SystemExit(message if message.startswith("nnFM_extract_features") else
+                         f"nnFM_extract_features: {message}") from None
+    print(f"nnFM_extract_features: wrote {len(written)} feature image(s) to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
