@@ -75,7 +75,8 @@ def main(argv=None) -> None:
                nnUNet_results=str(work / "results"), nnFM_EPOCHS=str(args.epochs),
                nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS="1", nnUNet_compile="0",
                nnUNet_n_proc_DA=env_default("nnUNet_n_proc_DA", "2"))
-    env.pop("nnFM_WEIGHTS", None)
+    for name in ("nnFM_WEIGHTS", "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE"):
+        env.pop(name, None)
 
     # only the cases the demo uses are converted (nnU-Net's MSD converter on a linked subset); the
     # held-back test cases go to imagesTs / labelsTs and never into the fingerprint, plans or training
@@ -92,17 +93,12 @@ def main(argv=None) -> None:
     run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
-    # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch and patch
-    plans_file = preprocessed / "nnFMPlans_anatomix.json"
-    plans = json.loads(plans_file.read_text())
-    config = plans["configurations"]["3d_fullres"]
+    # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch and patch; the
+    # trainer writes them into the model's plans, so nnUNetv2_predict uses the trained patch
     if args.batch_size:
-        print(f"demo: batch size {config['batch_size']} -> {args.batch_size}")
-        config["batch_size"] = args.batch_size
+        env["nnFM_BATCH_SIZE"] = str(args.batch_size)
     if any(args.patch_size):
-        print(f"demo: patch size {config['patch_size']} -> {list(args.patch_size)}")
-        config["patch_size"] = list(args.patch_size)
-    plans_file.write_text(json.dumps(plans, indent=1))
+        env["nnFM_PATCH_SIZE"] = ",".join(map(str, args.patch_size))
     train_start = time.time()
     run([console_script("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer,
          "-p", "nnFMPlans_anatomix", "-device", args.device], env)
@@ -116,6 +112,7 @@ def main(argv=None) -> None:
          "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
 
     summary = json.loads((predictions / "summary.json").read_text())
+    config = json.loads((predictions / "plans.json").read_text())["configurations"]["3d_fullres"]
     labels = json.loads((raw / "dataset.json").read_text())["labels"]
     names = {str(v): k for k, v in labels.items()}
     print("\n==== nnFM demo result (held-back test cases, never used for training) ====")

@@ -21,6 +21,7 @@ from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import get_encoder
+from nnfm.training.patch_override import apply_patch_and_batch_overrides
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
 from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
 from nnfm.weights.provenance import model_folder_plans
@@ -51,7 +52,10 @@ class nnFMTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         require_nnunet_paths(("nnUNet_preprocessed", "nnUNet_results"))
+        plans, overrides = apply_patch_and_batch_overrides(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        for line in overrides:
+            self.print_to_log_file(line)
         if self.recipe_lr is not None:
             self.initial_lr = self.recipe_lr
         if self.recipe_weight_decay is not None:

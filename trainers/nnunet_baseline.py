@@ -2,13 +2,18 @@
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnfm.training.patch_override import apply_patch_and_batch_overrides
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnUNetTrainer_nnFMBudget(nnUNetTrainer):
-    """Unchanged nnUNetTrainer, except that nnFM_EPOCHS / nnFM_ITERATIONS / nnFM_VAL_ITERATIONS apply."""
+    """Unchanged nnUNetTrainer, except that nnFM's budget variables apply (nnFM_EPOCHS / nnFM_ITERATIONS /
+    nnFM_VAL_ITERATIONS, and nnFM_PATCH_SIZE / nnFM_BATCH_SIZE: nnfm/training/patch_override.py)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        plans, overrides = apply_patch_and_batch_overrides(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        for line in overrides:
+            self.print_to_log_file(line)
         nnFMTrainer._apply_budget_from_environment(self)

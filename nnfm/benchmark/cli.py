@@ -49,6 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs.add_argument("--profile",
                       help=f"budget: {', '.join(f'{k} ({b.epochs}x{b.iterations})' for k, b in PROFILES.items())}, "
                            "or EPOCHSxITERATIONS (required unless --report-only)")
+    runs.add_argument("--patch-size", type=int, nargs="+", default=None, metavar="N",
+                      help="train every row at this patch (nnU-Net axis order) instead of the planned one, e.g. "
+                           "32 48 32 on a CPU; the profile's name records it")
+    runs.add_argument("--batch-size", type=int, default=None, help="train every row at this batch size")
     runs.add_argument("-w", "--weights", default=None,
                       help="pretrained weights for nnFMTrainer (registry name, path or 'random'); "
                            "default: nnFM_WEIGHTS, else the plans' or the encoder's published weights")
@@ -73,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.profile and not args.report_only:
         parser.error("--profile is required")
     try:
-        args.budget = resolve_profile(args.profile) if args.profile else None
+        args.budget = resolve_profile(args.profile, args.patch_size, args.batch_size) if args.profile else None
         args.shots = [parse_shots(s) for s in args.shots]
     except ValueError as error:
         parser.error(str(error))

@@ -1,8 +1,9 @@
 """Training budgets (epochs x iterations per epoch), named so every result says which one it used."""
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Optional, Tuple
 
-BUDGET_VARIABLES = ("nnFM_EPOCHS", "nnFM_ITERATIONS", "nnFM_VAL_ITERATIONS")
+BUDGET_VARIABLES = ("nnFM_EPOCHS", "nnFM_ITERATIONS", "nnFM_VAL_ITERATIONS", "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE")
 
 
 @dataclass(frozen=True)
@@ -12,10 +13,15 @@ class Budget:
     iterations: int            # training iterations per epoch
     val_iterations: int        # validation iterations per epoch (nnU-Net's pseudo Dice)
     overrides: bool = True     # False: nnU-Net's own defaults, no budget variables set
+    # CPU-sized training for every row alike (nnfm/training/patch_override.py); None: as planned
+    patch_size: Optional[Tuple[int, ...]] = None
+    batch_size: Optional[int] = None
 
     def as_record(self) -> dict:
         return {"profile": self.name, "epochs": self.epochs, "iterations_per_epoch": self.iterations,
-                "val_iterations_per_epoch": self.val_iterations}
+                "val_iterations_per_epoch": self.val_iterations,
+                "patch_size": "x".join(map(str, self.patch_size)) if self.patch_size else "planned",
+                "batch_size": self.batch_size or "planned"}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -29,6 +35,9 @@ PROFILES = {
     "cpu": Budget("cpu", 5, 20, 4),
     # a tenth of nnU-Net's schedule: about an hour per 3d run on one modern GPU
     "gpu": Budget("gpu", 100, 250, 50),
+    # the README's demo budget (nnFM_demo): 300 iterations at a CPU-sized patch and batch, about 7 minutes of
+    # training on an idle 2-core CPU (documentation/benchmarks.md, "Demo budget")
+    "demo": Budget("demo", 15, 20, 1, patch_size=(32, 48, 32), batch_size=2),
     # nnU-Net's own schedule (1000 x 250, 50 validation iterations); nothing is overridden
     "full": Budget("full", 1000, 250, 50, overrides=False),
 }
@@ -36,8 +45,26 @@ PROFILES = {
 CUSTOM = re.compile(r"^(\d+)x(\d+)$")
 
 
-def resolve_profile(spec: str) -> Budget:
-    """A profile name, or EPOCHSxITERATIONS for a custom budget (named after itself, e.g. '4x2')."""
+def resolve_profile(spec: str, patch_size: Optional[Tuple[int, ...]] = None,
+                    batch_size: Optional[int] = None) -> Budget:
+    """A profile name, or EPOCHSxITERATIONS for a custom budget (named after itself, e.g. '4x2').
+
+    ``patch_size`` / ``batch_size`` override the profile's (or the plans') and go into the name, so runs at
+    another patch or batch get their own results folder: '20x20' + (32, 48, 32), 2 -> '20x20_p32x48x32_b2'.
+    """
+    budget = _resolve_named(spec)
+    if patch_size is None and batch_size is None:
+        return budget
+    if not budget.overrides:
+        raise ValueError(f"Profile {spec!r} is nnU-Net's own schedule; it takes no patch or batch override.")
+    budget = replace(budget, patch_size=tuple(patch_size) if patch_size else budget.patch_size,
+                     batch_size=batch_size or budget.batch_size)
+    suffix = (f"_p{'x'.join(map(str, budget.patch_size))}" if budget.patch_size else "") + \
+             (f"_b{budget.batch_size}" if budget.batch_size else "")
+    return replace(budget, name=spec + suffix)
+
+
+def _resolve_named(spec: str) -> Budget:
     if spec in PROFILES:
         return PROFILES[spec]
     match = CUSTOM.match(spec)
@@ -55,4 +82,8 @@ def budget_environment(budget: Budget, env: dict) -> dict:
     if budget.overrides:
         env.update(nnFM_EPOCHS=str(budget.epochs), nnFM_ITERATIONS=str(budget.iterations),
                    nnFM_VAL_ITERATIONS=str(budget.val_iterations))
+        if budget.patch_size:
+            env["nnFM_PATCH_SIZE"] = ",".join(map(str, budget.patch_size))
+        if budget.batch_size:
+            env["nnFM_BATCH_SIZE"] = str(budget.batch_size)
     return env
