@@ -16,6 +16,7 @@ import torch
 
 from conftest import LAYOUTS, random_state_dict_from_layout, write_preprocessed_cases
 from nnfm.errors import ConfigurationError
+from nnfm.networks.dinov3_segmentation import keep_rope_periods
 from nnfm.pretraining.dino.backbone import MaskableDinoViT, load_dinov3_weights
 from nnfm.pretraining.dino.crops import CropSettings, multi_crop
 from nnfm.pretraining.dino.data import MultiCropStream, PreprocessedSlices, preprocessed_folder
@@ -150,6 +151,7 @@ def test_export_round_trip_through_timms_filter_gives_identical_outputs(tmp_path
     from timm.models.eva import checkpoint_filter_fn
     from nnfm.weights.checkpoint_io import read_state_dict
     from nnfm.weights.families import detect_family
+    from nnfm.weights.filters import dinov3_filter
     torch.manual_seed(0)
     student = SSLBranch(MaskableDinoViT(model_name, **TINY), 256, 128, 32)
     for parameter in student.parameters():                # non-trivial values everywhere (biases, tokens)
@@ -160,7 +162,10 @@ def test_export_round_trip_through_timms_filter_gives_identical_outputs(tmp_path
     assert unwrapped == ["['teacher']"] and detect_family(state) == "meddinov3_vit"
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     fresh = timm.create_model(model_name, pretrained=False, num_classes=0, **TINY).eval()
-    fresh.load_state_dict(checkpoint_filter_fn(backbone, fresh), strict=True)
+    keep_rope_periods(fresh)  # as nnFM's networks: the file's (bf16) RoPE periods, which the student trained with
+    mapped, dropped = dinov3_filter(backbone)                # timm's names (timm's own filter drops the periods)
+    assert "mask_token" in dropped and set(mapped) - set(checkpoint_filter_fn(backbone, fresh)) == {"rope.periods"}
+    fresh.load_state_dict(mapped, strict=True)
     images = torch.randn(2, 3, 48, 32)
     student.backbone.eval()
     with torch.no_grad():
@@ -168,7 +173,9 @@ def test_export_round_trip_through_timms_filter_gives_identical_outputs(tmp_path
     again = MaskableDinoViT(model_name, **TINY)               # our own loader, mask token included
     load_dinov3_weights(again, str(path))
     assert torch.equal(again.mask_token, student.backbone.mask_token)
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), student.backbone.state_dict().values()))
+    assert list(again.state_dict()) == list(student.backbone.state_dict())
+    for key, value in again.state_dict().items():
+        assert torch.equal(value, student.backbone.state_dict()[key]), key
 
 
 def test_export_has_the_exact_meddinov3_vitb16_layout():

@@ -162,11 +162,17 @@ def test_wrong_family_and_wrong_variant_are_refused(tmp_path, anatomix_checkpoin
     net = DINOv3SegmentationNetwork(1, 2, vit="vit_small_patch16_dinov3_qkvb")
     with pytest.raises(WrongCheckpointFamilyError, match="'anatomix_unet' checkpoint.*needs 'meddinov3_vit' or"):
         load_pretrained(net.encoder, anatomix_checkpoint, family=VIT_FAMILY_SET)
-    # official DINOv3 (qkv bias) into the bias-free variant (MedDINOv3's): unexpected q_bias/v_bias, named
+    # official DINOv3 (qkv bias) into the bias-free variant (MedDINOv3's): the biases and the fix are named
     path = _save(tmp_path, official_dinov3_state())
     no_bias = DINOv3SegmentationNetwork(1, 2, vit="vit_small_patch16_dinov3")
-    with pytest.raises(CheckpointMismatchError, match="(?s)unexpected in the checkpoint.*q_bias"):
+    with pytest.raises(CheckpointMismatchError, match="(?s)non-zero attention q/v biases.*blocks.0.attn.q_bias.*_qkvb"):
         load_pretrained(no_bias.encoder, path, family=VIT_FAMILY_SET)
+    # all-zero biases (an export of a bias-free ViT) carry nothing: dropped, and the report says so
+    zero = official_dinov3_state()
+    for key in [k for k in zero if k.endswith("attn.qkv.bias")]:
+        zero[key] = torch.zeros_like(zero[key])
+    report = load_pretrained(no_bias.encoder, _save(tmp_path, zero), family=VIT_FAMILY_SET)
+    assert report.adapted["blocks.0.attn.q_bias"].startswith("dropped: all zero")
     # a ViT-S file into a ViT-B network: shape mismatches listed
     base = DINOv3SegmentationNetwork(1, 2, vit="vit_base_patch16_dinov3_qkvb", vit_kwargs={"depth": 2})
     with pytest.raises(CheckpointMismatchError, match="(?s)shape mismatch"):

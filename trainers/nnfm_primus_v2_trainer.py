@@ -7,7 +7,7 @@
   PrimusV3-S) with multi-scale token aggregation; no published weights, so random init (``nnFM_WEIGHTS`` may
   name a ``primus_v2``-family file, e.g. an nnU-Net PrimusV2/V3 checkpoint of the same size).
 - ``nnFMTrainer_AnatomixDevViTTiny`` (+ ``_scratch``): the anatomix-dev-vit architecture at test size (CPU).
-- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+- Short budgets: ``nnFM_EPOCHS`` / ``nnFM_ITERATIONS`` (as for every nnFM trainer).
 
 The recipe is nnU-Net's Primus recipe as ``nnFMViTTrainer`` implements it (AdamW (0.9, 0.98), lr 3e-4, weight decay
 0.05, linear warm-up over 5% of the epochs then poly, gradient clipping 1, no deep supervision; nnunetv2
@@ -43,14 +43,42 @@ class nnFMTrainer_AnatomixDevViTTiny_scratch(nnFMTrainer_AnatomixDevViTTiny):
     use_pretrained = False
 
 
-_BASES = [nnFMTrainer_AnatomixDevViT, nnFMTrainer_AnatomixDevViT_scratch, nnFMTrainer_AnatomixDevViTTiny,
-          nnFMTrainer_AnatomixDevViTTiny_scratch]
-for _version in ("V2", "V3"):
-    for _size in "SBML":
-        _cls = type(f"nnFMTrainer_Primus{_version}{_size}", (nnFMTrainer_PrimusV2Base,),
-                    {"encoder": f"primus_{_version.lower()}_{_size.lower()}", "__module__": __name__,
-                     "__doc__": f"Primus{_version}-{_size}: nnU-Net's nnUNet_Primus{_version}{_size}_Trainer network "
-                                f"size with multi-scale token aggregation, random init."})
-        globals()[_cls.__name__] = _cls
-        _BASES.append(_cls)
-del _cls, _version, _size
+# nnU-Net's sizes (nnunetv2 primus_trainers.py); random init unless nnFM_WEIGHTS names a primus_v2-family file
+class nnFMTrainer_PrimusV2S(nnFMTrainer_PrimusV2Base):
+    """PrimusV2-S: the network of nnU-Net's nnUNet_PrimusV2S_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v2_s"
+
+
+class nnFMTrainer_PrimusV2B(nnFMTrainer_PrimusV2Base):
+    """PrimusV2-B: the network of nnU-Net's nnUNet_PrimusV2B_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v2_b"
+
+
+class nnFMTrainer_PrimusV2M(nnFMTrainer_PrimusV2Base):
+    """PrimusV2-M: the network of nnU-Net's nnUNet_PrimusV2M_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v2_m"
+
+
+class nnFMTrainer_PrimusV2L(nnFMTrainer_PrimusV2Base):
+    """PrimusV2-L: the network of nnU-Net's nnUNet_PrimusV2L_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v2_l"
+
+
+class nnFMTrainer_PrimusV3S(nnFMTrainer_PrimusV2Base):
+    """PrimusV3-S: the network of nnU-Net's nnUNet_PrimusV3S_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v3_s"
+
+
+class nnFMTrainer_PrimusV3B(nnFMTrainer_PrimusV2Base):
+    """PrimusV3-B: the network of nnU-Net's nnUNet_PrimusV3B_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v3_b"
+
+
+class nnFMTrainer_PrimusV3M(nnFMTrainer_PrimusV2Base):
+    """PrimusV3-M: the network of nnU-Net's nnUNet_PrimusV3M_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v3_m"
+
+
+class nnFMTrainer_PrimusV3L(nnFMTrainer_PrimusV2Base):
+    """PrimusV3-L: the network of nnU-Net's nnUNet_PrimusV3L_Trainer with multi-scale token aggregation."""
+    encoder = "primus_v3_l"

@@ -64,6 +64,17 @@ VIT_PRESETS: Dict[str, dict] = {
 }
 
 
+def keep_rope_periods(vit: nn.Module) -> None:
+    """Make a timm DINOv3 ViT's RoPE periods a persistent buffer.
+
+    DINOv3 checkpoints store their RoPE periods (bf16-rounded in MedDINOv3); a persistent buffer loads them
+    exactly instead of timm's fp32 recomputation, and saves them in checkpoints.
+    """
+    rope = getattr(vit, "rope", None)
+    if rope is not None and "periods" in getattr(rope, "_non_persistent_buffers_set", set()):
+        rope._non_persistent_buffers_set.discard("periods")
+
+
 class DINOv3SegmentationNetwork(nn.Module):
     """timm DINOv3 ViT (``self.encoder``) + multi-scale tokens + PrimusStyleDecoder (``self.decoder``)."""
 
@@ -99,11 +110,7 @@ class DINOv3SegmentationNetwork(nn.Module):
             # torch's scaled_dot_product_attention: flash / memory-efficient kernels on GPU (timm's default
             # unless TIMM_FUSED_ATTN=0; set here so an environment variable cannot silently change memory)
             block.attn.fused_attn = True
-        rope = getattr(self.encoder, "rope", None)
-        if rope is not None and "periods" in getattr(rope, "_non_persistent_buffers_set", set()):
-            # DINOv3 checkpoints store their RoPE periods (bf16-rounded in MedDINOv3); keeping the buffer
-            # persistent loads them exactly instead of timm's fp32 recomputation, and saves them in checkpoints
-            rope._non_persistent_buffers_set.discard("periods")
+        keep_rope_periods(self.encoder)
         depth = len(self.encoder.blocks)
         self.aggregation_blocks = list(aggregation_blocks) if aggregation_blocks is not None \
             else evenly_spaced_blocks(depth, min(4, depth))

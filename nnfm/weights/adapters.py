@@ -1,7 +1,8 @@
 """Per-family adaptation of mapped checkpoint tensors to the target network (after filtering).
 
 An adapter changes tensors whose meaning survives a change of shape (a position embedding on a
-new patch grid) and returns ``{key: how}`` for the load report's ``adapted``. It never drops keys.
+new patch grid) and returns ``{key: how}`` for the load report's ``adapted``. It drops a key only when
+the key carries nothing the network could hold (all-zero biases of a network without biases), and says so.
 """
 from typing import Any, Callable, Dict
 
@@ -56,3 +57,23 @@ def adapt_nnssl_primus(mapped: StateDict, module: torch.nn.Module, target: State
     return {POS_EMBED_KEY: f"token grid {'x'.join(map(str, old_grid))} -> {'x'.join(map(str, new_grid))} "
                            f"(trilinear, align_corners=False)"}
 
+
+
+def adapt_vit_qkv_bias(mapped: StateDict, module: torch.nn.Module, target: StateDict,
+                       checkpoint: Any = None) -> Dict[str, str]:
+    """DINOv3 files fuse q/k/v biases (``qkv.bias`` + ``bias_mask``); timm's ``vit_*_dinov3`` has none and
+    ``vit_*_dinov3_qkvb`` has ``q_bias``/``v_bias``. All-zero biases (an export of a bias-free ViT) are dropped
+    for a bias-free network; non-zero ones raise CheckpointMismatchError naming the ``_qkvb`` variant, so
+    trained biases are never lost silently (official DINOv3 ViT-S/B have them; MedDINOv3's ViT-B has none).
+    """
+    extra = [k for k in mapped if k.endswith(("attn.q_bias", "attn.v_bias")) and k not in target]
+    if not extra:
+        return {}
+    if any(float(mapped[k].abs().max()) > 0 for k in extra):
+        raise CheckpointMismatchError(
+            f"CheckpointMismatchError: the checkpoint has non-zero attention q/v biases ({extra[0]}, ...) but the "
+            f"network's ViT has none. Build the '_qkvb' timm variant (e.g. vit_small_patch16_dinov3_qkvb) so they "
+            f"are not lost.")
+    for key in extra:
+        del mapped[key]
+    return {key: "dropped: all zero, and the network's ViT has no q/v biases" for key in extra}

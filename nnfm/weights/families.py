@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from nnfm.weights.adapters import Adapter, adapt_nnssl_primus
+from nnfm.weights.adapters import Adapter, adapt_nnssl_primus, adapt_vit_qkv_bias
 from nnfm.weights.filters_drasclr import drasclr_filter
 from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
                                   meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
@@ -81,13 +81,14 @@ _VIT_USE = "a DINOv3 / MedDINOv3 ViT encoder (nnFMTrainer_MedDINOv3 / _DINOv3_B 
 # order: layouts that contain another's keys come first (a MedDINOv3 teacher has backbone.blocks.*, ...)
 register_family(CheckpointFamily(
     "meddinov3_vit", lambda k, s: _has(k, "dino_head.", "ibot_head.") or _has(k, "backbone.blocks."),
-    _VIT_USE, meddinov3_filter, _VIT_STEM))
+    _VIT_USE, meddinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
 register_family(CheckpointFamily(
     "meddinov3_primus_nnunet", lambda k, s: _has(k, "dino_encoder."),
-    "the MedDINOv3 Primus_Multiscale network's encoder: " + _VIT_USE, meddinov3_primus_filter, _VIT_STEM))
+    "the MedDINOv3 Primus_Multiscale network's encoder: " + _VIT_USE, meddinov3_primus_filter, _VIT_STEM,
+    adapt_vit_qkv_bias))
 register_family(CheckpointFamily(
     "dinov3_vit", lambda k, s: "rope_embed.periods" in k or ("cls_token" in k and _has(k, "blocks.0.attn.qkv")),
-    _VIT_USE, dinov3_filter, _VIT_STEM))
+    _VIT_USE, dinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
 register_family(CheckpointFamily(
     "nnfm_vit", lambda k, s: "encoder.reg_token" in k or
     ("encoder.cls_token" in k and _has(k, "decoder.decode.", "decoder.seg_layers.")),

@@ -11,7 +11,8 @@ import timm
 import torch
 from torch import nn
 
-from nnfm.errors import CheckpointMismatchError, ConfigurationError
+from nnfm.errors import ConfigurationError
+from nnfm.networks.dinov3_segmentation import keep_rope_periods
 
 
 class MaskableDinoViT(nn.Module):
@@ -22,6 +23,11 @@ class MaskableDinoViT(nn.Module):
                                      f"or vit_base_patch16_dinov3 (tiny variants: pass embed_dim/depth/num_heads).")
         timm_kwargs.setdefault("num_classes", 0)
         self.vit = timm.create_model(model_name, pretrained=False, **timm_kwargs)
+        keep_rope_periods(self.vit)  # as the segmentation network: checkpoints' periods load exactly
+        periods = getattr(getattr(self.vit, "rope", None), "periods", None)
+        if periods is not None:
+            # exports store the periods in bfloat16 (MedDINOv3's layout): train with the values that are exported
+            periods.copy_(periods.to(torch.bfloat16).to(periods.dtype))
         self.model_name = model_name
         self.embed_dim = self.vit.embed_dim
         self.patch_size = self.vit.patch_embed.patch_size[0]
@@ -46,33 +52,19 @@ class MaskableDinoViT(nn.Module):
 
 
 def load_dinov3_weights(backbone: MaskableDinoViT, source) -> Dict[str, str]:
-    """Official DINOv3 (bare state dict), MedDINOv3 (``teacher``/``backbone.*``) or our own export.
+    """Official DINOv3 (bare state dict), MedDINOv3 (``teacher``/``backbone.*``) or an ``nnFM_pretrain dino`` export.
 
-    ``source`` is a path or a registered weights name. Mapping to timm names is timm's own
-    ``eva.checkpoint_filter_fn``; the load is strict (only the non-persistent RoPE periods are absent).
+    ``source`` is a path or a registered weights name. The ViT loads through ``load_pretrained``, the path
+    every nnFM network takes (family detection, timm's key mapping, a strict load with a report; non-zero
+    q/v biases need the ``_qkvb`` variant). DINOv3's mask token (not part of timm's model) is copied after.
     """
-    from timm.models.eva import checkpoint_filter_fn
     from nnfm.weights.checkpoint_io import read_state_dict
-    from nnfm.weights.loading import resolve_checkpoint
+    from nnfm.weights.filters import VIT_FAMILIES
+    from nnfm.weights.loading import load_pretrained
 
-    path, sha256 = resolve_checkpoint(source)
-    state, _ = read_state_dict(path)
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    if "storage_tokens" not in state:
-        raise CheckpointMismatchError(f"{path} is not a DINOv3 ViT checkpoint (no 'storage_tokens'); pass official "
-                                      f"DINOv3 / MedDINOv3 weights or an nnFM_pretrain dino export.")
-    has_qkv_bias = hasattr(backbone.vit.blocks[0].attn, "q_bias") and backbone.vit.blocks[0].attn.q_bias is not None
-    biases = [v for k, v in state.items() if k.endswith("attn.qkv.bias")]
-    if biases and not has_qkv_bias and any(float(b.abs().max()) > 0 for b in biases):
-        raise CheckpointMismatchError(f"{path} has non-zero qkv biases but {backbone.model_name} has none; use the "
-                                      f"'{backbone.model_name}_qkvb' variant so they are not lost.")
-    mapped = checkpoint_filter_fn(state, backbone.vit)
-    missing, unexpected = backbone.vit.load_state_dict(mapped, strict=False)
-    if missing or unexpected:
-        raise CheckpointMismatchError(f"{path} does not fit {backbone.model_name} with these sizes: missing "
-                                      f"{sorted(missing)[:6]}, unexpected {sorted(unexpected)[:6]}. Match --model and "
-                                      f"--embed-dim/--depth/--num-heads to the checkpoint.")
-    if "mask_token" in state:
-        backbone.mask_token.data.copy_(state["mask_token"].reshape(1, -1).to(backbone.mask_token.dtype))
-    return {"source": str(source), "path": str(path), "sha256": sha256}
+    report = load_pretrained(backbone.vit, source, family=VIT_FAMILIES)
+    state, _ = read_state_dict(report.path)
+    mask_token = state.get("mask_token", state.get("backbone.mask_token"))
+    if mask_token is not None:
+        backbone.mask_token.data.copy_(mask_token.reshape(1, -1).to(backbone.mask_token.dtype))
+    return {"source": str(source), "path": report.path, "sha256": report.sha256, "family": report.family}

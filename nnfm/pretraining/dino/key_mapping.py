@@ -66,7 +66,7 @@ def _fuse_qkv_bias(block: StateDict) -> StateDict:
 
 def backbone_to_dinov3(backbone) -> StateDict:
     """A ``MaskableDinoViT`` as DINOv3 keys; RoPE periods in bfloat16 as in MedDINOv3's file."""
-    state = {k: v.detach().cpu().clone() for k, v in backbone.vit.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in backbone.vit.state_dict().items() if k != "rope.periods"}
     periods = getattr(getattr(backbone.vit, "rope", None), "periods", None)
     return timm_to_dinov3(state, backbone.mask_token.detach().cpu().clone(),
                           None if periods is None else periods.detach().cpu().to(torch.bfloat16))
