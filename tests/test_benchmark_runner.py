@@ -178,9 +178,12 @@ def test_runner_trains_predicts_and_reports_on_a_smoke_budget(smoke, anatomix_ch
 @pytest.mark.e2e
 def test_a_killed_run_continues_from_its_last_checkpoint(smoke, nnunet_env):
     workdir = smoke["workdir"]
+    # at a CPU-sized patch and batch (nnFM_PATCH_SIZE / nnFM_BATCH_SIZE): the profile's name records them
     command = [str(c) for c in benchmark_command(workdir, "-tr", "nnFMTrainer_scratch", "--shots", "all",
-                                                 "--profile", "3x2", "--no-test")]
-    folder = fold_folder(workdir, "3x2", "nnFMTrainer_scratch", 0)
+                                                 "--profile", "3x2", "--patch-size", 32, 32, 32, "--batch-size", 1,
+                                                 "--no-test")]
+    profile = "3x2_p32x32x32_b1"
+    folder = fold_folder(workdir, profile, "nnFMTrainer_scratch", 0)
     with open(workdir / "killed_run.txt", "w") as log:
         process = subprocess.Popen(command, env=nnunet_env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -200,12 +203,18 @@ def test_a_killed_run_continues_from_its_last_checkpoint(smoke, nnunet_env):
     stdout = run_benchmark(command, nnunet_env)
     assert "training (resume)" in stdout
     record = json.loads((folder / "nnfm_benchmark.json").read_text())
-    assert (record["status"], record["mode"], record["epochs_run"], record["profile"]) == ("done", "resumed", 3, "3x2")
+    assert (record["status"], record["mode"], record["epochs_run"], record["profile"]) == \
+        ("done", "resumed", 3, profile)
     resumed_log, = set(folder.glob("training_log_*.txt")) - first_logs
     text = resumed_log.read_text()
     assert not re.search(r": Epoch 0 *$", text, re.M) and re.search(r": Epoch 2 *$", text, re.M)
-    row, = [r for r in read_csv(smoke["output"] / "results.csv") if r["profile"] == "3x2"]
+    assert "patch_size [48, 64, 48] -> [32, 32, 32] (from nnFM_PATCH_SIZE)" in text
+    # the model's plans (what nnUNetv2_predict slides) carry the trained patch and batch
+    trained = json.loads((folder.parent / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert (trained["patch_size"], trained["batch_size"]) == ([32, 32, 32], 1)
+    row, = [r for r in read_csv(smoke["output"] / "results.csv") if r["profile"] == profile]
     assert (row["mode"], row["n_train"], row["fold"], row["epochs"], row["test_n"]) == ("resumed", "4", "0", "3", "")
+    assert (row["patch_size"], row["batch_size"]) == ("32x32x32", "1")
 
 
 @pytest.mark.e2e
