@@ -36,7 +36,7 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
     entry_points={
         "console_scripts": [
             "nnFM_plan_and_preprocess = nnfm_planners.plan_and_preprocess:main",

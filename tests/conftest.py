@@ -25,6 +25,11 @@ DATASET_ID = 991
 N_FOLDED, N_TEST = 6, 2
 # fixtures that run nnU-Net's CLIs (conversion, planning, training): a test using one is marked e2e
 E2E_FIXTURES = {"hippocampus_converted"}
+# under pytest-xdist (scripts/test.sh: one worker per core, a test file per worker) every process keeps to one
+# torch thread, so that the workers share the cores instead of oversubscribing them
+THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items):
@@ -139,7 +144,7 @@ def nnunet_env(tmp_path_factory) -> dict:
     env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
                nnUNet_results=str(root / "results"), nnUNet_extTrainer=TRAINERS_DIR, nnUNet_n_proc_DA="1",
                nnUNet_def_n_proc="1", nnUNet_compile="0", nnFM_EPOCHS="1", nnFM_ITERATIONS="2",
-               nnFM_VAL_ITERATIONS="1", OMP_NUM_THREADS="2")
+               nnFM_VAL_ITERATIONS="1", OMP_NUM_THREADS=THREADS)
     env.pop("nnFM_WEIGHTS", None)
     for name in ("raw", "preprocessed", "results"):
         (root / name).mkdir()
