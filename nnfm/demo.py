@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     predictions = work / "test_predictions"
     run([console_script("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
          "-c", "3d_fullres", "-tr", args.trainer, "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
-         "-npp", "1", "-nps", "1"], env)
+         "-npp", "0", "-nps", "0"], env)  # sequential: no worker processes to start on a 2-core CPU
     run([console_script("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions),
          "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
 

@@ -25,6 +25,8 @@ DATASET_ID = 991
 N_FOLDED, N_TEST = 6, 2
 # fixtures that run nnU-Net's CLIs (conversion, planning, training): a test using one is marked e2e
 E2E_FIXTURES = {"hippocampus_converted"}
+# nnUNetv2_predict runs with -npp 0 -nps 0 (nnU-Net's sequential path) in most tests: every spawned worker of the
+# default path imports torch and nnU-Net again (about 9 s of CPU each); test_pipeline keeps the default path
 # under pytest-xdist (scripts/test.sh: one worker per core, a test file per worker) every process keeps to one
 # torch thread, so that the workers share the cores instead of oversubscribing them
 THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"

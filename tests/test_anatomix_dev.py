@@ -194,7 +194,7 @@ def test_tiny_dev_preset_plans_trains_and_predicts_on_hippocampus(hippocampus, n
     for case in hippocampus["test"]:
         shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
     run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans_name, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], nnunet_env)
+             "-tr", trainer, "-p", plans_name, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], nnunet_env)
     import SimpleITK as sitk
     for case in hippocampus["test"]:
         predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))

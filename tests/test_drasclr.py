@@ -233,7 +233,7 @@ def test_tiny_drasclr_trains_two_iterations_and_predicts_on_hippocampus(hippocam
     out = tmp_path / "predictions"
     run_cli(["nnUNetv2_predict", "-i", images, "-o", out, "-d", dataset, "-c", "3d_fullres", "-f", "0",
              "-tr", "nnFMTrainer_DrasCLRTiny", "-p", "nnFMPlans_drasclr_tiny", "-device", "cpu",
-             "--disable_tta", "-npp", "1", "-nps", "1"], nnunet_env)
+             "--disable_tta", "-npp", 0, "-nps", 0], nnunet_env)
     import SimpleITK as sitk
     for case in hippocampus["test"]:
         prediction = sitk.ReadImage(str(out / f"{case}.nii.gz"))

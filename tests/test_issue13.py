@@ -281,7 +281,7 @@ def test_predictions_of_fold_0_do_not_name_fold_1s_weights(two_folds, hippocampu
     shutil.copy(hippocampus["raw"] / "imagesTr" / f"{hippocampus['test'][0]}_0000.nii.gz", images)
     # --disable_tta: the plans written beside the predictions are under test, not test-time mirroring
     run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres", "-tr",
-             "nnFMTrainer", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1, "--disable_tta"], nnunet_env)
+             "nnFMTrainer", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0, "--disable_tta"], nnunet_env)
     written = json.loads((predictions / "plans.json").read_text())["configurations"]["3d_fullres"]["nnfm"]
     assert "provenance" not in written and written["provenance_by_fold"]["0"]["weights"] == two_folds["weights"][0]
 

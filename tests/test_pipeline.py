@@ -137,7 +137,7 @@ def test_find_best_configuration_and_ensemble_on_nnfm_results(trained_anatomix, 
         # --disable_tta: ensembling is under test here, not test-time mirroring (8 passes per case on the CPU);
         # test_predict_held_back_cases_and_evaluate_with_nnunet predicts with it
         run_cli(["nnUNetv2_predict", "-i", images, "-o", folders[-1], "-d", hippocampus["id"], "-c", "3d_fullres",
-                 "-tr", trainer, "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1,
+                 "-tr", trainer, "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0,
                  "--save_probabilities", "--disable_tta"], nnunet_env)
     ensembled = tmp_path / "ensemble"
     run_cli(["nnUNetv2_ensemble", "-i", *folders, "-o", ensembled, "-np", 1], nnunet_env)

@@ -260,7 +260,7 @@ def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippoca
     for case in hippocampus_converted["test"]:
         shutil.copy(hippocampus_converted["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
     run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus_converted["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], nnunet_env)
+             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], nnunet_env)
     import SimpleITK as sitk
     for case in hippocampus_converted["test"]:
         predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))

@@ -350,7 +350,7 @@ def test_vit_predict_with_nnunet(trained_vit, hippocampus_converted, vit_env, tm
     for case in hippocampus_converted["test"]:
         shutil.copy(hippocampus_converted["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
     run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus_converted["id"], "-c", "2d",
-             "-tr", "nnFMTrainer_MedDINOv3", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1],
+             "-tr", "nnFMTrainer_MedDINOv3", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0],
             vit_env)
     assert sorted(p.name for p in predictions.glob("*.nii.gz")) == \
         sorted(f"{c}.nii.gz" for c in hippocampus_converted["test"])

@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "default: nnFM_WEIGHTS, else the plans' or the encoder's published weights")
     runs.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda if available")
     runs.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)),
-                      help="processes for conversion, preprocessing, prediction and evaluation")
+                      help="processes for conversion, preprocessing, prediction and evaluation (1: nnUNetv2_predict runs "
+                           "sequentially, -npp 0 -nps 0)")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", type=Path, default=None,
                      help="benchmark folder (default: $nnUNet_results/nnFM_benchmark); trained models go to "

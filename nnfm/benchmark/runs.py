@@ -151,9 +151,12 @@ def _predict_and_evaluate(run: Run, context: Context, folder: Path) -> dict:
         print("  predicting the test set", flush=True)
         start = time.time()
         n = str(context.num_processes)
+        # -np 1: nnU-Net's sequential prediction (-npp 0 -nps 0), which spares spawning two worker processes that
+        # import torch and nnU-Net again
+        workers = "0" if context.num_processes <= 1 else n
         run_command([console_script("nnUNetv2_predict"), "-i", images, "-o", predictions, "-d", run.dataset_id,
                      "-c", run.configuration, "-tr", run.trainer_class, "-p", run.plans, "-f", run.fold.index,
-                     "-device", run.device, "-npp", n, "-nps", n, "--disable_progress_bar"],
+                     "-device", run.device, "-npp", workers, "-nps", workers, "--disable_progress_bar"],
                     context.env, folder / LOG, context.verbose)
         seconds = time.time() - start
         run_command([console_script("nnUNetv2_evaluate_folder"), labels, predictions,
