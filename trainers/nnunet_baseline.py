@@ -2,13 +2,13 @@
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnfm.training.patch_override import apply_patch_and_batch_overrides
+from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_validation_cases
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
 class nnUNetTrainer_nnFMBudget(nnUNetTrainer):
     """Unchanged nnUNetTrainer, except that nnFM's budget variables apply (nnFM_EPOCHS / nnFM_ITERATIONS /
-    nnFM_VAL_ITERATIONS, and nnFM_PATCH_SIZE / nnFM_BATCH_SIZE: nnfm/training/patch_override.py)."""
+    nnFM_VAL_ITERATIONS, and nnFM_PATCH_SIZE / nnFM_BATCH_SIZE / nnFM_VAL_CASES: nnfm/training/run_overrides.py)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -17,3 +17,10 @@ class nnUNetTrainer_nnFMBudget(nnUNetTrainer):
         for line in overrides:
             self.print_to_log_file(line)
         nnFMTrainer._apply_budget_from_environment(self)
+
+    def do_split(self):
+        tr_keys, val_keys = super().do_split()
+        val_keys, lines = limit_validation_cases(val_keys)
+        for line in lines:
+            self.print_to_log_file(line)
+        return tr_keys, val_keys

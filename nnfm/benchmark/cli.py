@@ -53,6 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="train every row at this patch (nnU-Net axis order) instead of the planned one, e.g. "
                            "32 48 32 on a CPU; the profile's name records it")
     runs.add_argument("--batch-size", type=int, default=None, help="train every row at this batch size")
+    runs.add_argument("--val-cases", type=int, default=None,
+                      help="nnU-Net's final validation on the first N cases of each fold only (its 8 mirrored "
+                           "sliding-window passes per case are minutes per run on a CPU)")
+    runs.add_argument("--disable-tta", action="store_true",
+                      help="predict the test set without mirroring (nnUNetv2_predict --disable_tta)")
     runs.add_argument("-w", "--weights", default=None,
                       help="pretrained weights for nnFMTrainer (registry name, path or 'random'); "
                            "default: nnFM_WEIGHTS, else the plans' or the encoder's published weights")
@@ -78,7 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.profile and not args.report_only:
         parser.error("--profile is required")
     try:
-        args.budget = resolve_profile(args.profile, args.patch_size, args.batch_size) if args.profile else None
+        args.budget = resolve_profile(args.profile, args.patch_size, args.batch_size, args.val_cases,
+                                     not args.disable_tta) if args.profile else None
         args.shots = [parse_shots(s) for s in args.shots]
     except ValueError as error:
         parser.error(str(error))

@@ -3,7 +3,8 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Optional, Tuple
 
-BUDGET_VARIABLES = ("nnFM_EPOCHS", "nnFM_ITERATIONS", "nnFM_VAL_ITERATIONS", "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE")
+BUDGET_VARIABLES = ("nnFM_EPOCHS", "nnFM_ITERATIONS", "nnFM_VAL_ITERATIONS", "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE",
+                    "nnFM_VAL_CASES")
 
 
 @dataclass(frozen=True)
@@ -13,15 +14,18 @@ class Budget:
     iterations: int            # training iterations per epoch
     val_iterations: int        # validation iterations per epoch (nnU-Net's pseudo Dice)
     overrides: bool = True     # False: nnU-Net's own defaults, no budget variables set
-    # CPU-sized training for every row alike (nnfm/training/patch_override.py); None: as planned
+    # CPU-sized training for every row alike (nnfm/training/run_overrides.py); None: as planned
     patch_size: Optional[Tuple[int, ...]] = None
     batch_size: Optional[int] = None
+    val_cases: Optional[int] = None    # nnU-Net's final validation on the first N cases of the fold; None: all
+    test_tta: bool = True              # False: the test set is predicted without mirroring (nnU-Net's --disable_tta)
 
     def as_record(self) -> dict:
         return {"profile": self.name, "epochs": self.epochs, "iterations_per_epoch": self.iterations,
                 "val_iterations_per_epoch": self.val_iterations,
                 "patch_size": "x".join(map(str, self.patch_size)) if self.patch_size else "planned",
-                "batch_size": self.batch_size or "planned"}
+                "batch_size": self.batch_size or "planned", "val_cases": self.val_cases or "all",
+                "test_tta": self.test_tta}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,22 +49,26 @@ PROFILES = {
 CUSTOM = re.compile(r"^(\d+)x(\d+)$")
 
 
-def resolve_profile(spec: str, patch_size: Optional[Tuple[int, ...]] = None,
-                    batch_size: Optional[int] = None) -> Budget:
+def resolve_profile(spec: str, patch_size: Optional[Tuple[int, ...]] = None, batch_size: Optional[int] = None,
+                    val_cases: Optional[int] = None, test_tta: bool = True) -> Budget:
     """A profile name, or EPOCHSxITERATIONS for a custom budget (named after itself, e.g. '4x2').
 
-    ``patch_size`` / ``batch_size`` override the profile's (or the plans') and go into the name, so runs at
-    another patch or batch get their own results folder: '20x20' + (32, 48, 32), 2 -> '20x20_p32x48x32_b2'.
+    The CPU-sizing options override the profile's and go into the name, so such runs get their own results
+    folder: '20x20' + patch (32, 48, 32), batch 2, 8 validation cases, no test-time mirroring ->
+    '20x20_p32x48x32_b2_v8_notta'.
     """
     budget = _resolve_named(spec)
-    if patch_size is None and batch_size is None:
+    if patch_size is None and batch_size is None and val_cases is None and test_tta:
         return budget
     if not budget.overrides:
-        raise ValueError(f"Profile {spec!r} is nnU-Net's own schedule; it takes no patch or batch override.")
+        raise ValueError(f"Profile {spec!r} is nnU-Net's own schedule; it takes no patch, batch, validation or "
+                         "test-time-augmentation override.")
     budget = replace(budget, patch_size=tuple(patch_size) if patch_size else budget.patch_size,
-                     batch_size=batch_size or budget.batch_size)
+                     batch_size=batch_size or budget.batch_size, val_cases=val_cases or budget.val_cases,
+                     test_tta=budget.test_tta and test_tta)
     suffix = (f"_p{'x'.join(map(str, budget.patch_size))}" if budget.patch_size else "") + \
-             (f"_b{budget.batch_size}" if budget.batch_size else "")
+             (f"_b{budget.batch_size}" if budget.batch_size else "") + \
+             (f"_v{budget.val_cases}" if budget.val_cases else "") + ("" if budget.test_tta else "_notta")
     return replace(budget, name=spec + suffix)
 
 
@@ -86,4 +94,6 @@ def budget_environment(budget: Budget, env: dict) -> dict:
             env["nnFM_PATCH_SIZE"] = ",".join(map(str, budget.patch_size))
         if budget.batch_size:
             env["nnFM_BATCH_SIZE"] = str(budget.batch_size)
+        if budget.val_cases:
+            env["nnFM_VAL_CASES"] = str(budget.val_cases)
     return env

@@ -7,7 +7,7 @@ from pathlib import Path
 from nnfm.benchmark.runs import RECORD
 
 LEADING = ["dataset", "configuration", "profile", "epochs", "iterations_per_epoch", "val_iterations_per_epoch", "patch_size",
-           "batch_size",
+           "batch_size", "val_cases", "test_tta",
            "trainer", "trainer_class", "plans", "weights", "weights_sha256", "base_fold", "fold", "shots", "n_train",
            "n_val", "seed", "device", "status", "mode"]
 TRAILING = ["final_train_loss", "final_val_loss", "wall_s", "epochs_run", "epochs_time_s", "s_per_iteration",

@@ -156,7 +156,8 @@ def _predict_and_evaluate(run: Run, context: Context, folder: Path) -> dict:
         workers = "0" if context.num_processes <= 1 else n
         run_command([console_script("nnUNetv2_predict"), "-i", images, "-o", predictions, "-d", run.dataset_id,
                      "-c", run.configuration, "-tr", run.trainer_class, "-p", run.plans, "-f", run.fold.index,
-                     "-device", run.device, "-npp", workers, "-nps", workers, "--disable_progress_bar"],
+                     "-device", run.device, "-npp", workers, "-nps", workers, "--disable_progress_bar"]
+                    + ([] if run.budget.test_tta else ["--disable_tta"]),
                     context.env, folder / LOG, context.verbose)
         seconds = time.time() - start
         run_command([console_script("nnUNetv2_evaluate_folder"), labels, predictions,
@@ -172,7 +173,8 @@ def _new_record(run: Run, folder: Path) -> dict:
                 dataset=run.dataset, dataset_id=run.dataset_id, configuration=run.configuration,
                 trainer=run.trainer, trainer_class=run.trainer_class, plans=run.plans,
                 weights=run.weights, base_fold=run.fold.base_fold, fold=run.fold.index, shots=run.shots,
-                n_train=run.fold.n_train, n_val=len(run.fold.val), seed=run.fold.seed, device=run.device,
+                n_train=run.fold.n_train, n_val=min(len(run.fold.val), run.budget.val_cases or len(run.fold.val)),
+                seed=run.fold.seed, device=run.device,
                 output_folder=str(folder), command=" ".join(sys.argv))
 
 

@@ -1,4 +1,4 @@
-"""Patch and batch size from the environment, for CPU-sized runs of planned networks.
+"""Patch size, batch size and validation cases from the environment, for CPU-sized runs of planned networks.
 
 nnU-Net plans the patch and batch for a GPU (about 10 GB). On a CPU, more and smaller steps learn more per
 minute, so the demo and the benchmark's CPU profiles train a smaller patch and batch than planned:
@@ -6,6 +6,10 @@ minute, so the demo and the benchmark's CPU profiles train a smaller patch and b
 into the plans the trainer copies to its output folder, so ``nnUNetv2_predict`` slides the window it was
 trained with. The same function serves nnFM's trainers and nnU-Net's own (``nnUNetTrainer_nnFMBudget``), so
 a benchmark compares them at one patch and batch.
+
+``nnFM_VAL_CASES=N`` keeps the first N (sorted) validation cases of the fold: nnU-Net validates every case of the
+fold with 8 mirrored sliding-window passes after training, minutes per run on a CPU when a few-shot fold keeps
+fold 0's 32 validation cases, while a benchmark's figure is its held-out test set.
 """
 import copy
 import os
@@ -14,7 +18,7 @@ from typing import List, Optional, Tuple
 
 from nnfm.errors import ConfigurationError
 
-PATCH_VARIABLE, BATCH_VARIABLE = "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE"
+PATCH_VARIABLE, BATCH_VARIABLE, VAL_CASES_VARIABLE = "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE", "nnFM_VAL_CASES"
 
 
 def parse_patch(text: str) -> Tuple[int, ...]:
@@ -77,3 +81,15 @@ def apply_patch_and_batch_overrides(plans: dict, configuration: str,
         lines.append(f"batch_size {config['batch_size']} -> {int(batch_text)} (from {BATCH_VARIABLE})")
         config["batch_size"] = int(batch_text)
     return plans, lines
+
+
+def limit_validation_cases(val_keys, environ: Optional[dict] = None) -> Tuple[list, List[str]]:
+    """(the first ``nnFM_VAL_CASES`` of the sorted validation cases, log lines); all of them when unset."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(VAL_CASES_VARIABLE)
+    if not text:
+        return list(val_keys), []
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{VAL_CASES_VARIABLE}={text!r} is not a positive integer.")
+    kept = sorted(val_keys)[:int(text)]
+    return kept, [f"validation cases {len(val_keys)} -> {len(kept)} (from {VAL_CASES_VARIABLE})"]

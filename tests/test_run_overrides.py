@@ -7,7 +7,7 @@ import pytest
 from conftest import trainer_in_process
 from nnfm.benchmark.profiles import budget_environment, resolve_profile
 from nnfm.errors import ConfigurationError
-from nnfm.training.patch_override import apply_patch_and_batch_overrides, parse_patch
+from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_validation_cases, parse_patch
 
 
 def plans_for(encoder=None, patch=(48, 64, 48), batch=3):
@@ -54,6 +54,16 @@ def test_bad_batch_is_refused():
         apply_patch_and_batch_overrides(plans_for("anatomix"), "3d_fullres", {"nnFM_BATCH_SIZE": "0"})
 
 
+def test_validation_cases_are_the_first_n_sorted():
+    cases = ["c3", "c1", "c2"]
+    assert limit_validation_cases(cases, {}) == (cases, [])
+    assert limit_validation_cases(cases, {"nnFM_VAL_CASES": "2"}) == \
+        (["c1", "c2"], ["validation cases 3 -> 2 (from nnFM_VAL_CASES)"])
+    assert limit_validation_cases(cases, {"nnFM_VAL_CASES": "9"})[0] == ["c1", "c2", "c3"]
+    with pytest.raises(ConfigurationError, match="nnFM_VAL_CASES='-1' is not a positive integer"):
+        limit_validation_cases(cases, {"nnFM_VAL_CASES": "-1"})
+
+
 def test_parse_patch_accepts_the_usual_spellings():
     assert parse_patch("32,48,32") == parse_patch("32x48x32") == parse_patch(" 32 48 32 ") == (32, 48, 32)
 
@@ -72,6 +82,9 @@ def test_benchmark_profile_names_and_sets_the_patch_and_batch():
     assert custom.as_record()["patch_size"] == "32x48x32" and demo.as_record()["batch_size"] == 2
     with pytest.raises(ValueError, match="nnU-Net's own schedule"):
         resolve_profile("full", [32, 48, 32])
+    cpu = resolve_profile("20x20", [32, 48, 32], 2, 8, test_tta=False)
+    assert cpu.name == "20x20_p32x48x32_b2_v8_notta" and budget_environment(cpu, {})["nnFM_VAL_CASES"] == "8"
+    assert (cpu.as_record()["val_cases"], cpu.as_record()["test_tta"]) == (8, False)
 
 
 def test_nnfm_and_nnunet_trainers_train_and_save_the_overridden_patch(hippocampus, nnunet_env, monkeypatch,
@@ -87,3 +100,6 @@ def test_nnfm_and_nnunet_trainers_train_and_save_the_overridden_patch(hippocampu
         # the plans nnU-Net saves next to the model (and nnUNetv2_predict reads) carry the trained patch
         assert trainer.plans_manager.plans["configurations"]["3d_fullres"]["patch_size"] == [32, 48, 32]
         assert json.loads(json.dumps(hippocampus["plans"]))["configurations"]["3d_fullres"]["patch_size"] != [32, 48, 32]
+        # nnFM_VAL_CASES: fold 0 of the test dataset validates on one case; 1 keeps it, for both trainers
+        monkeypatch.setenv("nnFM_VAL_CASES", "1")
+        assert trainer.do_split()[1] == hippocampus["val"]
