@@ -70,6 +70,26 @@ def check_ext_trainer(trainers_dir: Optional[str]) -> List[Line]:
     return lines
 
 
+def check_embedded_weights() -> List[Line]:
+    """Every weights file shipped inside the package is present and has its registered sha256."""
+    lines = []
+    try:
+        from nnfm.errors import NNFMError
+        from nnfm.weights.loading import resolve_checkpoint
+        from nnfm.weights.registry import embedded_weights
+        for entry in embedded_weights():
+            try:
+                path, sha = resolve_checkpoint(entry.name)
+                lines.append((True, f"embedded weights '{entry.name}' ({entry.family}): {path}, sha256 {sha} "
+                                    f"verified; {entry.description}"))
+            except NNFMError as error:
+                lines.append((False, str(error)))
+    except Exception as error:  # a doctor must report, not crash
+        lines.append((False, f"embedded weights could not be checked ({type(error).__name__}: {error}). Fix: "
+                             f"reinstall nnFM (pip install --force-reinstall --no-deps /path/to/nnFM)"))
+    return lines
+
+
 def diagnose() -> List[Line]:
     """Return a list of (ok, message) lines; never raises on a broken or shadowed installation."""
     try:
@@ -78,6 +98,7 @@ def diagnose() -> List[Line]:
     except Exception as error:  # a doctor must report, not crash
         lines = [(False, f"nnFM_doctor could not inspect the installation ({type(error).__name__}: {error}). "
                          f"Fix: reinstall nnFM (pip install --force-reinstall --no-deps /path/to/nnFM)")]
+    lines += check_embedded_weights()
     for name in NNUNET_FOLDERS:
         value = os.environ.get(name)
         lines.append((bool(value), f"{name}={value}" if value else f"{name} is not set. Fix: {export_line(name)}"))

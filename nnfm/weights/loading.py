@@ -9,7 +9,7 @@ from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, Checksum
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.download import cache_dir, download_entry, sha256_of, verify_sha256
 from nnfm.weights.families import detect_family, get_family
-from nnfm.weights.registry import available_weights, get_weights_entry
+from nnfm.weights.registry import available_weights, embedded_path, get_weights_entry
 from nnfm.weights.report import LoadReport
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
@@ -27,6 +27,8 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
                                           f"(nnFM_WEIGHTS or the plans' nnfm.weights).")
         raise WeightsUnavailableError(f"Unknown weights '{source}': not a file and not a registered name. "
                                       f"Registered: {', '.join(available_weights())}. A local path works too.")
+    if entry.embedded:
+        return _embedded_file(entry)
     cached = cache_dir() / entry.filename
     if not cached.is_file():
         cached = download_entry(entry)
@@ -36,6 +38,18 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
     except ChecksumMismatchError as error:
         raise ChecksumMismatchError(f"{error} Delete it to download it again.") from None
     return cached, sha
+
+
+def _embedded_file(entry) -> Tuple[Path, str]:
+    """An entry shipped inside the package: present and with its registered sha256, or a named error."""
+    path = embedded_path(entry)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Embedded weights '{entry.name}' are missing from the installation ({path}). "
+                                      f"Fix: reinstall nnFM from its repository (pip install --force-reinstall "
+                                      f"--no-deps /path/to/nnFM).")
+    sha = sha256_of(path)
+    verify_sha256(entry, sha, f"Embedded {path}")
+    return path, sha
 
 
 def adapt_stem_channels(weight: torch.Tensor, channels: int, dim: int = 1) -> Tuple[torch.Tensor, str]:

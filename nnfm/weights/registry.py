@@ -5,6 +5,7 @@ it is None: the downloader then records the hash it saw and warns that the file 
 instead of pretending to verify it.
 """
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 
@@ -22,6 +23,9 @@ class WeightsEntry:
     # where only a prefix of the sha256 is published (torch.hub-style file names "-<8 hex>.pth"), that prefix:
     # it is checked, and the file is reported as verified by prefix only
     sha256_prefix: Optional[str] = None
+    # shipped inside the package (nnfm/weights/embedded/<filename>): used offline, never downloaded; ``url`` is
+    # then how it was made, and ``sha256`` is required
+    embedded: bool = False
 
 
 _REGISTRY: Dict[str, WeightsEntry] = {}
@@ -38,6 +42,18 @@ def unregister_weights(name: str) -> None:
 
 def get_weights_entry(name: str) -> Optional[WeightsEntry]:
     return _REGISTRY.get(name)
+
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+
+
+def embedded_path(entry: WeightsEntry) -> Path:
+    """Where an embedded entry's file lies in the installed package."""
+    return EMBEDDED_DIR / entry.filename
+
+
+def embedded_weights() -> List[WeightsEntry]:
+    return [e for e in _REGISTRY.values() if e.embedded]
 
 
 def available_weights(family: Optional[str] = None) -> List[str]:
