@@ -146,6 +146,9 @@ def test_a_few_steps_lower_the_loss():
 
     Fixed samples and fixed voxel positions per step make this deterministic; on the endless
     synthetic stream the decrease only shows after tens of steps (see the pretraining report).
+    The loss first rises for about 5 steps (Adam's first steps with the batch-normalised projection head), and
+    by how much depends on the number of torch threads, so 8 steps were too few under one thread (pytest-xdist):
+    16 steps end 0.5 below the start with 1 or 2 threads.
     """
     torch.manual_seed(0)
     model = SupConPretrainingModel(settings=SupConSettings(voxels_per_layer=128, head_dim=64))
@@ -154,13 +157,13 @@ def test_a_few_steps_lower_the_loss():
     samples = [generator.sample(i) for i in range(2)]
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
     history = []
-    for step in range(8):
+    for step in range(16):
         loss, _ = model(batch["view1"], batch["view2"], batch["labels"], torch.Generator().manual_seed(step % 2))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         history.append(loss.item())
-    assert sum(history[-3:]) / 3 < sum(history[:3]) / 3 - 0.02, history
+    assert sum(history[-3:]) / 3 < sum(history[:3]) / 3 - 0.2, history
 
 
 @pytest.fixture(scope="module")
