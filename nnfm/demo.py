@@ -13,12 +13,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from nnfm.benchmark.profiles import PROFILES
 from nnfm.flags import parse_args
 
 DEFAULT_MSD = Path("..") / "shared" / "data" / "Task04_Hippocampus"
 DATASET_ID = 904
-# the CPU budget of the README's first command (documentation/benchmarks.md, "Demo budget")
-DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_PATCH = 15, 20, (32, 48, 32)
+# the CPU budget of the README's first command: nnFM_benchmark's "demo" profile (documentation/benchmarks.md,
+# "Demo budget"), so the benchmark can repeat the demo's training over draws
+BUDGET = PROFILES["demo"]
 DEFAULT_WEIGHTS = "anatomix"
 
 
@@ -44,6 +46,19 @@ def resolve_demo_weights(requested: str) -> str:
         return "random"
 
 
+def images_seen_in_pretraining(weights: str, cases: list) -> list:
+    """The given cases whose images the weights were pretrained on, from an embedded entry's provenance
+    (nnfm/weights/embedded/NAME.json, ``pretrained_on_cases``); [] when the weights say nothing about it."""
+    from nnfm.weights.registry import embedded_path, get_weights_entry
+
+    entry = get_weights_entry(weights)
+    if entry is None or not entry.embedded:
+        return []
+    provenance = embedded_path(entry).with_suffix(".json")
+    seen = set(json.loads(provenance.read_text()).get("pretrained_on_cases", [])) if provenance.is_file() else set()
+    return sorted(set(cases) & seen)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--msd", type=Path, default=Path(os.environ.get("nnFM_DEMO_DATA", DEFAULT_MSD)),
@@ -55,13 +70,16 @@ def main(argv=None) -> None:
     parser.add_argument("--val-cases", type=int, default=4,
                         help="fold 0's validation cases (nnU-Net's final validation; few keep the demo short)")
     parser.add_argument("--test-cases", type=int, default=10, help="held-back cases, never seen in training")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
-    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="training iterations per epoch")
-    parser.add_argument("--batch-size", type=int, default=2,
+    parser.add_argument("--epochs", type=int, default=BUDGET.epochs)
+    parser.add_argument("--iterations", type=int, default=BUDGET.iterations, help="training iterations per epoch")
+    parser.add_argument("--batch-size", type=int, default=BUDGET.batch_size,
                         help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's)")
-    parser.add_argument("--patch-size", type=int, nargs=3, default=DEFAULT_PATCH, metavar=("Z", "Y", "X"),
+    parser.add_argument("--patch-size", type=int, nargs=3, default=BUDGET.patch_size, metavar=("Z", "Y", "X"),
                         help="overrides the planned patch (multiples of 16) to fit the CPU budget; 0 0 0 keeps the "
                              "plan's (48 64 48 on Hippocampus, whose images are about 36 x 51 x 35)")
+    parser.add_argument("--tta", action="store_true",
+                        help="predict the test cases with nnU-Net's test-time mirroring (8 passes per window in 3D; "
+                             "off by default to keep the demo within minutes on a CPU)")
     parser.add_argument("--device", default="cpu")
     args = parse_args(parser, argv)
 
@@ -74,7 +92,10 @@ def main(argv=None) -> None:
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
                nnUNet_results=str(work / "results"), nnFM_EPOCHS=str(args.epochs),
                nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS="1", nnUNet_compile="0",
-               nnUNet_n_proc_DA=env_default("nnUNet_n_proc_DA", "2"))
+               nnUNet_n_proc_DA=env_default("nnUNet_n_proc_DA", "2"),
+               # nnU-Net's final validation exports through a pool of 8 spawned processes by default, each importing
+               # torch and nnU-Net: about a minute of a 2-core CPU for 4 validation cases
+               nnUNet_def_n_proc=env_default("nnUNet_def_n_proc", "1"))
     for name in ("nnFM_WEIGHTS", "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE"):
         env.pop(name, None)
 
@@ -90,6 +111,12 @@ def main(argv=None) -> None:
     train, val = pool[:args.train_cases], pool[args.train_cases:]
 
     weights = resolve_demo_weights(args.weights)
+    test_cases = sorted(p.name[:-len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
+    seen = images_seen_in_pretraining(args.weights, test_cases)
+    if weights != "random" and seen:
+        raise SystemExit(f"The weights '{args.weights}' were pretrained on the images of {len(seen)} of the demo's "
+                         f"test cases ({', '.join(seen[:5])}...), so their Dice would not be on unseen data. Use the "
+                         f"default --msd data and case draw, or --weights random.")
     run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
@@ -107,7 +134,7 @@ def main(argv=None) -> None:
     predictions = work / "test_predictions"
     run([console_script("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
          "-c", "3d_fullres", "-tr", args.trainer, "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
-         "-npp", "0", "-nps", "0"], env)  # sequential: no worker processes to start on a 2-core CPU
+         "-npp", "0", "-nps", "0"] + ([] if args.tta else ["--disable_tta"]), env)  # sequential: no workers on 2 cores
     run([console_script("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions),
          "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
 
@@ -118,7 +145,8 @@ def main(argv=None) -> None:
     print("\n==== nnFM demo result (held-back test cases, never used for training) ====")
     print(f"trainer {args.trainer}, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations "
           f"(batch {config['batch_size']}, patch {config['patch_size']}), {len(train)} training cases, "
-          f"{len(val)} validation cases, {args.test_cases} test cases")
+          f"{len(val)} validation cases, {args.test_cases} test cases, "
+          f"test-time mirroring {'on' if args.tta else 'off'}")
     for label, metrics in summary["mean"].items():
         print(f"Dice {names.get(label, label):>10}: {metrics['Dice']:.4f}")
     print(f"Dice       mean: {summary['foreground_mean']['Dice']:.4f}")

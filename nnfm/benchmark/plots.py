@@ -1,4 +1,5 @@
-"""Figures per dataset, configuration and profile: Dice vs labelled cases, and per-class Dice box plots."""
+"""Figures per dataset, configuration and profile: Dice vs labelled cases, and per-class Dice box plots; and per
+dataset and configuration, where runs differ only in their number of iterations, Dice vs fine-tuning budget."""
 import statistics
 from pathlib import Path
 
@@ -22,7 +23,59 @@ def write_plots(records: list, folder: Path) -> list:
         stem = f"{dataset}_{configuration}_{profile}"
         written.append(plot_dice_vs_labelled(group, folder / f"dice_vs_labelled_{stem}.png"))
         written.append(plot_per_class_boxes(group, folder / f"per_class_dice_{stem}.png"))
+    for (dataset, configuration, sizing), group in _by_sizing(done).items():
+        if len({_iterations(r) for r in group}) > 1:
+            stem = f"{dataset}_{configuration}" + (f"_{sizing}" if sizing else "")
+            written.append(plot_dice_vs_budget(group, folder / f"dice_vs_budget_{stem}.png"))
     return written
+
+
+def plot_dice_vs_budget(records: list, path: Path) -> Path:
+    """Mean +- sd Dice (held-out test set where there is one) vs training iterations (epochs x iterations per
+    epoch), one panel per number of labelled cases, one line per trainer. Each budget is its own run with its own
+    learning-rate schedule, not a checkpoint of a longer run."""
+    split = "test" if any(r.get("test_dice_mean") is not None for r in records) else "val"
+    sizes = sorted({r["n_train"] for r in records})
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.5), squeeze=False)
+    for axis, n in zip(axes[0], sizes):
+        for trainer, runs in _by_trainer([r for r in records if r["n_train"] == n]).items():
+            budgets = sorted({_iterations(r) for r in runs})
+            values = [[r[f"{split}_dice_mean"] for r in runs
+                       if _iterations(r) == b and r.get(f"{split}_dice_mean") is not None] for b in budgets]
+            kept = [(b, vs) for b, vs in zip(budgets, values) if vs]
+            if kept:
+                axis.errorbar([b for b, _ in kept], [statistics.mean(vs) for _, vs in kept],
+                              yerr=[statistics.stdev(vs) if len(vs) > 1 else 0 for _, vs in kept],
+                              marker="o", capsize=3,
+                              label=f"{trainer} ({'/'.join(str(len(vs)) for _, vs in kept)} runs)")
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("training iterations")
+        axis.set_ylabel(f"mean foreground Dice ({SPLITS[split]})")
+        axis.set_title(f"{n} labelled case{'s' if n != 1 else ''}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    first = records[0]
+    figure.suptitle(f"{first['dataset']} {first['configuration']}: Dice vs fine-tuning budget")
+    return _save(figure, path)
+
+
+def _iterations(record: dict) -> int:
+    return int(record["epochs"]) * int(record["iterations_per_epoch"])
+
+
+def _by_sizing(records: list) -> dict:
+    """Runs grouped by dataset, configuration and sizing (patch, batch, validation cases, test-time mirroring),
+    so that a group differs only in its budget; the sizing is named as the profiles name it ('p32x48x32_b2')."""
+    groups = {}
+    for r in records:
+        patch = r.get("patch_size")
+        patch = "x".join(map(str, patch)) if isinstance(patch, (list, tuple)) else patch
+        sizing = "_".join(part for part in (
+            f"p{patch}" if patch else "", f"b{r['batch_size']}" if r.get("batch_size") else "",
+            f"v{r['val_cases']}" if r.get("val_cases") else "",
+            "notta" if r.get("test_tta") in (False, "False") else "") if part)
+        groups.setdefault((r["dataset"], r["configuration"], sizing), []).append(r)
+    return groups
 
 
 def plot_dice_vs_labelled(records: list, path: Path) -> Path:
