@@ -23,7 +23,7 @@ setup(
     packages=find_packages(include=["nnfm", "nnfm.*"]) + ["nnfm_planners", "nnfm_trainers"],
     package_dir={"nnfm_planners": "planners", "nnfm_trainers": "trainers"},
     # weights shipped with nnFM (nnfm/weights/registry.py, ``embedded=True``): used offline, sha256-checked
-    package_data={"nnfm.weights": ["embedded/*.safetensors"]},
+    package_data={"nnfm.weights": ["embedded/*.safetensors", "embedded/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         # pip on this project's machines caps torch at 2.14.1; never ask for newer

@@ -46,19 +46,6 @@ def resolve_demo_weights(requested: str) -> str:
         return "random"
 
 
-def images_seen_in_pretraining(weights: str, cases: list) -> list:
-    """The given cases whose images the weights were pretrained on, from an embedded entry's provenance
-    (nnfm/weights/embedded/NAME.json, ``pretrained_on_cases``); [] when the weights say nothing about it."""
-    from nnfm.weights.registry import embedded_path, get_weights_entry
-
-    entry = get_weights_entry(weights)
-    if entry is None or not entry.embedded:
-        return []
-    provenance = embedded_path(entry).with_suffix(".json")
-    seen = set(json.loads(provenance.read_text()).get("pretrained_on_cases", [])) if provenance.is_file() else set()
-    return sorted(set(cases) & seen)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--msd", type=Path, default=Path(os.environ.get("nnFM_DEMO_DATA", DEFAULT_MSD)),
@@ -111,12 +98,6 @@ def main(argv=None) -> None:
     train, val = pool[:args.train_cases], pool[args.train_cases:]
 
     weights = resolve_demo_weights(args.weights)
-    test_cases = sorted(p.name[:-len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
-    seen = images_seen_in_pretraining(args.weights, test_cases)
-    if weights != "random" and seen:
-        raise SystemExit(f"The weights '{args.weights}' were pretrained on the images of {len(seen)} of the demo's "
-                         f"test cases ({', '.join(seen[:5])}...), so their Dice would not be on unseen data. Use the "
-                         f"default --msd data and case draw, or --weights random.")
     run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))

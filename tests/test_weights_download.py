@@ -1,4 +1,5 @@
 """Registry downloads against a local HTTP server on 127.0.0.1 (never any other address)."""
+import json
 import hashlib
 import socket
 import threading
@@ -92,13 +93,18 @@ def test_offline_download_says_where_to_put_the_file(cache, entry_factory):
 def test_embedded_weights_are_used_offline_and_checked(tmp_path, cache, monkeypatch):
     """An entry shipped in the package is read from the package folder, never downloaded; a wrong hash or a
     missing file is a named error with the fix."""
-    from safetensors.torch import save_file
     import nnfm.weights.registry as registry
+    from nnfm.doctor import check_embedded_weights
+    from nnfm.weights.embed import embed
 
     monkeypatch.setattr(registry, "EMBEDDED_DIR", tmp_path)
-    state = {k: v.half() for k, v in random_state_dict_from_layout(LAYOUTS / "anatomix_unet.json").items()}
-    save_file(state, str(tmp_path / "tiny_embedded.safetensors"))
+    # written as a maintainer embeds weights: python -m nnfm.weights.embed SRC NAME --provenance F --folder DIR
+    torch.save({"state_dict": random_state_dict_from_layout(LAYOUTS / "anatomix_unet.json")}, tmp_path / "src.pth")
+    record = embed(tmp_path / "src.pth", "tiny_embedded", {"steps": 3}, tmp_path)
     sha = hashlib.sha256((tmp_path / "tiny_embedded.safetensors").read_bytes()).hexdigest()
+    provenance = json.loads((tmp_path / "tiny_embedded.json").read_text())
+    assert record["sha256"] == provenance["sha256"] == sha and provenance["steps"] == 3
+    assert provenance["unwrapped"] and provenance["fp16_max_relative_rounding_error"] < 2 ** -10
     try:
         register_weights(WeightsEntry("tiny_embedded", "anatomix_unet", "made by a test", sha,
                                       "tiny_embedded.safetensors", "test", "test", "test", embedded=True))
@@ -106,22 +112,15 @@ def test_embedded_weights_are_used_offline_and_checked(tmp_path, cache, monkeypa
         assert (path, got) == (tmp_path / "tiny_embedded.safetensors", sha) and not cache.exists()
         report = load_pretrained(AnatomixUNet(), "tiny_embedded")       # fp16 file into the fp32 network
         assert report.family == "anatomix_unet" and not report.missing
+        doctor = [line for line in check_embedded_weights() if "tiny_embedded" in line[1]]
+        assert len(doctor) == 1 and doctor[0][0] and sha in doctor[0][1]
         register_weights(WeightsEntry("tiny_embedded", "anatomix_unet", "made by a test", "0" * 64,
                                       "tiny_embedded.safetensors", "test", "test", "test", embedded=True))
         with pytest.raises(ChecksumMismatchError, match="Embedded .*tiny_embedded.safetensors"):
             resolve_checkpoint("tiny_embedded")
+        assert [ok for ok, text in check_embedded_weights() if "tiny_embedded" in text] == [False]  # nnFM_doctor
         (tmp_path / "tiny_embedded.safetensors").unlink()
         with pytest.raises(WeightsUnavailableError, match="missing from the installation.*reinstall"):
             resolve_checkpoint("tiny_embedded")
     finally:
         unregister_weights("tiny_embedded")
-
-
-def test_every_shipped_weights_file_has_its_registered_hash():
-    from nnfm.doctor import check_embedded_weights
-    from nnfm.weights.registry import embedded_weights
-
-    for entry in embedded_weights():
-        path, sha = resolve_checkpoint(entry.name)
-        assert sha == entry.sha256 and path.suffix == ".safetensors"
-    assert all(ok for ok, _ in check_embedded_weights())

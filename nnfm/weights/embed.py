@@ -1,0 +1,60 @@
+"""Write a checkpoint as an embedded weights file: fp16 safetensors + a provenance JSON, inside the package.
+
+``python -m nnfm.weights.embed SRC NAME --provenance FACTS.json --folder nnfm/weights/embedded`` (run from the
+repository, so the file lands where it is committed) reads SRC (any layout ``load_pretrained`` reads; its state
+dict is unwrapped), stores its floating-point tensors as float16 in ``FOLDER/NAME.safetensors`` (half the bytes;
+``load_pretrained`` casts back to the network's dtype), writes ``NAME.json`` beside it (the facts given, the fp16 rounding error, the sha256) and prints the
+sha256 for the registry entry (``WeightsEntry(..., embedded=True)``).
+"""
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+from nnfm.weights.checkpoint_io import read_state_dict
+
+
+def to_fp16(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Floating-point tensors as contiguous float16; integer buffers (e.g. num_batches_tracked) unchanged."""
+    return {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+def embed(source: Path, name: str, facts: dict, folder: Path) -> dict:
+    from safetensors.torch import save_file
+
+    state, unwrapped = read_state_dict(source)
+    half = to_fp16(state)
+    # fp16 keeps 11 significant bits: the rounding error relative to each value is at most 2^-11 (except where a
+    # value is below fp16's normal range, about 6e-5, where the absolute error is what is left)
+    worst = max(float(((half[k].float() - v.float()).abs() / v.float().abs().clamp_min(6.1e-5)).max())
+                for k, v in state.items() if v.is_floating_point())
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.safetensors"
+    save_file(half, str(target))
+    target.chmod(0o644)  # safetensors writes owner-only files; an installed package must be readable by all
+    sha = hashlib.sha256(target.read_bytes()).hexdigest()
+    record = dict(facts, name=name, file=target.name, sha256=sha, tensors=len(half), unwrapped=unwrapped,
+                  source_sha256=hashlib.sha256(Path(source).read_bytes()).hexdigest(),
+                  fp16_max_relative_rounding_error=worst, bytes=target.stat().st_size)
+    (folder / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--provenance", type=Path, required=True,
+                        help="JSON of facts to keep beside the file (how it was made, on what, licence)")
+    parser.add_argument("--folder", type=Path, required=True,
+                        help="where to write (the repository's nnfm/weights/embedded, to commit the file)")
+    args = parser.parse_args(argv)
+    record = embed(args.source, args.name, json.loads(args.provenance.read_text()), args.folder)
+    print(json.dumps({k: record[k] for k in ("file", "sha256", "bytes", "fp16_max_relative_rounding_error")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
