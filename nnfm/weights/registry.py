@@ -72,6 +72,23 @@ register_weights(WeightsEntry(
                 "so the first download is recorded unverified.",
     license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
 
+# nnFM's own (issue 12): shipped in the package, used offline, not a default (documentation/benchmarks.md,
+# "Dataset-adaptive pretraining (MAE)": ahead of random init in 5 of 5 paired draws at 400 iterations, by less than
+# the shipping bar at 1 case). The JSON beside the file has how it was made (command, steps, cases seen and held out)
+register_weights(WeightsEntry(
+    name="anatomix_mae_hippocampus", family="anatomix_unet",
+    url="embedded (nnFM_pretrain mae; nnfm/weights/embedded/anatomix_mae_hippocampus.json)",
+    sha256="89f39defe9197a18ad3092c047465830ef68646b8d14dc9f6eb151a07012b0ae",
+    filename="anatomix_mae_hippocampus.safetensors", embedded=True,
+    description="nnFM's dataset-adaptive anatomix U-Net: masked-image reconstruction as nnssl's MAE on the images "
+                "of 160 MSD Hippocampus MRI cases (labels never read; the 40 cases nnFM_benchmark --test-cases 40 "
+                "holds out with case seed 0 were never seen), 850 steps of batch 4 at 32x48x32 on a 2-core CPU, "
+                "stored in fp16. For Hippocampus-like brain MRI; for other data pretrain on your own images with "
+                "nnFM_pretrain mae -d ID.",
+    license="CC-BY-SA 4.0 (trained on MSD Hippocampus, CC-BY-SA 4.0)",
+    citation="nnFM; masked-image modelling as Wald et al., An OpenMind for 3D medical vision self-supervised "
+             "learning (nnssl), 2025; data: Antonelli et al., The Medical Segmentation Decathlon, Nat. Commun. 2022"))
+
 register_weights(WeightsEntry(
     name="anatomix+brains", family="anatomix_unet",
     url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix+brains.pth", sha256=None,

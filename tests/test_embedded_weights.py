@@ -1,0 +1,35 @@
+"""nnFM's shipped weights (issue 12): they load offline into the network, and their provenance is consistent with
+the benchmark's held-out test set."""
+import json
+
+import pytest
+
+from conftest import HIPPOCAMPUS
+from nnfm.benchmark.data import draw_cases, msd_case_ids
+from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
+from nnfm.weights import load_pretrained, resolve_checkpoint
+from nnfm.weights.registry import embedded_path, embedded_weights, get_weights_entry
+
+NAME = "anatomix_mae_hippocampus"
+
+
+@pytest.fixture(scope="module")
+def provenance() -> dict:
+    return json.loads(embedded_path(get_weights_entry(NAME)).with_suffix(".json").read_text())
+
+
+def test_the_embedded_weights_load_strictly_into_the_anatomix_network_offline(provenance):
+    path, sha = resolve_checkpoint(NAME)
+    assert sha == get_weights_entry(NAME).sha256 == provenance["sha256"]
+    network = AnatomixSegmentationNetwork(1, 3)
+    report = load_pretrained(network.encoder, NAME)
+    assert report.family == "anatomix_unet" and report.ok and len(report.loaded) == provenance["tensors"]
+    assert not report.missing and not report.unexpected
+    assert NAME in [e.name for e in embedded_weights()]
+
+
+def test_provenance_names_disjoint_pretraining_and_held_out_cases_as_the_benchmark_draws_them(provenance):
+    seen, held_out = set(provenance["pretrained_on_cases"]), set(provenance["held_out_cases"])
+    assert (len(seen), len(held_out)) == (160, 40) and not seen & held_out
+    # nnFM_benchmark --test-cases 40 (case seed 0) holds out exactly these cases
+    assert draw_cases(msd_case_ids(HIPPOCAMPUS), 40, None, 0) == (sorted(seen), sorted(held_out))
