@@ -21,7 +21,7 @@ from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import get_encoder
-from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_validation_cases
+from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
 from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
 from nnfm.weights.provenance import model_folder_plans
@@ -79,10 +79,7 @@ class nnFMTrainer(nnUNetTrainer):
     def do_split(self):
         """nnU-Net's split; ``nnFM_VAL_CASES`` keeps the first N validation cases (CPU benchmarks)."""
         tr_keys, val_keys = super().do_split()
-        val_keys, lines = limit_validation_cases(val_keys)
-        for line in lines:
-            self.print_to_log_file(line)
-        return tr_keys, val_keys
+        return tr_keys, limit_trainer_validation_cases(self, val_keys)
 
     # ---- encoder ------------------------------------------------------------------------
     @classmethod

@@ -2,7 +2,7 @@
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_validation_cases
+from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
@@ -20,7 +20,4 @@ class nnUNetTrainer_nnFMBudget(nnUNetTrainer):
 
     def do_split(self):
         tr_keys, val_keys = super().do_split()
-        val_keys, lines = limit_validation_cases(val_keys)
-        for line in lines:
-            self.print_to_log_file(line)
-        return tr_keys, val_keys
+        return tr_keys, limit_trainer_validation_cases(self, val_keys)

@@ -93,3 +93,12 @@ def limit_validation_cases(val_keys, environ: Optional[dict] = None) -> Tuple[li
         raise ConfigurationError(f"{VAL_CASES_VARIABLE}={text!r} is not a positive integer.")
     kept = sorted(val_keys)[:int(text)]
     return kept, [f"validation cases {len(val_keys)} -> {len(kept)} (from {VAL_CASES_VARIABLE})"]
+
+
+def limit_trainer_validation_cases(trainer, val_keys) -> list:
+    """``limit_validation_cases`` for a trainer's ``do_split``, its log lines in the trainer's log (nnFM's trainers
+    and ``nnUNetTrainer_nnFMBudget`` share it)."""
+    kept, lines = limit_validation_cases(val_keys)
+    for line in lines:
+        trainer.print_to_log_file(line)
+    return kept
