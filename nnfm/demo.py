@@ -21,7 +21,10 @@ DATASET_ID = 904
 # the CPU budget of the README's first command: nnFM_benchmark's "demo" profile (documentation/benchmarks.md,
 # "Demo budget"), so the benchmark can repeat the demo's training over draws
 BUDGET = PROFILES["demo"]
-DEFAULT_WEIGHTS = "anatomix"
+# the anatomix encoder's registry default: nnFM's embedded MAE weights (offline; none of the demo's held-back test
+# cases was among their pretraining images, tests/test_embedded_weights.py)
+DEFAULT_WEIGHTS = "anatomix_mae_hippocampus"
+TRAIN_CASES, VAL_CASES, TEST_CASES = 40, 4, 10
 
 
 def run(command: list, env: dict) -> None:
@@ -53,10 +56,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("nnfm_work") / "demo")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="registry name, checkpoint path, or 'random'")
     parser.add_argument("-tr", "--trainer", default="nnFMTrainer", help="nnFM trainer (default: nnFMTrainer)")
-    parser.add_argument("--train-cases", type=int, default=40)
-    parser.add_argument("--val-cases", type=int, default=4,
+    parser.add_argument("--train-cases", type=int, default=TRAIN_CASES)
+    parser.add_argument("--val-cases", type=int, default=VAL_CASES,
                         help="fold 0's validation cases (nnU-Net's final validation; few keep the demo short)")
-    parser.add_argument("--test-cases", type=int, default=10, help="held-back cases, never seen in training")
+    parser.add_argument("--test-cases", type=int, default=TEST_CASES, help="held-back cases, never seen in training")
     parser.add_argument("--epochs", type=int, default=BUDGET.epochs)
     parser.add_argument("--iterations", type=int, default=BUDGET.iterations, help="training iterations per epoch")
     parser.add_argument("--batch-size", type=int, default=BUDGET.batch_size,

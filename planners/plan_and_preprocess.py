@@ -63,9 +63,20 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
           f"spacing {config['spacing']}, estimated training memory "
           f"{config['nnfm']['estimated_training_memory_gb']} GB (target {gpu_memory_target_gb} GB), "
           f"intensity window {config['architecture']['arch_kwargs'].get('input_window', 'none (z-scored input)')}")
+    print(describe_weights(config["nnfm"]["weights"]))
     if preprocess:
         preprocess_dataset(dataset_id, plans_name, (configuration,), (num_processes,), verbose=False)
     return plans_name
+
+
+def describe_weights(weights: str) -> str:
+    """One line on the weights the plans store: what a registry name is and where it comes from."""
+    from nnfm.weights.registry import get_weights_entry
+    entry = get_weights_entry(str(weights))
+    if entry is None:
+        return f"encoder weights: {weights}"
+    where = "embedded in the package, offline" if entry.embedded else f"downloaded from {entry.url}"
+    return f"encoder weights: {weights} ({where}; licence {entry.license}): {entry.description}"
 
 
 def main(argv=None) -> None:
@@ -75,7 +86,8 @@ def main(argv=None) -> None:
                         help="encoder from nnFM's registry (python -m nnfm.registry lists them)")
     parser.add_argument("-w", "--weights", default=None,
                         help="registry name or path of the pretrained checkpoint stored in the plans; "
-                             "'random' for none. Default: the encoder's published weights.")
+                             "'random' for none. Default: the encoder's registry default (python -m nnfm.registry; "
+                             "for anatomix nnFM's embedded MAE weights, offline).")
     parser.add_argument("-gpu_memory_target", type=float, default=8, help="GPU memory target in GB (as nnU-Net)")
     parser.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="processes")
     parser.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")

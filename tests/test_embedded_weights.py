@@ -33,3 +33,15 @@ def test_provenance_names_disjoint_pretraining_and_held_out_cases_as_the_benchma
     assert (len(seen), len(held_out)) == (160, 40) and not seen & held_out
     # nnFM_benchmark --test-cases 40 (case seed 0) holds out exactly these cases
     assert draw_cases(msd_case_ids(HIPPOCAMPUS), 40, None, 0) == (sorted(seen), sorted(held_out))
+
+
+def test_the_anatomix_default_is_the_embedded_weights_and_the_demo_tests_on_cases_they_never_saw(provenance):
+    from nnfm import demo
+    from nnfm.registry import get_encoder
+    assert get_encoder("anatomix").weights == NAME == demo.DEFAULT_WEIGHTS
+    # the demo's draw (prepare_msd: 10 held back of the first 54, case seed 0) must stay inside the held-out cases,
+    # otherwise its "never seen" Dice would be measured on images the default weights were pretrained on
+    n_pool = demo.TRAIN_CASES + demo.VAL_CASES
+    _, demo_test = draw_cases(msd_case_ids(HIPPOCAMPUS), demo.TEST_CASES, n_pool + demo.TEST_CASES, 0)
+    assert len(demo_test) == demo.TEST_CASES and set(demo_test) <= set(provenance["held_out_cases"])
+    assert not set(demo_test) & set(provenance["pretrained_on_cases"])
