@@ -226,3 +226,21 @@ def test_finished_runs_are_skipped(smoke, nnunet_env):
     assert {p: p.stat().st_mtime for p in finals} == finals
     assert {r["trainer"] for r in read_csv(smoke["output"] / "results.csv") if r["profile"] == "smoke"} == \
         {"nnFMTrainer", "nnFMTrainer_scratch"}
+
+
+@pytest.mark.e2e
+def test_other_weights_on_a_finished_runs_fold_stop_the_benchmark_before_any_training(smoke, nnunet_env, tmp_path,
+                                                                                       anatomix_checkpoint):
+    # nnU-Net keeps one model per trainer/plans/fold, so the same trainer with other weights cannot share an output;
+    # the runner must say so before it trains anything, not after the runs that come first
+    finals = {p: p.stat().st_mtime for p in smoke["output"].glob("smoke/*/*/fold_*/checkpoint_final.pth")}
+    other = tmp_path / "other_weights.pth"
+    other.write_bytes(anatomix_checkpoint.read_bytes())
+    command = benchmark_command(smoke["workdir"], "-tr", "nnFMTrainer_scratch", "nnFMTrainer", "--shots", 2,
+                                "--profile", "smoke", "-w", other)
+    result = subprocess.run([str(c) for c in command], env=nnunet_env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "nothing was started" in output, output[-3000:]
+    assert "requested_weights" in output and str(other) in output and "use another --output" in output
+    assert "training (" not in output
+    assert {p: p.stat().st_mtime for p in finals} == finals

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from nnfm.benchmark import data, planning, splits
 from nnfm.benchmark.commands import CommandFailed, nnunet_environment
-from nnfm.benchmark.runs import Context, Run, RunConflict, RunFailed, execute
+from nnfm.benchmark.runs import Context, Run, RunConflict, RunFailed, execute, preflight
 from nnfm.benchmark.trainer_table import trainer_class_for, trainer_spec
 
 
@@ -27,19 +27,21 @@ def run_benchmark(args, env: dict, output: Path) -> list:
             folds = [f for base in args.folds for f in _folds(preprocessed, base, args.shots, args.seeds)]
         except (data.DataConflict, planning.PlanningError, splits.SplitConflict, CommandFailed) as error:
             raise SystemExit(f"Dataset {dataset_id}: {error}")
-        for configuration in args.configurations:
-            for fold in folds:
-                for trainer in args.trainers:
-                    spec = trainer_spec(trainer)
-                    if not spec.supports(configuration):
-                        continue  # e.g. a 2d ViT trainer in a 3d_fullres benchmark
-                    run = Run(dataset_id, name, configuration, trainer, trainer_class_for(trainer, budget),
-                              spec.plans, fold, budget, weights if spec.pretrained else None, device)
-                    try:
-                        execute(run, context)
-                    except (RunFailed, RunConflict) as error:
-                        print(f"  FAILED: {error}", flush=True)
-                        failures.append(run.describe())
+        runs = [Run(dataset_id, name, configuration, trainer, trainer_class_for(trainer, budget),
+                    trainer_spec(trainer).plans, fold, budget,
+                    weights if trainer_spec(trainer).pretrained else None, device)
+                for configuration in args.configurations for fold in folds for trainer in args.trainers
+                if trainer_spec(trainer).supports(configuration)]  # e.g. no 2d ViT trainer in a 3d_fullres run
+        try:
+            preflight(runs, results_root)
+        except RunConflict as error:
+            raise SystemExit(f"Dataset {dataset_id}: {error}")
+        for run in runs:
+            try:
+                execute(run, context)
+            except (RunFailed, RunConflict) as error:
+                print(f"  FAILED: {error}", flush=True)
+                failures.append(run.describe())
     return failures
 
 

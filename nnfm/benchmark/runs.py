@@ -78,6 +78,37 @@ class Context:
     verbose: bool = False
 
 
+def check_no_conflict(run: Run, results_root: Path) -> None:
+    """RunConflict when the run's nnU-Net fold folder already holds another run (e.g. other weights or budget).
+
+    nnU-Net keys a model by trainer, plans, configuration and fold only, so one output folder can hold one run of
+    each; what else differs (requested weights, profile, patch) is named in the error with the fix.
+    """
+    folder = run.folder(results_root)
+    record = _read_record(folder)
+    if record is None or record["identity"] == run.identity():
+        return
+    old, new = record["identity"], run.identity()
+    differs = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} asked" for k in sorted(set(old) | set(new))
+                        if old.get(k) != new.get(k))
+    raise RunConflict(f"{folder} holds another run of {run.trainer_class} on this fold ({differs}). nnU-Net keeps "
+                      f"one model per trainer, plans, configuration and fold in a results folder: use another "
+                      f"--output for this run (e.g. one output per weights), or remove that folder to replace it.")
+
+
+def preflight(runs: list, results_root: Path) -> None:
+    """Check every run before any is trained, so a conflict stops the benchmark before hours of work, not after."""
+    problems = []
+    for run in runs:
+        try:
+            check_no_conflict(run, results_root)
+        except RunConflict as error:
+            problems.append(str(error))
+    if problems:
+        raise RunConflict(f"{len(problems)} of {len(runs)} runs conflict with finished runs; nothing was started:\n"
+                          + "\n".join(f"  - {p}" for p in problems))
+
+
 def training_state(folder: Path) -> str:
     """'finished' (trained and validated), 'validate' (trained only), 'resume' or 'fresh'."""
     if (folder / "checkpoint_final.pth").is_file():
@@ -88,10 +119,8 @@ def training_state(folder: Path) -> str:
 def execute(run: Run, context: Context) -> dict:
     """Do what is left of the run and return its record (marked 'skipped' when nothing was left)."""
     folder = run.folder(context.results_root)
+    check_no_conflict(run, context.results_root)
     record = _read_record(folder)
-    if record is not None and record["identity"] != run.identity():
-        raise RunConflict(f"{folder} holds a different run ({record['identity']}), not {run.identity()}: "
-                          "remove it or use another --output.")
     if record is not None and record["status"] == "done" and (context.test is None or record.get("test_n")):
         print(f"skip (done): {run.describe()}", flush=True)
         return dict(record, skipped=True)
