@@ -25,6 +25,13 @@ BUDGET = PROFILES["demo"]
 # cases was among their pretraining images, tests/test_embedded_weights.py)
 DEFAULT_WEIGHTS = "anatomix_mae_hippocampus"
 TRAIN_CASES, VAL_CASES, TEST_CASES = 40, 4, 10
+CASE_SEED = 0
+
+
+def case_draw(train_cases: int = TRAIN_CASES, val_cases: int = VAL_CASES, test_cases: int = TEST_CASES) -> tuple:
+    """(held-back test cases, cases used at all, case seed): how the demo draws its cases from the MSD folder
+    (``nnfm.benchmark.data.draw_cases`` / ``prepare_msd``)."""
+    return test_cases, train_cases + val_cases + test_cases, CASE_SEED
 
 
 def run(command: list, env: dict) -> None:
@@ -93,8 +100,7 @@ def main(argv=None) -> None:
     # held-back test cases go to imagesTs / labelsTs and never into the fingerprint, plans or training
     from nnfm.benchmark.data import prepare_msd
     from nnfm.paths import console_script
-    n_pool = args.train_cases + args.val_cases
-    raw = prepare_msd(args.msd, DATASET_ID, args.test_cases, n_pool + args.test_cases, 0, env, 2,
+    raw = prepare_msd(args.msd, DATASET_ID, *case_draw(args.train_cases, args.val_cases, args.test_cases), env, 2,
                       work / "convert.log", verbose=True)
     dataset_name = raw.name
     pool = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))

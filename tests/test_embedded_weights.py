@@ -39,9 +39,8 @@ def test_the_anatomix_default_is_the_embedded_weights_and_the_demo_tests_on_case
     from nnfm import demo
     from nnfm.registry import get_encoder
     assert get_encoder("anatomix").weights == NAME == demo.DEFAULT_WEIGHTS
-    # the demo's draw (prepare_msd: 10 held back of the first 54, case seed 0) must stay inside the held-out cases,
+    # the demo's draw (the arguments it gives prepare_msd) must stay inside the held-out cases,
     # otherwise its "never seen" Dice would be measured on images the default weights were pretrained on
-    n_pool = demo.TRAIN_CASES + demo.VAL_CASES
-    _, demo_test = draw_cases(msd_case_ids(HIPPOCAMPUS), demo.TEST_CASES, n_pool + demo.TEST_CASES, 0)
+    _, demo_test = draw_cases(msd_case_ids(HIPPOCAMPUS), *demo.case_draw())
     assert len(demo_test) == demo.TEST_CASES and set(demo_test) <= set(provenance["held_out_cases"])
     assert not set(demo_test) & set(provenance["pretrained_on_cases"])

@@ -27,11 +27,11 @@ def run_benchmark(args, env: dict, output: Path) -> list:
             folds = [f for base in args.folds for f in _folds(preprocessed, base, args.shots, args.seeds)]
         except (data.DataConflict, planning.PlanningError, splits.SplitConflict, CommandFailed) as error:
             raise SystemExit(f"Dataset {dataset_id}: {error}")
-        runs = [Run(dataset_id, name, configuration, trainer, trainer_class_for(trainer, budget),
-                    trainer_spec(trainer).plans, fold, budget,
-                    weights if trainer_spec(trainer).pretrained else None, device)
-                for configuration in args.configurations for fold in folds for trainer in args.trainers
-                if trainer_spec(trainer).supports(configuration)]  # e.g. no 2d ViT trainer in a 3d_fullres run
+        specs = {trainer: trainer_spec(trainer) for trainer in args.trainers}
+        runs = [Run(dataset_id, name, configuration, trainer, trainer_class_for(trainer, budget), spec.plans, fold,
+                    budget, weights if spec.pretrained else None, device)
+                for configuration in args.configurations for fold in folds for trainer, spec in specs.items()
+                if spec.supports(configuration)]  # e.g. no 2d ViT trainer in a 3d_fullres run
         try:
             preflight(runs, results_root)
         except RunConflict as error:

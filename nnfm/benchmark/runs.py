@@ -85,7 +85,10 @@ def check_no_conflict(run: Run, results_root: Path) -> None:
     each; what else differs (requested weights, profile, patch) is named in the error with the fix.
     """
     folder = run.folder(results_root)
-    record = _read_record(folder)
+    _refuse_conflict(run, folder, _read_record(folder))
+
+
+def _refuse_conflict(run: Run, folder: Path, record: Optional[dict]) -> None:
     if record is None or record["identity"] == run.identity():
         return
     old, new = record["identity"], run.identity()
@@ -119,8 +122,8 @@ def training_state(folder: Path) -> str:
 def execute(run: Run, context: Context) -> dict:
     """Do what is left of the run and return its record (marked 'skipped' when nothing was left)."""
     folder = run.folder(context.results_root)
-    check_no_conflict(run, context.results_root)
     record = _read_record(folder)
+    _refuse_conflict(run, folder, record)
     if record is not None and record["status"] == "done" and (context.test is None or record.get("test_n")):
         print(f"skip (done): {run.describe()}", flush=True)
         return dict(record, skipped=True)
