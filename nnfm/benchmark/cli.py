@@ -72,6 +72,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--workdir", type=Path, default=None,
                      help="use WORKDIR/nnUNet_raw, _preprocessed and _results instead of the environment's")
     out.add_argument("--report-only", action="store_true", help="only rebuild tables and plots from finished runs")
+    out.add_argument("--add-results", type=Path, nargs="+", default=[], metavar="CSV",
+                     help="also report the runs of earlier benchmarks (their results.csv; per-case Dice from the "
+                          "per_case_dice.csv beside it), e.g. from another session or machine; a run under --output "
+                          "replaces an imported run of the same identity")
+    out.add_argument("--reference", default=None, metavar="TRAINER",
+                     help="trainer (as the tables name it) whose run on the same draw each row is compared to in "
+                          "results.md's per-draw table (default: nnFMTrainer_scratch)")
     out.add_argument("-v", "--verbose", action="store_true", help="show nnU-Net's output (always in the logs)")
     args = parse_in_dialect(parser, argv)
     if args.msd and len(args.msd) != len(args.datasets):
@@ -82,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--test-cases and --max-cases need --msd")
     if not args.profile and not args.report_only:
         parser.error("--profile is required")
+    missing = [str(p) for p in args.add_results if not p.is_file()]
+    if missing:
+        parser.error(f"--add-results: no file {', '.join(missing)} (give the results.csv of an earlier benchmark)")
     try:
         args.budget = resolve_profile(args.profile, args.patch_size, args.batch_size, args.val_cases,
                                      not args.disable_tta) if args.profile else None
@@ -122,7 +132,7 @@ def main(argv=None) -> None:
     if not args.report_only:
         from nnfm.benchmark.orchestration import run_benchmark
         failures = run_benchmark(args, env, output)
-    report(output)
+    report(output, args.add_results, args.reference)
     if failures:
         print(f"\n{len(failures)} run(s) failed; rerun the same command to retry them:")
         for failure in failures:
@@ -130,17 +140,27 @@ def main(argv=None) -> None:
         sys.exit(1)
 
 
-def report(output: Path) -> None:
+def report(output: Path, add_results=(), reference=None) -> None:
+    """results.csv, per_case_dice.csv, results.md and plots/ for the runs under output and the imported ones."""
+    from nnfm.benchmark.imported_results import NotResultsFile, merge, records_from_csv
     from nnfm.benchmark.plots import write_plots
-    from nnfm.benchmark.results import collect_records, write_csv, write_markdown, write_per_case_csv
+    from nnfm.benchmark.results import DEFAULT_REFERENCE, collect_records, write_csv, write_markdown, write_per_case_csv
 
     records = collect_records(output)
+    try:
+        imported = [r for path in add_results for r in records_from_csv(path)]
+    except NotResultsFile as error:
+        raise SystemExit(str(error))
+    records, superseded = merge(records, imported)
+    for record in superseded:
+        print(f"  {record['imported_from']}: {record['trainer']} {record['profile']} N={record['n_train']} "
+              f"seed {record['seed']} is replaced by the run under {output}")
     if not records:
         print(f"No runs under {output} yet.")
         return
     write_csv(records, output / "results.csv")
     write_per_case_csv(records, output / "per_case_dice.csv")
-    write_markdown(records, output / "results.md")
+    write_markdown(records, output / "results.md", reference or DEFAULT_REFERENCE)
     plots = write_plots(records, output / "plots")
     print("\n" + (output / "results.md").read_text().split("\n## Runs")[0])
     done = sum(r["status"] == "done" for r in records)

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nnfm.benchmark.results import per_case_dice  # noqa: E402
+from nnfm.benchmark.results import per_case_dice, run_label  # noqa: E402
 
 SPLITS = {"val": "validation", "test": "held-out test"}
 
@@ -154,7 +154,7 @@ def _by_trainer(records: list) -> dict:
 
 
 def _trainer(record: dict) -> str:
-    return record["trainer_class"]
+    return run_label(record)
 
 
 def _save(figure, path: Path) -> Path:

@@ -12,14 +12,18 @@ LEADING = ["dataset", "configuration", "profile", "epochs", "iterations_per_epoc
            "n_val", "seed", "device", "status", "mode"]
 TRAILING = ["final_train_loss", "final_val_loss", "wall_s", "epochs_run", "epochs_time_s", "s_per_iteration",
             "peak_rss_mb", "peak_gpu_mb", "predict_s", "finished_at", "output_folder"]
-GROUP = ("dataset", "configuration", "profile", "trainer_class", "n_train")
+DEFAULT_REFERENCE = "nnFMTrainer_scratch"  # random initialisation of nnFM's network: what pretraining must beat
 
 
 def collect_records(output: Path) -> list:
     """Every run record under the benchmark folder (all profiles), in a stable order."""
     records = [json.loads(p.read_text()) for p in sorted(Path(output).glob(f"*/Dataset*/*/fold_*/{RECORD}"))]
-    return sorted(records, key=lambda r: (r["dataset"], r["configuration"], r["profile"], r["trainer_class"],
-                                          r["base_fold"], r["n_train"], r["seed"] if r["seed"] is not None else -1))
+    return sorted(records, key=record_order)
+
+
+def record_order(r: dict) -> tuple:
+    return (r["dataset"], r["configuration"], r["profile"], r["trainer_class"], weights_key(r), r["base_fold"],
+            r["n_train"], r["seed"] if r["seed"] is not None else -1)
 
 
 def class_columns(records: list) -> list:
@@ -73,7 +77,33 @@ def per_case_dice(records: list):
                     yield record, split, case["case"], name, case.get(name)
 
 
-def write_markdown(records: list, path: Path) -> None:
+def weights_key(record: dict) -> str:
+    """The weights a run started from: their sha256, or 'random' (nnU-Net's trainers, -w random)."""
+    if record.get("weights_sha256"):
+        return record["weights_sha256"]
+    return "random" if record.get("weights") in (None, "random") else str(record["weights"])
+
+
+def run_label(record: dict) -> str:
+    """The trainer as the tables and plots name it, with the weights' file stem where it loaded any
+    ('nnFMTrainer [anatomix_mae_hippocampus]'), so runs of one trainer from other weights stay apart."""
+    label = _trainer_label(record)
+    weights = record.get("weights")
+    if weights in (None, "random"):
+        return label
+    stem = Path(str(weights)).name
+    for suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
+        stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
+    return f"{label} [{stem}]"
+
+
+def run_identity(record: dict) -> tuple:
+    """What makes two records the same run: a rerun of it replaces it, a run differing in any part is another."""
+    return tuple(record.get(k) for k in ("dataset", "configuration", "profile", "trainer_class")) + (
+        weights_key(record),) + tuple(record.get(k) for k in ("base_fold", "n_train", "seed"))
+
+
+def write_markdown(records: list, path: Path, reference: str = DEFAULT_REFERENCE) -> None:
     done = [r for r in records if r.get("status") == "done"]
     classes = class_columns(done)
     lines = ["# nnFM benchmark results", "",
@@ -90,29 +120,64 @@ def write_markdown(records: list, path: Path) -> None:
         first = group[0]
         lines.append("| " + " | ".join(
             [first["dataset"], first["configuration"], f"{first['profile']} ({first['epochs']}x"
-             f"{first['iterations_per_epoch']})", _trainer_label(first), str(first["n_train"]), str(len(group)),
+             f"{first['iterations_per_epoch']})", run_label(first), str(first["n_train"]), str(len(group)),
              _mean_sd([r.get("val_dice_mean") for r in group])] +
             [_mean_sd([(r.get("val_dice") or {}).get(c) for r in group]) for c in classes] +
             [_mean_sd([r.get("test_dice_mean") for r in group]), _mean_sd([r.get("final_val_loss") for r in group]),
              _mean([r.get("s_per_iteration") for r in group], 3),
              _max([r.get("peak_rss_mb") for r in group]), _max([r.get("peak_gpu_mb") for r in group]),
              _mean([r.get("wall_s") for r in group], 0)]) + " |")
+    lines += _per_draw_table(done, reference)
     lines += ["", "## Runs", ""]
     lines += _table_header(["dataset", "profile", "trainer (class run)", "base fold", "nnU-Net fold", "labelled cases",
                             "seed", "weights", "val Dice", "test Dice", "final val loss", "s/iteration", "status"])
     for r in records:
         lines.append("| " + " | ".join(str(v) for v in [
-            r["dataset"], r["profile"], _trainer_label(r), r["base_fold"], r["fold"], r["n_train"],
+            r["dataset"], r["profile"], run_label(r), r["base_fold"], r["fold"], r["n_train"],
             "" if r["seed"] is None else r["seed"], Path(str(r.get("weights") or "")).name,
             _fmt(r.get("val_dice_mean"), 4), _fmt(r.get("test_dice_mean"), 4), _fmt(r.get("final_val_loss"), 4),
             _fmt(r.get("s_per_iteration"), 3), r["status"]]) + " |")
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def _per_draw_table(done: list, reference: str) -> list:
+    """Test Dice of every few-shot draw (seed) side by side, and each draw's difference to the reference trainer's
+    run on the same draw: the paired comparison, which the spread across draws would otherwise hide."""
+    drawn = [r for r in done if r.get("seed") is not None and r.get("test_dice_mean") is not None]
+    if not drawn:
+        return []
+    references = {_draw(r): r["test_dice_mean"] for r in drawn if run_label(r) == reference}
+    lines = ["", "## Test Dice per few-shot draw", "",
+             f"One run per draw (seed); − {reference}: the paired difference to its run on the same draw "
+             "(same labelled cases, budget and sizing).", ""]
+    lines += _table_header(["dataset", "profile", "trainer (class run)", "labelled cases", "seeds",
+                            "test Dice per seed", "mean ± sd", f"− {reference}, per seed", "mean difference"])
+    for _, group in _groups(drawn):
+        group = sorted(group, key=lambda r: r["seed"])
+        first = group[0]
+        differences = [r["test_dice_mean"] - references[_draw(r)] if _draw(r) in references else None
+                       for r in group]
+        shown = run_label(first) != reference and any(d is not None for d in differences)
+        lines.append("| " + " | ".join([
+            first["dataset"], first["profile"], run_label(first), str(first["n_train"]),
+            " / ".join(str(r["seed"]) for r in group),
+            " / ".join(f"{r['test_dice_mean']:.3f}" for r in group),
+            _mean_sd([r["test_dice_mean"] for r in group]),
+            " / ".join("–" if d is None else f"{d:+.3f}" for d in differences) if shown else "",
+            f"{statistics.mean(_numbers(differences)):+.3f}" if shown else ""]) + " |")
+    return lines
+
+
+def _draw(record: dict) -> tuple:
+    return tuple(record.get(k) for k in ("dataset", "configuration", "profile", "base_fold", "n_train", "seed"))
+
+
 def _groups(records: list):
     groups = {}
     for r in records:
-        groups.setdefault(tuple(r[k] for k in GROUP), []).append(r)
+        key = tuple(r.get(k) for k in ("dataset", "configuration", "profile")) + (run_label(r), weights_key(r),
+                                                                                 r.get("n_train"))
+        groups.setdefault(key, []).append(r)
     return groups.items()
 
 
