@@ -47,16 +47,20 @@ def test_a_results_csv_reads_back_as_the_records_it_was_written_from(tmp_path, n
         assert back["classes"] == ["Anterior", "Posterior"]
 
 
-def test_a_local_run_replaces_the_imported_run_of_its_identity_and_other_weights_stay_apart(tmp_path):
+def test_one_record_per_run_local_first_and_a_finished_run_replaces_an_unfinished_one(tmp_path):
+    unfinished = dict(_record("nnUNetTrainer", 3, 2, 0.0, weights=None), status="running", test_dice_mean=None)
     imported = records_from_csv(_written(tmp_path, [
-        _record("nnUNetTrainer", 3, 2, 0.1, weights=None),            # an unfinished-looking old run of this draw
+        unfinished,                                                    # another session did not finish this draw
         _record("nnFMTrainer_SGD", 3, 0, 0.66),                        # random init
-        _record("nnFMTrainer_SGD", 3, 0, 0.69, "mae.safetensors", MAE)]))
-    local = [_record("nnUNetTrainer", 3, 2, 0.75, weights=None, fold=9)]   # same draw, other fold index
-    records, superseded = merge(local, imported)
-    assert [r["test_dice_mean"] for r in superseded] == [0.1]
-    assert sorted(r["test_dice_mean"] for r in records) == [0.66, 0.69, 0.75]
-    assert sorted(run_label(r) for r in records) == ["nnFMTrainer_SGD", "nnFMTrainer_SGD [mae]", "nnUNetTrainer"]
+        _record("nnFMTrainer_SGD", 3, 0, 0.69, "mae.safetensors", MAE),
+        _record("nnFMTrainer_scratch", 3, 0, 0.61)]))
+    local = [_record("nnFMTrainer_scratch", 3, 0, 0.64, fold=9)]   # a rerun of the scratch draw, other fold index
+    redone = [_record("nnUNetTrainer", 3, 2, 0.75, weights=None, fold=9)]
+    records, superseded = merge(local, imported + redone)
+    assert sorted((r["status"], r["test_dice_mean"]) for r in superseded) == [("done", 0.61), ("running", None)]
+    assert sorted(r["test_dice_mean"] for r in records) == [0.64, 0.66, 0.69, 0.75]
+    assert sorted(run_label(r) for r in records) == \
+        ["nnFMTrainer_SGD", "nnFMTrainer_SGD [mae]", "nnFMTrainer_scratch", "nnUNetTrainer"]
 
 
 def test_the_per_draw_table_gives_each_draws_difference_to_the_reference_run_of_that_draw(tmp_path):

@@ -74,8 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--report-only", action="store_true", help="only rebuild tables and plots from finished runs")
     out.add_argument("--add-results", type=Path, nargs="+", default=[], metavar="CSV",
                      help="also report the runs of earlier benchmarks (their results.csv; per-case Dice from the "
-                          "per_case_dice.csv beside it), e.g. from another session or machine; a run under --output "
-                          "replaces an imported run of the same identity")
+                          "per_case_dice.csv beside it), e.g. from another session or machine; of two records of one "
+                          "run the first is kept (runs under --output first, then the files in the order given), "
+                          "except that a finished run replaces an unfinished one")
     out.add_argument("--reference", default=None, metavar="TRAINER",
                      help="trainer (as the tables name it) whose run on the same draw each row is compared to in "
                           "results.md's per-draw table (default: nnFMTrainer_scratch)")
@@ -153,8 +154,9 @@ def report(output: Path, add_results=(), reference=None) -> None:
         raise SystemExit(str(error))
     records, superseded = merge(records, imported)
     for record in superseded:
-        print(f"  {record['imported_from']}: {record['trainer']} {record['profile']} N={record['n_train']} "
-              f"seed {record['seed']} is replaced by the run under {output}")
+        print(f"  not reported: {record['trainer']} {record['profile']} N={record['n_train']} seed {record['seed']} "
+              f"({record['status']}) of {record.get('imported_from', output)}: the same run is reported from "
+              "another source")
     if not records:
         print(f"No runs under {output} yet.")
         return

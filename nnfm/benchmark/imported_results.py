@@ -51,15 +51,21 @@ def records_from_csv(path: Path) -> list:
 
 
 def merge(local: list, imported: list) -> tuple:
-    """(records, superseded): the local runs and the imported ones, where a local run replaces an imported run of
-    the same identity (dataset, configuration, profile, trainer, weights, base fold, labelled cases, seed)."""
-    seen = {run_identity(r) for r in local}
-    kept, superseded = list(local), []
-    for record in imported:
+    """(records, superseded): one record per run identity (dataset, configuration, profile, trainer, weights, base
+    fold, labelled cases, seed). The first one wins, local runs before imported ones in the order given, except
+    that a finished run replaces an unfinished one (a run another session did not finish, then did elsewhere)."""
+    kept, superseded = {}, []
+    for record in list(local) + list(imported):
         identity = run_identity(record)
-        (superseded if identity in seen else kept).append(record)
-        seen.add(identity)
-    return sorted(kept, key=record_order), superseded
+        held = kept.get(identity)
+        if held is None:
+            kept[identity] = record
+        elif held.get("status") != "done" and record.get("status") == "done":
+            superseded.append(held)
+            kept[identity] = record
+        else:
+            superseded.append(record)
+    return sorted(kept.values(), key=record_order), superseded
 
 
 def _value(column: str, text: str):
