@@ -18,14 +18,22 @@ def provenance() -> dict:
     return json.loads(embedded_path(get_weights_entry(NAME)).with_suffix(".json").read_text())
 
 
-def test_the_embedded_weights_load_strictly_into_the_anatomix_network_offline(provenance):
-    path, sha = resolve_checkpoint(NAME)
-    assert sha == get_weights_entry(NAME).sha256 == provenance["sha256"]
+@pytest.mark.parametrize("name", [e.name for e in embedded_weights()])
+def test_every_embedded_weights_file_loads_strictly_into_the_anatomix_network_offline(name):
+    entry = get_weights_entry(name)
+    facts = json.loads(embedded_path(entry).with_suffix(".json").read_text())
+    path, sha = resolve_checkpoint(name)
+    assert sha == entry.sha256 == facts["sha256"] and path == embedded_path(entry)
     network = AnatomixSegmentationNetwork(1, 3)
-    report = load_pretrained(network.encoder, NAME)
-    assert report.family == "anatomix_unet" and report.ok and len(report.loaded) == provenance["tensors"]
+    report = load_pretrained(network.encoder, name)
+    assert report.family == "anatomix_unet" and report.ok and len(report.loaded) == facts["tensors"]
     assert not report.missing and not report.unexpected
-    assert NAME in [e.name for e in embedded_weights()]
+    # what a user needs to trust a shipped file: how it was made, on what, for how long, under which licence
+    assert {"command", "dataset", "steps", "license"} <= set(facts) and entry.license
+
+
+def test_both_of_nnfms_pretraining_results_are_shipped():
+    assert {"anatomix_mae_hippocampus", "anatomix_synth_nnfm"} <= {e.name for e in embedded_weights()}
 
 
 def test_provenance_names_disjoint_pretraining_and_held_out_cases_as_the_benchmark_draws_them(provenance):

@@ -17,6 +17,7 @@ from nnfm.weights.families import get_family
 
 # the published layout of each registry weights name (../shared/checkpoint_layouts)
 LAYOUT_OF_WEIGHTS = {"anatomix": "anatomix_unet.json", "anatomix_mae_hippocampus": "anatomix_unet.json",
+                     "anatomix_synth_nnfm": "anatomix_unet.json",
                      "dinov3_vits16": "dinov3_vits16.json",
                      "dinov3_vitb16": "dinov3_vitb16.json", "meddinov3_vitb16": "meddinov3_vitb16.json",
                      "primus_m_openmind_mae": "nnssl_primus_m.json"}
