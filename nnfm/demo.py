@@ -21,9 +21,9 @@ DATASET_ID = 904
 # the CPU budget of the README's first command: nnFM_benchmark's "demo" profile (documentation/benchmarks.md,
 # "Demo budget"), so the benchmark can repeat the demo's training over draws
 BUDGET = PROFILES["demo"]
-# the anatomix encoder's registry default: nnFM's embedded MAE weights (offline; none of the demo's held-back test
-# cases was among their pretraining images, tests/test_embedded_weights.py)
-DEFAULT_WEIGHTS = "anatomix_mae_hippocampus"
+# the anatomix encoder's registry default (tests/test_embedded_weights.py keeps them equal): nnFM's embedded
+# synthetic-data weights, offline; they saw no real image, so no held-back case was seen in pretraining
+DEFAULT_WEIGHTS = "anatomix_synth_nnfm"
 TRAIN_CASES, VAL_CASES, TEST_CASES = 40, 4, 10
 CASE_SEED = 0
 

@@ -43,12 +43,22 @@ def test_provenance_names_disjoint_pretraining_and_held_out_cases_as_the_benchma
     assert draw_cases(msd_case_ids(HIPPOCAMPUS), 40, None, 0) == (sorted(seen), sorted(held_out))
 
 
-def test_the_anatomix_default_is_the_embedded_weights_and_the_demo_tests_on_cases_they_never_saw(provenance):
+def test_the_anatomix_default_is_embedded_and_the_demo_tests_on_cases_no_shipped_weights_saw():
     from nnfm import demo
     from nnfm.registry import get_encoder
-    assert get_encoder("anatomix").weights == NAME == demo.DEFAULT_WEIGHTS
-    # the demo's draw (the arguments it gives prepare_msd) must stay inside the held-out cases,
-    # otherwise its "never seen" Dice would be measured on images the default weights were pretrained on
+    default = get_encoder("anatomix").weights
+    assert default == demo.DEFAULT_WEIGHTS and get_weights_entry(default).embedded
+    # the demo's draw (the arguments it gives prepare_msd) must stay inside every shipped file's held-out cases,
+    # otherwise its "never seen" Dice would be measured on images some default was pretrained on
     _, demo_test = draw_cases(msd_case_ids(HIPPOCAMPUS), *demo.case_draw())
-    assert len(demo_test) == demo.TEST_CASES and set(demo_test) <= set(provenance["held_out_cases"])
-    assert not set(demo_test) & set(provenance["pretrained_on_cases"])
+    assert len(demo_test) == demo.TEST_CASES
+    for entry in embedded_weights():
+        facts = json.loads(embedded_path(entry).with_suffix(".json").read_text())
+        assert not set(demo_test) & set(facts.get("pretrained_on_cases", [])), entry.name
+        if "pretrained_on_cases" in facts:
+            assert set(demo_test) <= set(facts["held_out_cases"])
+
+
+def test_the_synthetic_weights_saw_no_real_case():
+    facts = json.loads(embedded_path(get_weights_entry("anatomix_synth_nnfm")).with_suffix(".json").read_text())
+    assert "pretrained_on_cases" not in facts and facts["dataset"].startswith("none: synthetic")

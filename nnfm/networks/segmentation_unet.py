@@ -128,9 +128,11 @@ register_encoder(EncoderEntry(
     # neel-dey/anatomix anatomix/model/network.py: Unet(dimension=3, input_nc=1, output_nc=16, num_downs=4, ngf=16)
     network_kwargs={"num_downs": 4, "ngf": 16, "encoder_out_channels": 16, "norm": "batch"},
     configuration="3d_fullres", planner="nnfm_planners.nnfm_planner.nnFMPlanner", trainer="nnFMTrainer",
-    # default: nnFM's embedded MAE weights, the only initialisation measured to beat random init here (issue 12,
-    # documentation/benchmarks.md); the published synthetic-data weights are -w anatomix (a download)
-    scratch_trainer="nnFMTrainer_scratch", families=("anatomix_unet",), weights="anatomix_mae_hippocampus",
+    # default: nnFM's embedded synthetic-data weights (anatomix's recipe): ahead of random init in every 1- and
+    # 3-case draw measured, ahead of the Hippocampus MAE weights at 1 case, and no real data seen, so they suit any
+    # dataset (issue 12, documentation/benchmarks.md). -w anatomix_mae_hippocampus: the MAE weights (offline);
+    # -w anatomix: the authors' published weights (a download)
+    scratch_trainer="nnFMTrainer_scratch", families=("anatomix_unet",), weights="anatomix_synth_nnfm",
     input_convention="window01: [0, 1], background 0 (anatomix/segmentation/segmentation_utils.py)",
     recipe="Adam 2e-4, no weight decay, cosine (anatomix/segmentation/train_segmentation.py)",
     token_stride=16, min_axis=32,
