@@ -13,15 +13,20 @@ from nnfm.weights.registry import embedded_path, embedded_weights, get_weights_e
 NAME = "anatomix_mae_hippocampus"
 
 
+def _provenance(name: str) -> dict:
+    """The JSON that python -m nnfm.weights.embed wrote beside an embedded weights file."""
+    return json.loads(embedded_path(get_weights_entry(name)).with_suffix(".json").read_text())
+
+
 @pytest.fixture(scope="module")
 def provenance() -> dict:
-    return json.loads(embedded_path(get_weights_entry(NAME)).with_suffix(".json").read_text())
+    return _provenance(NAME)
 
 
 @pytest.mark.parametrize("name", [e.name for e in embedded_weights()])
 def test_every_embedded_weights_file_loads_strictly_into_the_anatomix_network_offline(name):
     entry = get_weights_entry(name)
-    facts = json.loads(embedded_path(entry).with_suffix(".json").read_text())
+    facts = _provenance(name)
     path, sha = resolve_checkpoint(name)
     assert sha == entry.sha256 == facts["sha256"] and path == embedded_path(entry)
     network = AnatomixSegmentationNetwork(1, 3)
@@ -53,12 +58,12 @@ def test_the_anatomix_default_is_embedded_and_the_demo_tests_on_cases_no_shipped
     _, demo_test = draw_cases(msd_case_ids(HIPPOCAMPUS), *demo.case_draw())
     assert len(demo_test) == demo.TEST_CASES
     for entry in embedded_weights():
-        facts = json.loads(embedded_path(entry).with_suffix(".json").read_text())
+        facts = _provenance(entry.name)
         assert not set(demo_test) & set(facts.get("pretrained_on_cases", [])), entry.name
         if "pretrained_on_cases" in facts:
             assert set(demo_test) <= set(facts["held_out_cases"])
 
 
 def test_the_synthetic_weights_saw_no_real_case():
-    facts = json.loads(embedded_path(get_weights_entry("anatomix_synth_nnfm")).with_suffix(".json").read_text())
+    facts = _provenance("anatomix_synth_nnfm")
     assert "pretrained_on_cases" not in facts and facts["dataset"].startswith("none: synthetic")

@@ -4,7 +4,7 @@
 repository, so the file lands where it is committed) reads SRC (any layout ``load_pretrained`` reads; its state
 dict is unwrapped), stores its floating-point tensors as float16 in ``FOLDER/NAME.safetensors`` (half the bytes;
 ``load_pretrained`` casts back to the network's dtype), writes ``NAME.json`` beside it (the facts given, the fp16 rounding error, the sha256) and prints the
-sha256 for the registry entry (``WeightsEntry(..., embedded=True)``).
+sha256 for the registry entry (``register_embedded_weights(NAME, ..., sha256)`` in ``nnfm/weights/registry.py``).
 """
 import argparse
 import hashlib

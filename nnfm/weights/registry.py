@@ -56,6 +56,14 @@ def embedded_weights() -> List[WeightsEntry]:
     return [e for e in _REGISTRY.values() if e.embedded]
 
 
+def register_embedded_weights(name: str, made_by: str, sha256: str, **fields) -> WeightsEntry:
+    """Register weights shipped as ``embedded/<name>.safetensors`` (``python -m nnfm.weights.embed``), with the
+    provenance JSON ``embedded/<name>.json`` beside them; ``made_by`` names the command that made them."""
+    return register_weights(WeightsEntry(
+        name=name, url=f"embedded ({made_by}; nnfm/weights/embedded/{name}.json)", sha256=sha256,
+        filename=f"{name}.safetensors", embedded=True, **fields))
+
+
 def available_weights(family: Optional[str] = None) -> List[str]:
     return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
@@ -77,11 +85,9 @@ register_weights(WeightsEntry(
 # 3 labelled cases by +0.12 Dice, twice the spread across draws (documentation/benchmarks.md, "nnFM's own pretrained
 # encoders vs random initialisation").
 # The JSON beside the file has how it was made (command, steps, cases seen and held out)
-register_weights(WeightsEntry(
-    name="anatomix_mae_hippocampus", family="anatomix_unet",
-    url="embedded (nnFM_pretrain mae; nnfm/weights/embedded/anatomix_mae_hippocampus.json)",
-    sha256="89f39defe9197a18ad3092c047465830ef68646b8d14dc9f6eb151a07012b0ae",
-    filename="anatomix_mae_hippocampus.safetensors", embedded=True,
+register_embedded_weights(
+    "anatomix_mae_hippocampus", "nnFM_pretrain mae",
+    "89f39defe9197a18ad3092c047465830ef68646b8d14dc9f6eb151a07012b0ae", family="anatomix_unet",
     description="nnFM's dataset-adaptive anatomix U-Net: masked-image reconstruction as nnssl's MAE on the images "
                 "of 160 MSD Hippocampus MRI cases (labels never read; the 40 cases nnFM_benchmark --test-cases 40 "
                 "holds out with case seed 0 were never seen), 850 steps of batch 4 at 32x48x32 on a 2-core CPU, "
@@ -89,23 +95,21 @@ register_weights(WeightsEntry(
                 "nnFM_pretrain mae -d ID.",
     license="CC-BY-SA 4.0 (trained on MSD Hippocampus, CC-BY-SA 4.0)",
     citation="nnFM; masked-image modelling as Wald et al., An OpenMind for 3D medical vision self-supervised "
-             "learning (nnssl), 2025; data: Antonelli et al., The Medical Segmentation Decathlon, Nat. Commun. 2022"))
+             "learning (nnssl), 2025; data: Antonelli et al., The Medical Segmentation Decathlon, Nat. Commun. 2022")
 
 # nnFM's own (issue 12): anatomix's synthetic-data recipe (nnFM_pretrain synth defaults), 500 steps on a 2-core CPU.
 # No real image was read, so it carries no dataset's licence or bias. On 40 unseen Hippocampus cases it was ahead
 # of random init in every draw (1 and 3 labelled cases; 100 and 400 fine-tuning iterations, at 100 by +0.33 to
 # +0.38 mean Dice); the anatomix encoder's default (documentation/benchmarks.md, issue 12)
-register_weights(WeightsEntry(
-    name="anatomix_synth_nnfm", family="anatomix_unet",
-    url="embedded (nnFM_pretrain synth; nnfm/weights/embedded/anatomix_synth_nnfm.json)",
-    sha256="d73dde9e3710f627757c15dbfb164f71c51e23fda671c818670ed1b59f44e2f1",
-    filename="anatomix_synth_nnfm.safetensors", embedded=True,
+register_embedded_weights(
+    "anatomix_synth_nnfm", "nnFM_pretrain synth",
+    "d73dde9e3710f627757c15dbfb164f71c51e23fda671c818670ed1b59f44e2f1", family="anatomix_unet",
     description="nnFM's synthetic-data anatomix U-Net: voxel SupCon on random label ensembles with anatomix's "
                 "pretraining recipe (6 conv taps, 3-layer batch-norm heads, uniform voxel sampling, AdamW 2e-4, "
                 "weight decay 1e-5), 500 steps of batch 2 at 32^3 on a 2-core CPU (12 min), stored in fp16. "
                 "No real data seen: usable for any modality; anatomix's published weights trained far longer.",
     license="Apache-2.0 (nnFM; synthetic training data only)",
-    citation="nnFM; recipe of " + _ANATOMIX_CITE))
+    citation="nnFM; recipe of " + _ANATOMIX_CITE)
 
 register_weights(WeightsEntry(
     name="anatomix+brains", family="anatomix_unet",
