@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nnfm.benchmark.cli import parse_args, report
+from nnfm.benchmark.cli import main, parse_args, report
 from nnfm.benchmark.imported_results import NotResultsFile, merge, records_from_csv
 from nnfm.benchmark.results import run_identity, run_label, write_csv, write_markdown, write_per_case_csv
 from nnfm.benchmark.runs import RECORD
@@ -100,3 +100,12 @@ def test_a_file_that_is_not_a_results_csv_is_refused_with_its_name_and_what_is_m
     with pytest.raises(SystemExit):
         parse_args(["-d", "904", "--report-only", "--add-results", str(tmp_path / "missing.csv")])
     assert "--add-results: no file" in capsys.readouterr().err
+
+
+def test_report_only_with_an_output_folder_needs_no_nnunet_folders(tmp_path, monkeypatch):
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(name, raising=False)
+    earlier = _written(tmp_path, [_record("nnFMTrainer_scratch", 1, s, 0.3 + 0.1 * s) for s in (0, 1, 2)])
+    main(["-d", "904", "--report-only", "-o", str(tmp_path / "report"), "--add-results", str(earlier)])
+    assert len(records_from_csv(tmp_path / "report" / "results.csv")) == 3
+    assert not (tmp_path / "nnUNet_raw").exists()

@@ -126,8 +126,11 @@ def nnunet_folders(args) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    env = nnunet_folders(args)
-    output = (args.output or Path(env["nnUNet_results"]) / "nnFM_benchmark").resolve()
+    if args.report_only and args.output:  # only reads results: needs no nnU-Net folders
+        output = args.output.resolve()
+    else:
+        env = nnunet_folders(args)
+        output = (args.output or Path(env["nnUNet_results"]) / "nnFM_benchmark").resolve()
     output.mkdir(parents=True, exist_ok=True)
     failures = []
     if not args.report_only:
