@@ -1,5 +1,6 @@
 """The runner's figures from finished-run records (no training): the budget curve appears only where runs of the
 same sizing differ in their number of iterations, and plots what the records say."""
+from nnfm.benchmark import plots
 from nnfm.benchmark.plots import _by_sizing, write_plots
 
 
@@ -25,3 +26,22 @@ def test_a_budget_curve_only_for_runs_that_differ_in_budget(tmp_path):
     # one profile only: no budget curve at all
     single = [r for r in records if r["epochs"] == 20 and r["patch_size"] == [32, 48, 32]]
     assert not [p for p in write_plots(single, tmp_path / "single") if p.name.startswith("dice_vs_budget")]
+
+
+def test_a_trainer_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
+    # a trainer run only at 3 labelled cases must not shift the colours of the others in that panel
+    records = [_record(f"{e}x20_p32x48x32_b2_v4_notta", e, t, n, s, 0.5)
+               for e in (5, 20) for t in ("nnFMTrainer", "nnFMTrainer_scratch") for n in (1, 3) for s in (0, 1)]
+    records += [_record("20x20_p32x48x32_b2_v4_notta", 20, "nnFMTrainer_Adam", 3, s, 0.6) for s in (0, 1)]
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    plots.plot_dice_vs_budget(records, tmp_path / "budget.png")
+    plots.plot_dice_vs_labelled(records, tmp_path / "labelled.png")
+    for figure in figures:
+        colours = {}
+        for axis in figure.axes:
+            for bars in axis.containers:  # one ErrorbarContainer per line
+                colours.setdefault(bars.get_label().split(" (")[0], set()).add(bars.lines[0].get_color())
+        assert colours.keys() >= {"nnFMTrainer", "nnFMTrainer_scratch"}
+        assert all(len(c) == 1 for c in colours.values()), colours
+        assert len(set.union(*colours.values())) == len(colours)

@@ -36,6 +36,7 @@ def plot_dice_vs_budget(records: list, path: Path) -> Path:
     learning-rate schedule, not a checkpoint of a longer run."""
     split = "test" if any(r.get("test_dice_mean") is not None for r in records) else "val"
     sizes = sorted({r["n_train"] for r in records})
+    colours = _colours(records)
     figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.5), squeeze=False)
     for axis, n in zip(axes[0], sizes):
         for trainer, runs in _by_trainer([r for r in records if r["n_train"] == n]).items():
@@ -46,7 +47,7 @@ def plot_dice_vs_budget(records: list, path: Path) -> Path:
             if kept:
                 axis.errorbar([b for b, _ in kept], [statistics.mean(vs) for _, vs in kept],
                               yerr=[statistics.stdev(vs) if len(vs) > 1 else 0 for _, vs in kept],
-                              marker="o", capsize=3,
+                              marker="o", capsize=3, color=colours[trainer],
                               label=f"{trainer} ({'/'.join(str(len(vs)) for _, vs in kept)} runs)")
         axis.set_ylim(-0.02, 1.02)
         axis.set_xlabel("training iterations")
@@ -82,6 +83,7 @@ def plot_dice_vs_labelled(records: list, path: Path) -> Path:
     splits = [s for s in SPLITS if any(r.get(f"{s}_dice_mean") is not None for r in records)] or ["val"]
     figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4.5), squeeze=False)
     sizes = sorted({r["n_train"] for r in records})
+    colours = _colours(records)
     for axis, split in zip(axes[0], splits):
         for trainer, runs in _by_trainer(records).items():
             points = sorted({r["n_train"] for r in runs})
@@ -92,7 +94,7 @@ def plot_dice_vs_labelled(records: list, path: Path) -> Path:
                 continue
             axis.errorbar([n for n, _ in kept], [statistics.mean(vs) for _, vs in kept],
                           yerr=[statistics.stdev(vs) if len(vs) > 1 else 0 for _, vs in kept],
-                          marker="o", capsize=3, label=trainer)
+                          marker="o", capsize=3, color=colours[trainer], label=trainer)
         if sizes[0] > 0 and sizes[-1] / sizes[0] >= 4:
             axis.set_xscale("log")  # few-shot sizes span orders of magnitude
         axis.set_xticks(sizes)
@@ -117,7 +119,7 @@ def plot_per_class_boxes(records: list, path: Path) -> Path:
     splits = [s for s in SPLITS if any(k[0] == s for k in cases)] or ["val"]
     classes = sorted({name for record in records for name in record.get("classes", [])})
     boxes = sorted({box for per_box in cases.values() for box in per_box}, key=lambda b: (b[0], b[1]))
-    colours = {t: f"C{i}" for i, t in enumerate(sorted({b[0] for b in boxes}))}
+    colours = _colours(records)
     figure, axes = plt.subplots(len(splits), max(1, len(classes)),
                                 figsize=(max(5, 0.9 * len(boxes) + 2) * max(1, len(classes)), 4.5 * len(splits)),
                                 squeeze=False)
@@ -151,6 +153,11 @@ def _by_trainer(records: list) -> dict:
     for r in records:
         groups.setdefault(_trainer(r), []).append(r)
     return dict(sorted(groups.items()))
+
+
+def _colours(records: list) -> dict:
+    """One colour per trainer for the whole figure, so that a line keeps its colour in every panel."""
+    return {t: f"C{i % 10}" for i, t in enumerate(sorted({_trainer(r) for r in records}))}
 
 
 def _trainer(record: dict) -> str:
