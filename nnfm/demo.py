@@ -1,8 +1,9 @@
 """``nnFM_demo``: the whole pipeline on real MRI, on the CPU, in minutes, with nnU-Net's own commands.
 
 MSD Hippocampus -> nnUNetv2_convert_MSD_dataset -> nnFM_plan_and_preprocess -> nnUNetv2_train
-(nnFMTrainer, fold 0, short budget) -> nnUNetv2_predict on held-back cases -> nnUNetv2_evaluate_folder.
-Everything lives in its own workspace folder; nothing is downloaded.
+(nnFMTrainer, fold 0, short budget) -> nnUNetv2_predict on held-back cases -> nnUNetv2_evaluate_folder ->
+segmentation.png (worst, median and best held-back case). Everything lives in its own workspace folder, emptied at
+the start; nothing is downloaded. Each command is printed with the environment it ran in, so it reruns as shown.
 """
 import argparse
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from nnfm.benchmark.profiles import PROFILES
 from nnfm.flags import parse_args
+from nnfm.segmentation_figure import write_segmentation_figure
 
 DEFAULT_MSD = Path("..") / "shared" / "data" / "Task04_Hippocampus"
 DATASET_ID = 904
@@ -34,17 +36,33 @@ def case_draw(train_cases: int = TRAIN_CASES, val_cases: int = VAL_CASES, test_c
     return test_cases, train_cases + val_cases + test_cases, CASE_SEED
 
 
-def run(command: list, env: dict) -> None:
-    print(f"\n$ {shlex.join(command)}", flush=True)
+def shell_environment(env: dict, shown: dict) -> list:
+    """The export / unset lines that make a printed command rerunnable in a fresh shell: variables of ``env`` that
+    differ from this process's environment and were not printed yet (``shown`` records what was)."""
+    lines = []
+    for name in sorted(set(env) | set(shown) | set(os.environ)):
+        value = env.get(name)
+        if value == shown.get(name, os.environ.get(name)):
+            continue
+        lines.append(f"export {name}={shlex.quote(value)}" if value is not None else f"unset {name}")
+        shown[name] = value
+    return lines
+
+
+def run(command: list, env: dict, shown: dict) -> None:
+    print()
+    for line in shell_environment(env, shown):
+        print(f"$ {line}")
+    print(f"$ {shlex.join(command)}", flush=True)
     subprocess.run(command, env=env, check=True)
 
 
 def resolve_demo_weights(requested: str) -> str:
     """Use the published weights if they are available offline; otherwise say so and go on without."""
-    if requested.lower() in ("random", "none", "scratch"):
-        return "random"
     from nnfm.errors import NNFMError
-    from nnfm.weights import resolve_checkpoint
+    from nnfm.weights import is_random_init, resolve_checkpoint
+    if is_random_init(requested):
+        return "random"
     try:
         path, sha = resolve_checkpoint(requested)
         print(f"Pretrained weights: {requested} -> {path} (sha256 {sha})")
@@ -60,7 +78,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--msd", type=Path, default=Path(os.environ.get("nnFM_DEMO_DATA", DEFAULT_MSD)),
                         help="MSD Task04_Hippocampus folder (default: ../shared/data/Task04_Hippocampus)")
-    parser.add_argument("--workdir", type=Path, default=Path("nnfm_work") / "demo")
+    parser.add_argument("--workdir", type=Path, default=Path("nnfm_work") / "demo",
+                        help="the demo's nnU-Net folders and outputs; emptied at the start of every run")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="registry name, checkpoint path, or 'random'")
     parser.add_argument("-tr", "--trainer", default="nnFMTrainer", help="nnFM trainer (default: nnFMTrainer)")
     parser.add_argument("--train-cases", type=int, default=TRAIN_CASES)
@@ -95,11 +114,15 @@ def main(argv=None) -> None:
                nnUNet_def_n_proc=env_default("nnUNet_def_n_proc", "1"))
     for name in ("nnFM_WEIGHTS", "nnFM_PATCH_SIZE", "nnFM_BATCH_SIZE"):
         env.pop(name, None)
+    shown = {}  # the environment printed so far: each printed command reruns as shown in a fresh shell
 
     # only the cases the demo uses are converted (nnU-Net's MSD converter on a linked subset); the
     # held-back test cases go to imagesTs / labelsTs and never into the fingerprint, plans or training
     from nnfm.benchmark.data import prepare_msd
     from nnfm.paths import console_script
+    print("nnU-Net folders and budget of every command below (export these to rerun one in your shell):")
+    for line in shell_environment(env, shown):
+        print(f"$ {line}")
     raw = prepare_msd(args.msd, DATASET_ID, *case_draw(args.train_cases, args.val_cases, args.test_cases), env, 2,
                       work / "convert.log", verbose=True)
     dataset_name = raw.name
@@ -107,7 +130,7 @@ def main(argv=None) -> None:
     train, val = pool[:args.train_cases], pool[args.train_cases:]
 
     weights = resolve_demo_weights(args.weights)
-    run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env)
+    run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env, shown)
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
     # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch and patch; the
@@ -118,15 +141,15 @@ def main(argv=None) -> None:
         env["nnFM_PATCH_SIZE"] = ",".join(map(str, args.patch_size))
     train_start = time.time()
     run([console_script("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer,
-         "-p", "nnFMPlans_anatomix", "-device", args.device], env)
+         "-p", "nnFMPlans_anatomix", "-device", args.device], env, shown)
     train_seconds = time.time() - train_start
 
     predictions = work / "test_predictions"
     run([console_script("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
          "-c", "3d_fullres", "-tr", args.trainer, "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
-         "-npp", "0", "-nps", "0"] + ([] if args.tta else ["--disable_tta"]), env)  # sequential: no workers on 2 cores
+         "-npp", "0", "-nps", "0"] + ([] if args.tta else ["--disable_tta"]), env, shown)  # sequential: no workers on 2 cores
     run([console_script("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions),
-         "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
+         "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env, shown)
 
     summary = json.loads((predictions / "summary.json").read_text())
     config = json.loads((predictions / "plans.json").read_text())["configurations"]["3d_fullres"]
@@ -140,6 +163,10 @@ def main(argv=None) -> None:
     for label, metrics in summary["mean"].items():
         print(f"Dice {names.get(label, label):>10}: {metrics['Dice']:.4f}")
     print(f"Dice       mean: {summary['foreground_mean']['Dice']:.4f}")
+    figure = work / "segmentation.png"
+    write_segmentation_figure(predictions / "summary.json", raw / "imagesTs", figure, labels)
+    print(f"segmentations (worst, median and best test case, reference | prediction): {figure}")
+    print(f"predicted label maps (NIfTI, e.g. for ITK-SNAP or 3D Slicer): {predictions}")
     print(f"wall time: {time.time() - start:.0f} s (training {train_seconds:.0f} s); outputs in {work}")
 
 

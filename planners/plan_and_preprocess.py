@@ -24,6 +24,12 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
         entry = get_encoder(encoder)
     except ConfigurationError as error:
         raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
+    from nnfm.errors import NNFMError
+    from nnfm.weights import check_weights_source
+    try:  # a wrong -w stops here, not after fingerprinting and preprocessing, at nnUNetv2_train
+        check_weights_source(weights if weights is not None else entry.weights, entry.families)
+    except NNFMError as error:
+        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     import pydoc
     from batchgenerators.utilities.file_and_folder_operations import isfile, join
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
@@ -70,12 +76,19 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
 
 
 def describe_weights(weights: str) -> str:
-    """One line on the weights the plans store: what a registry name is and where it comes from."""
+    """One line on the weights the plans store: what a registry name is and where the trainer will find it."""
+    from nnfm.weights.download import cache_dir
     from nnfm.weights.registry import get_weights_entry
     entry = get_weights_entry(str(weights))
     if entry is None:
         return f"encoder weights: {weights}"
-    where = "embedded in the package, offline" if entry.embedded else f"downloaded from {entry.url}"
+    if entry.embedded:
+        where = "embedded in the package, offline"
+    elif (cache_dir() / entry.filename).is_file():
+        where = f"cached at {cache_dir() / entry.filename}"
+    else:  # resolve_checkpoint downloads it when the trainer first loads it
+        where = (f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {cache_dir() / entry.filename}; "
+                 f"offline, put the file there")
     return f"encoder weights: {weights} ({where}; licence {entry.license}): {entry.description}"
 
 
@@ -83,11 +96,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", type=int, nargs="+", required=True, help="dataset id(s)")
     parser.add_argument("-e", "--encoder", default="anatomix", choices=encoder_names(),
-                        help="encoder from nnFM's registry (python -m nnfm.registry lists them)")
+                        help="encoder from nnFM's registry (default: anatomix; python -m nnfm.registry lists them)")
     parser.add_argument("-w", "--weights", default=None,
                         help="registry name or path of the pretrained checkpoint stored in the plans; "
                              "'random' for none. Default: the encoder's registry default (python -m nnfm.registry; "
-                             "for anatomix nnFM's embedded MAE weights, offline).")
+                             "for anatomix nnFM's embedded synthetic-data weights anatomix_synth_nnfm, offline). "
+                             "Checked before any planning work.")
     parser.add_argument("-gpu_memory_target", type=float, default=8, help="GPU memory target in GB (as nnU-Net)")
     parser.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="processes")
     parser.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")

@@ -117,3 +117,47 @@ def test_patch_not_divisible_by_stride_is_refused_at_initialize(hippocampus, nnu
     trainer = nnFMTrainer_scratch(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
     with pytest.raises(PatchSizeError, match=r"\[40, 56, 40\].*divisible by 16"):
         trainer.initialize()
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("no_such_weights", "Unknown weights 'no_such_weights': not a file and not a registered name. Registered: "),
+    ("missing/anatomix.pth", "Checkpoint missing: missing/anatomix.pth does not exist"),
+    ("lvmmed_resnet50", "Weights 'lvmmed_resnet50' are of the lvmmed_resnet50 family; this encoder loads "
+                        "anatomix_unet. Fix: -w one of anatomix, anatomix+brains,"),
+])
+def test_a_wrong_weights_argument_stops_planning_before_the_fingerprint(weights, message, monkeypatch, tmp_path):
+    """-w is checked before nnU-Net's fingerprint and preprocessing (minutes to hours), not at nnUNetv2_train."""
+    from nnfm_planners.plan_and_preprocess import plan_and_preprocess
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=re.escape(f"nnFM_plan_and_preprocess: {message}")):
+        plan_and_preprocess(4, "anatomix", weights)
+    assert not list((tmp_path / "nnUNet_preprocessed").iterdir())
+
+
+def test_planning_accepts_random_an_existing_file_and_the_encoders_own_registry_names(tmp_path):
+    from nnfm.registry import encoder_names, get_encoder
+    from nnfm.weights import available_weights, check_weights_source
+
+    (tmp_path / "mine.pth").write_bytes(b"read by the trainer, not by the planner")
+    for encoder in encoder_names():
+        entry = get_encoder(encoder)
+        for weights in [None, "random", "None", "scratch", str(tmp_path / "mine.pth"), entry.weights] + \
+                [w for f in entry.families for w in available_weights(f)]:
+            check_weights_source(weights, entry.families)
+
+
+def test_the_planner_says_whether_registered_download_weights_are_cached(monkeypatch, tmp_path):
+    from nnfm.weights.registry import get_weights_entry
+    from nnfm_planners.plan_and_preprocess import describe_weights
+
+    monkeypatch.setenv("nnFM_weights_cache", str(tmp_path))
+    entry = get_weights_entry("anatomix")
+    assert f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {tmp_path / entry.filename}" in \
+        describe_weights("anatomix")
+    (tmp_path / entry.filename).write_bytes(b"")
+    assert f"(cached at {tmp_path / entry.filename};" in describe_weights("anatomix")
+    assert "embedded in the package, offline" in describe_weights("anatomix_synth_nnfm")

@@ -24,12 +24,9 @@ from nnfm.registry import get_encoder
 from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
 from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
+from nnfm.weights.loading import is_random_init
 from nnfm.weights.provenance import model_folder_plans
 from nnfm_planners.dimensionality import check_network_fits_patch
-
-# no pretrained weights: the encoder keeps its random initialisation
-RANDOM_INIT = ("random", "none", "scratch")
-
 
 class nnFMTrainer(nnUNetTrainer):
     # the encoder this trainer builds (nnfm/registry.py): network, preset, checkpoint families, default weights
@@ -141,7 +138,7 @@ class nnFMTrainer(nnUNetTrainer):
             return None
         source = os.environ.get("nnFM_WEIGHTS") or \
             self.configuration_manager.configuration.get("nnfm", {}).get("weights") or self.default_weights
-        return None if str(source).lower() in RANDOM_INIT else source
+        return None if is_random_init(source) else source
 
     def _prepare_network(self) -> None:
         """Check the built network against the plans and load the pretrained encoder (once, not on resume).

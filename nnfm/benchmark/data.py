@@ -84,6 +84,9 @@ def prepare_msd(msd: Path, dataset_id: int, test_cases: int, max_cases: Optional
         # a linked copy holds exactly the chosen cases; nnU-Net's converter reads the folder name (TaskXX_Name)
         subset = bool(test) or len(pool) < len(all_cases)
         folder = _link_msd_subset(msd, Path(scratch) / msd.name, pool, test) if subset else msd
+        if subset:
+            print(f"  (-i below: a temporary folder of links to {len(pool)} training and {len(test)} test cases of "
+                  f"{msd}, removed after the conversion; test images go to imagesTs, their labels to labelsTs)")
         run_command([console_script("nnUNetv2_convert_MSD_dataset"), "-i", folder, "-overwrite_id", dataset_id,
                      "-np", num_processes], env, log_file, verbose)
     raw = find_dataset_folder(raw_root, dataset_id)

@@ -40,8 +40,8 @@ PROFILES = {
     # a tenth of nnU-Net's schedule: about an hour per 3d run on one modern GPU
     "gpu": Budget("gpu", 100, 250, 50),
     # the README's demo budget (nnFM_demo reads it): 600 iterations at a CPU-sized patch and batch, test set
-    # predicted without mirroring, from nnFM's embedded MAE weights; 5-6.5 minutes of training on an idle 2-core
-    # CPU (documentation/benchmarks.md, "Demo budget")
+    # predicted without mirroring; 5-7 minutes of training on an idle 2-core CPU (documentation/benchmarks.md,
+    # "Demo budget")
     "demo": Budget("demo", 30, 20, 1, patch_size=(32, 48, 32), batch_size=2, test_tta=False),
     # nnU-Net's own schedule (1000 x 250, 50 validation iterations); nothing is overridden
     "full": Budget("full", 1000, 250, 50, overrides=False),

@@ -203,12 +203,12 @@ def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict],
 
     Returns (network in eval mode, load report or None). The network must define ``dense_features``."""
     from nnfm.networks.from_plans import build_network
-    from nnfm.weights import load_pretrained
+    from nnfm.weights import is_random_init, load_pretrained
 
     kwargs = dict(arch_kwargs) if arch_kwargs is not None else entry.kwargs()
     network = build_network(entry.network_class, kwargs, [], num_channels, 1, False)
     report = None
-    if weights is not None and str(weights).lower() not in ("random", "none", "scratch"):
+    if not is_random_init(weights):
         report = load_pretrained(network.encoder, weights, family=entry.families)
     return network.eval(), report
 

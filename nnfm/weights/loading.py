@@ -13,6 +13,40 @@ from nnfm.weights.registry import available_weights, embedded_path, get_weights_
 from nnfm.weights.report import LoadReport
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+# the spellings of "no pretrained weights, keep the random initialisation" (-w, nnFM_WEIGHTS, the plans' nnfm.weights)
+RANDOM_INIT = ("random", "none", "scratch")
+
+
+def is_random_init(source) -> bool:
+    return source is None or str(source).lower() in RANDOM_INIT
+
+
+def check_weights_source(source, families: Sequence[str]) -> None:
+    """Before any planning work: ``source`` (``-w``) is random initialisation, an existing file, or a registered
+    name of one of ``families`` (the encoder's checkpoint families, ``nnfm.registry``). Reads no weights: a file's
+    family is checked when the trainer loads it; a registered download is fetched then.
+
+    Raises WeightsUnavailableError (unknown name, missing file) or WrongCheckpointFamilyError (a registered name of
+    another encoder's family), each naming the choices."""
+    if is_random_init(source) or Path(str(source)).expanduser().is_file():
+        return
+    entry = get_weights_entry(str(source))
+    if entry is None:
+        raise _not_found(source)
+    if entry.family not in tuple(families):
+        raise WrongCheckpointFamilyError(
+            f"Weights '{source}' are of the {entry.family} family; this encoder loads {', '.join(families)}. "
+            f"Fix: -w one of {', '.join(n for f in families for n in available_weights(f)) or 'random'}, "
+            f"or -e the encoder they belong to (python -m nnfm.registry lists both).")
+
+
+def _not_found(source) -> WeightsUnavailableError:
+    path = Path(str(source)).expanduser()
+    if "/" in str(source) or str(source).endswith(CHECKPOINT_SUFFIXES):
+        return WeightsUnavailableError(f"Checkpoint missing: {path} does not exist. Check the path "
+                                       f"(-w, nnFM_WEIGHTS or the plans' nnfm.weights).")
+    return WeightsUnavailableError(f"Unknown weights '{source}': not a file and not a registered name. "
+                                   f"Registered: {', '.join(available_weights())}. A local path works too.")
 
 
 def resolve_checkpoint(source) -> Tuple[Path, str]:
@@ -22,11 +56,7 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
         return path, sha256_of(path)
     entry = get_weights_entry(str(source))
     if entry is None:
-        if "/" in str(source) or str(source).endswith(CHECKPOINT_SUFFIXES):
-            raise WeightsUnavailableError(f"Checkpoint missing: {path} does not exist. Check the path "
-                                          f"(nnFM_WEIGHTS or the plans' nnfm.weights).")
-        raise WeightsUnavailableError(f"Unknown weights '{source}': not a file and not a registered name. "
-                                      f"Registered: {', '.join(available_weights())}. A local path works too.")
+        raise _not_found(source)
     if entry.embedded:
         return _embedded_file(entry)
     cached = cache_dir() / entry.filename

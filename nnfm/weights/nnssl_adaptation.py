@@ -154,9 +154,10 @@ def adaptation_for_planning(weights: Optional[str]) -> NnsslAdaptation:
     """
     from nnfm.weights.checkpoint_io import read_checkpoint
     from nnfm.weights.download import cache_dir
+    from nnfm.weights.loading import is_random_init
     from nnfm.weights.registry import get_weights_entry
 
-    if weights is None or str(weights).lower() in ("random", "none", "scratch"):
+    if is_random_init(weights):
         return NnsslAdaptation("ResEncL", dict(RESENC_L_TOPOLOGY), source="random initialisation: ResEncL preset")
     path = Path(str(weights)).expanduser()
     if not path.is_file():
