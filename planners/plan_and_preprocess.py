@@ -36,7 +36,11 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
-    dataset_name = convert_id_to_dataset_name(dataset_id)
+    try:
+        dataset_name = convert_id_to_dataset_name(dataset_id)
+    except RuntimeError as error:  # nnU-Net's own message names the folders it searched
+        raise SystemExit(f"nnFM_plan_and_preprocess -d {dataset_id}: {error}\nFix: convert the dataset into "
+                         f"nnUNet_raw first (e.g. nnUNetv2_convert_MSD_dataset -i TaskXX_Name), or pass its id.") from None
     if not isfile(join(nnUNet_preprocessed, dataset_name, "dataset_fingerprint.json")):
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
                                     check_dataset_integrity=verify_dataset_integrity, clean=True, verbose=False)

@@ -161,3 +161,16 @@ def test_the_planner_says_whether_registered_download_weights_are_cached(monkeyp
     (tmp_path / entry.filename).write_bytes(b"")
     assert f"(cached at {tmp_path / entry.filename};" in describe_weights("anatomix")
     assert "embedded in the package, offline" in describe_weights("anatomix_synth_nnfm")
+
+
+def test_an_unknown_dataset_id_is_named_with_the_folders_searched_and_the_fix(monkeypatch, tmp_path):
+    from nnfm_planners.plan_and_preprocess import plan_and_preprocess
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    with pytest.raises(SystemExit) as stop:
+        plan_and_preprocess(999, "anatomix", "random")
+    message = str(stop.value)
+    assert "Could not find a dataset with the ID 999" in message and str(tmp_path / "nnUNet_raw") in message
+    assert "nnUNetv2_convert_MSD_dataset" in message
