@@ -58,15 +58,16 @@ def run(command: list, env: dict, shown: dict) -> None:
 
 
 def resolve_demo_weights(requested: str) -> str:
-    """Use the published weights if they are available offline; otherwise say so and go on without."""
+    """What ``-w`` gets: ``requested`` (a registry name stays a name, so the plans record what the weights are, not
+    where this installation keeps them) if it is available offline; otherwise say so and return "random"."""
     from nnfm.errors import NNFMError
-    from nnfm.weights import is_random_init, resolve_checkpoint
+    from nnfm.weights import get_weights_entry, is_random_init, resolve_checkpoint
     if is_random_init(requested):
         return "random"
     try:
         path, sha = resolve_checkpoint(requested)
         print(f"Pretrained weights: {requested} -> {path} (sha256 {sha})")
-        return str(path)
+        return str(requested) if get_weights_entry(str(requested)) is not None else str(path)
     except NNFMError as error:
         print(f"\nNOTE: pretrained weights '{requested}' are not available offline:\n{error}\n"
               "The demo goes on with the encoder randomly initialised (weights=random); "

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import HIPPOCAMPUS
 from nnfm.demo import shell_environment
+from nnfm.errors import WeightsUnavailableError
 from nnfm.segmentation_figure import case_dice, pick_cases, write_segmentation_figure
 
 CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006"]
@@ -82,3 +83,20 @@ def test_printed_environment_lines_recreate_the_commands_environment(monkeypatch
     for name in ("nnUNet_raw", "nnFM_EPOCHS", "nnFM_PATCH_SIZE", "nnFM_KEEP"):
         assert rerun[name] == env[name]
     assert "nnFM_WEIGHTS" not in rerun
+
+
+def test_the_demo_plans_a_registry_name_as_the_name_and_falls_back_to_random_offline(monkeypatch, tmp_path):
+    from nnfm.demo import resolve_demo_weights
+
+    assert resolve_demo_weights("anatomix_synth_nnfm") == "anatomix_synth_nnfm"  # not the installed file's path
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(b"x")
+    assert resolve_demo_weights(str(mine)) == str(mine)
+    monkeypatch.setenv("nnFM_weights_cache", str(tmp_path / "empty_cache"))
+
+    def offline(entry):
+        raise WeightsUnavailableError(f"{entry.name}: no network")
+
+    monkeypatch.setattr("nnfm.weights.loading.download_entry", offline)
+    assert resolve_demo_weights("anatomix") == "random"
+    assert resolve_demo_weights("Random") == "random"
