@@ -49,10 +49,14 @@ def shell_environment(env: dict, shown: dict) -> list:
     return lines
 
 
-def run(command: list, env: dict, shown: dict) -> None:
-    print()
+def print_environment(env: dict, shown: dict) -> None:
     for line in shell_environment(env, shown):
         print(f"$ {line}")
+
+
+def run(command: list, env: dict, shown: dict) -> None:
+    print()
+    print_environment(env, shown)
     print(f"$ {shlex.join(command)}", flush=True)
     subprocess.run(command, env=env, check=True)
 
@@ -122,8 +126,7 @@ def main(argv=None) -> None:
     from nnfm.benchmark.data import prepare_msd
     from nnfm.paths import console_script
     print("nnU-Net folders and budget of every command below (export these to rerun one in your shell):")
-    for line in shell_environment(env, shown):
-        print(f"$ {line}")
+    print_environment(env, shown)
     raw = prepare_msd(args.msd, DATASET_ID, *case_draw(args.train_cases, args.val_cases, args.test_cases), env, 2,
                       work / "convert.log", verbose=True)
     dataset_name = raw.name

@@ -78,6 +78,8 @@ def write_segmentation_figure(summary_file: Path, images_dir: Path, out_png: Pat
         low, high = np.percentile(image, [1, 99])
         zooms = image_nii.header.get_zooms()[:3]
         planes = _planes(image_nii.affine)
+        top = max(int(reference.max()), int(prediction.max()), 1)  # one colour per class value, as in the legend
+        cmap = ListedColormap([colours[(c - 1) % len(colours)] for c in range(1, top + 1)])
         for view, axis in enumerate((2, 1, 0)):
             others = [a for a in range(3) if a != axis]
             # rows of the displayed slice = the second remaining axis, so the first runs left to right
@@ -87,8 +89,6 @@ def write_segmentation_figure(summary_file: Path, images_dir: Path, out_png: Pat
                 ax.imshow(np.take(image, centre[axis], axis).T, cmap="gray", vmin=low, vmax=high, origin="lower",
                           aspect=aspect, interpolation="nearest")
                 slice_labels = np.take(labels, centre[axis], axis).T
-                top = max(int(labels.max()), 1)
-                cmap = ListedColormap([colours[(c - 1) % len(colours)] for c in range(1, top + 1)])
                 ax.imshow(np.ma.masked_equal(slice_labels, 0), cmap=cmap, vmin=0.5, vmax=top + 0.5, alpha=0.45,
                           origin="lower", aspect=aspect, interpolation="nearest")
                 ax.set_xticks([])

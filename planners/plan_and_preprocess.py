@@ -27,7 +27,7 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     from nnfm.errors import NNFMError
     from nnfm.weights import check_weights_source
     try:  # a wrong -w stops here, not after fingerprinting and preprocessing, at nnUNetv2_train
-        check_weights_source(weights if weights is not None else entry.weights, entry.families)
+        check_weights_source(weights or entry.weights, entry.families)  # what the planner will store
     except NNFMError as error:
         raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     import pydoc
@@ -86,13 +86,13 @@ def describe_weights(weights: str) -> str:
     entry = get_weights_entry(str(weights))
     if entry is None:
         return f"encoder weights: {weights}"
+    cached = cache_dir() / entry.filename
     if entry.embedded:
         where = "embedded in the package, offline"
-    elif (cache_dir() / entry.filename).is_file():
-        where = f"cached at {cache_dir() / entry.filename}"
+    elif cached.is_file():
+        where = f"cached at {cached}"
     else:  # resolve_checkpoint downloads it when the trainer first loads it
-        where = (f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {cache_dir() / entry.filename}; "
-                 f"offline, put the file there")
+        where = f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {cached}; offline, put the file there"
     return f"encoder weights: {weights} ({where}; licence {entry.license}): {entry.description}"
 
 

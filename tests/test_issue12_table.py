@@ -1,6 +1,5 @@
 """documentation/benchmarks.md's issue-12 table is derived from the committed per-run CSVs, not typed in."""
 import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -10,7 +9,6 @@ FIGURES = ROOT / "documentation" / "figures"
 def _report_module():
     spec = importlib.util.spec_from_file_location("issue12_report", ROOT / "benchmarks" / "issue12_report.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("issue12_report", module)
     spec.loader.exec_module(module)
     return module
 

@@ -28,6 +28,7 @@ from nnfm.weights.loading import is_random_init
 from nnfm.weights.provenance import model_folder_plans
 from nnfm_planners.dimensionality import check_network_fits_patch
 
+
 class nnFMTrainer(nnUNetTrainer):
     # the encoder this trainer builds (nnfm/registry.py): network, preset, checkpoint families, default weights
     encoder = "anatomix"

@@ -129,9 +129,9 @@ register_encoder(EncoderEntry(
     network_kwargs={"num_downs": 4, "ngf": 16, "encoder_out_channels": 16, "norm": "batch"},
     configuration="3d_fullres", planner="nnfm_planners.nnfm_planner.nnFMPlanner", trainer="nnFMTrainer",
     # default: nnFM's embedded synthetic-data weights (anatomix's recipe): ahead of random init in 26 of 27 draws
-    # (1, 3, 10 labelled cases, 50-400 iterations), ahead of the Hippocampus MAE weights at 1 case and short budgets,
-    # and no real data seen, so they suit any dataset (issue 12, documentation/benchmarks.md). -w anatomix_mae_hippocampus: the MAE weights (offline);
-    # -w anatomix: the authors' published weights (a download)
+    # (1, 3, 10 labelled cases, 50-400 iterations), ahead of the Hippocampus MAE weights at 1 case and short
+    # budgets, and no real data seen, so they suit any dataset (issue 12, documentation/benchmarks.md).
+    # -w anatomix_mae_hippocampus: the MAE weights (offline); -w anatomix: the authors' published weights (a download)
     scratch_trainer="nnFMTrainer_scratch", families=("anatomix_unet",), weights="anatomix_synth_nnfm",
     input_convention="window01: [0, 1], background 0 (anatomix/segmentation/segmentation_utils.py)",
     recipe="Adam 2e-4, no weight decay, cosine (anatomix/segmentation/train_segmentation.py)",
