@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# The tests need about 3 GB of temporary space at once (peak 2.6 GB measured with 2 workers, pytest.ini);
+# say so up front rather than failing mid-run on a full disk.
+TMP_ROOT=$(.venv/bin/python -c "import tempfile; print(tempfile.gettempdir())")
+FREE_MB=$(df -Pm "$TMP_ROOT" | awk 'NR==2 {print $4}')
+echo "temporary files in $TMP_ROOT (${FREE_MB} MB free)"
+if [ "${FREE_MB:-0}" -lt 4000 ]; then
+  echo "warning: only ${FREE_MB} MB free in $TMP_ROOT; the tests need about 3 GB there at once." \
+       "Free space, or point TMPDIR at a larger disk." >&2
+fi
 WORKERS=${nnFM_TEST_WORKERS:-2}
 PARALLEL=()
 if [ "$WORKERS" -gt 0 ]; then
