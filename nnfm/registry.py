@@ -1,84 +1,24 @@
-"""The encoder registry: one record per encoder, registered beside its network (as timm's ``@register_model``).
+"""The encoder registry: lookups over the records that network modules register beside their networks.
 
 Everything that knows which encoders exist reads this table: ``nnFM_plan_and_preprocess -e`` (choices,
-planner, configuration, the trainer it suggests), the planners (preset kwargs, default weights), the
-trainers (which encoder they build; a plans file of another encoder is refused), the benchmark's trainer
-table and the documentation's encoder table (``python -m nnfm.registry --markdown``).
+planner, configuration, the trainer it suggests), the planners (preset kwargs, input convention, default weights),
+the trainers (network, recipe; a plans file of another encoder is refused), ``nnFM_extract_features``, the
+benchmark's trainer table and the documentation's encoder table (``python -m nnfm.registry --markdown``).
 
-A network module registers its encoders at import time; :func:`encoders` imports every module of
-``nnfm.networks`` first, so a new encoder needs no edit here (documentation/design.md, "Adding an encoder").
+As timm keeps ``_registry.py`` a leaf, the record and ``register_encoder`` live in the leaf module
+nnfm/encoder_entry.py, which the network modules import; this module imports the network modules (once, at the
+first lookup) and never the other way round, so there is no import cycle (tests/test_import_structure.py). A new
+encoder needs no edit here (documentation/design.md, "Adding an encoder").
 """
 import argparse
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import List, Optional
 
+from nnfm.encoder_entry import _ENCODERS, EncoderEntry
 from nnfm.errors import ConfigurationError
 
-CONFIGURATIONS = ("2d", "3d_fullres")
-
-
-@dataclass(frozen=True)
-class EncoderEntry:
-    """One encoder nnFM can plan, build, load and fine-tune.
-
-    ``name`` is what ``-e`` takes and the plans are named after (``nnFMPlans_<name>``).
-    ``network_kwargs`` are the plain kwargs the planner writes into the plans' ``arch_kwargs`` (with what it
-    plans: patch-dependent shapes, intensity window); the network is ``pydoc.locate(network_class)``.
-    ``token_stride`` / ``min_axis``: every patch axis is a multiple of ``token_stride`` and at least ``min_axis``
-    voxels. ``families`` are the checkpoint families (nnfm.weights.families) the network loads strictly;
-    ``weights`` the registry weights used when neither ``-w`` nor ``nnFM_WEIGHTS`` names any (None: random).
-    """
-    name: str
-    network_class: str
-    network_kwargs: Mapping
-    configuration: str
-    planner: str
-    trainer: str
-    families: Tuple[str, ...]
-    weights: Optional[str]
-    input_convention: str
-    recipe: str
-    token_stride: int
-    min_axis: int
-    description: str
-    license: str
-    status: str
-    scratch_trainer: Optional[str] = None
-    # where a table should not show the encoder as a user-facing choice (test-sized presets)
-    tiny: bool = False
-    extra: Mapping = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.configuration not in CONFIGURATIONS:
-            raise ValueError(f"{self.name}: configuration must be one of {CONFIGURATIONS}, got {self.configuration!r}")
-        object.__setattr__(self, "network_kwargs", MappingProxyType(dict(self.network_kwargs)))
-        object.__setattr__(self, "families", tuple(self.families))
-
-    @property
-    def plans_name(self) -> str:
-        return f"nnFMPlans_{self.name}"
-
-    def kwargs(self) -> dict:
-        """A fresh, mutable copy of the preset kwargs."""
-        return {k: (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, (list, tuple)) else v)
-                for k, v in self.network_kwargs.items()}
-
-
-_ENCODERS: Dict[str, EncoderEntry] = {}
 _LOADED = False
-
-
-def register_encoder(entry: EncoderEntry) -> EncoderEntry:
-    """Add ``entry``; a second, different entry under the same name is an error (two modules disagree)."""
-    old = _ENCODERS.get(entry.name)
-    if old is not None and old != entry:
-        raise ValueError(f"Encoder {entry.name!r} is registered twice with different records "
-                         f"({old.network_class} and {entry.network_class}).")
-    _ENCODERS[entry.name] = entry
-    return entry
 
 
 def _load_network_modules() -> None:
@@ -90,6 +30,11 @@ def _load_network_modules() -> None:
 
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
         importlib.import_module(f"{package.__name__}.{module}")
+    # the wrong-family errors of nnfm.weights name the encoders that load a file's family from this table; the
+    # weights package cannot import this module (the network modules just imported import it), so install it there
+    from nnfm.weights.families import set_family_encoders
+
+    set_family_encoders(encoders_loading)
     _LOADED = True
 
 
@@ -98,6 +43,11 @@ def encoders(configuration: Optional[str] = None, include_tiny: bool = True) -> 
     _load_network_modules()
     return [e for _, e in sorted(_ENCODERS.items())
             if (configuration is None or e.configuration == configuration) and (include_tiny or not e.tiny)]
+
+
+def encoders_loading(family: str) -> List[EncoderEntry]:
+    """The user-facing (not tiny) encoders whose networks load checkpoint family ``family``, sorted by name."""
+    return [e for e in encoders(include_tiny=False) if family in e.families]
 
 
 def encoder_names(configuration: Optional[str] = None) -> List[str]:
@@ -128,7 +78,8 @@ def encoder_table_markdown(include_tiny: bool = False) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for e in encoders(include_tiny=include_tiny):
         rows.append(f"| `{e.name}` | {e.configuration} | `{e.trainer}` | {', '.join(e.families) or '-'} | "
-                    f"{e.weights or 'random'} | {e.input_convention} | {e.recipe} | {e.license} | {e.status} |")
+                    f"{e.weights or 'random'} | {e.input_convention.summary()} | {e.recipe.summary()} | {e.license} | "
+                    f"{e.status} |")
     return "\n".join(rows)
 
 

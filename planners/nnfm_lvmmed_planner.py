@@ -12,14 +12,12 @@ from typing import Sequence
 import torch
 
 from nnfm.errors import ConfigurationError
-from nnfm.networks.lvmmed_segmentation import LVMMedSegmentationNetwork
 from nnfm.planning.intensity import measure_input_window
 from nnfm.planning.memory import estimate_training_memory
 from nnfm_planners.nnfm_planner import nnFMPlanner
 
 
 class nnFMLVMMedPlanner(nnFMPlanner):
-    network_class = LVMMedSegmentationNetwork
     # largest side of the initial 2D patch before memory shrinks it (nnU-Net plans 2d up to the median slice)
     max_patch_side = 1024
 

@@ -4,7 +4,9 @@ Reused from nnU-Net unchanged: fingerprint, target spacing, transpose, resamplin
 and normalisation scheme. Replaced: the network (the pretrained one, not a searched U-Net),
 the patch size (divisible by the network's stride, as large as the memory target allows), the
 batch size (same memory estimate, nnU-Net's rules: at least 2, at most 5% of the dataset's voxels)
-and an intensity window that maps nnU-Net's normalised intensities to the encoder's [0, 1] range.
+and the input convention of the weights (nnfm/conventions.py; recorded with the weights, else the encoder's):
+the network's ``input_norm``, the normalisation it needs nnU-Net to plan (``planned_normalization``: every channel;
+``hu_window``: CT channels raw) and, for windowed conventions, the measured intensity window.
 """
 import pydoc
 import shutil
@@ -14,12 +16,15 @@ import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.preprocessing.normalization import default_normalization_schemes
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
+from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
-from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.planning.intensity import measure_input_window
 from nnfm.planning.memory import estimate_training_memory
 from nnfm.registry import get_encoder
+from nnfm.weights.input_convention import planned_convention
 
 GB = 1024 ** 3
 
@@ -27,7 +32,6 @@ GB = 1024 ** 3
 class nnFMPlanner(ExperimentPlanner):
     """Plans one registered encoder (nnfm/registry.py): its network class, preset kwargs, token stride,
     minimum axis and default weights come from the registry entry of ``encoder``."""
-    network_class = AnatomixSegmentationNetwork
     # starting patch volume, as nnU-Net's 3D planner (256**3 voxels before clipping to the median shape)
     initial_patch_voxels = 256 ** 3
 
@@ -43,6 +47,10 @@ class nnFMPlanner(ExperimentPlanner):
         self.network_kwargs = self.entry.kwargs()
         # the plans store the resolved weights (registry name, path or "random"), so the trainer reads one place
         self.weights = weights or self.entry.weights or "random"
+        # what the weights were pretrained on, applied by the network (ConfigurationError if it cannot)
+        self.input_convention = planned_convention(self.entry, self.weights)
+        if len(self.network_class.INPUT_NORMS) > 1:
+            self.network_kwargs["input_norm"] = self.input_convention.name
 
     # ---- topology ---------------------------------------------------------------------
     @property
@@ -119,6 +127,7 @@ class nnFMPlanner(ExperimentPlanner):
                              "_kw_requires_import": []},
             "batch_dice": ndim == 2,  # nnU-Net's choice: batch Dice for 2d, per-sample for 3d
             "nnfm": dict({"encoder": self.encoder, "weights": self.weights,
+                          "input_convention": self.input_convention.name,
                           "estimated_training_memory_gb": round(estimate.total_bytes(batch) / GB, 3),
                           "gpu_memory_target_gb": self.UNet_vram_target_GB}, **self.extra_plans_fields(estimate)),
         }
@@ -127,14 +136,45 @@ class nnFMPlanner(ExperimentPlanner):
         """More facts for the plans' ``nnfm`` section (subclasses: token counts, memory model)."""
         return {}
 
+    def determine_normalization_scheme_and_whether_mask_is_used_for_norm(self):
+        """nnU-Net's choice, changed where the weights' input convention needs another scheme: its
+        ``planned_normalization`` for every channel (zscore: nnssl z-scores every image, CT included), and CT
+        channels left raw for a ``hu_window`` convention (the network clips them to the HU window itself, not
+        nnU-Net's CTNormalization clip to the labelled foreground's 0.5-99.5 percentiles). The nonzero-mask rule
+        is nnU-Net's (normalise inside the mask when cropping to it keeps < 3/4 of the image, median)."""
+        schemes, use_mask = super().determine_normalization_scheme_and_whether_mask_is_used_for_norm()
+        convention = self.input_convention
+        if convention.planned_normalization is not None:
+            schemes = [convention.planned_normalization] * len(schemes)
+        elif convention.hu_window is not None:
+            schemes = ["NoNormalization" if ct else s for s, ct in zip(schemes, self.raw_hu_channels())]
+        masked = self.dataset_fingerprint["median_relative_size_after_cropping"] < (3 / 4.)
+        use_mask = [bool(masked and getattr(default_normalization_schemes, s)
+                         .leaves_pixels_outside_mask_at_zero_if_use_mask_for_norm_is_true) for s in schemes]
+        return schemes, use_mask
+
+    def raw_hu_channels(self) -> list:
+        """Per channel: planned as raw HU, i.e. a CT channel (nnU-Net would pick CTNormalization) under a
+        ``hu_window`` convention."""
+        if self.input_convention.hu_window is None:
+            return [False] * len(self.dataset_json["channel_names"])
+        return [get_normalization_scheme(name) is CTNormalization
+                for name in self.dataset_json["channel_names"].values()]
+
+    def measured_window(self, schemes, use_mask) -> list:
+        """Each channel's 0.5 / 99.5 foreground percentiles in the planned (normalised) units."""
+        return measure_input_window(self.dataset, self.determine_reader_writer(), schemes, use_mask,
+                                    self.dataset_fingerprint["foreground_intensity_properties_per_channel"])
+
     def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
         """The network's plain kwargs stored in the plans (subclasses for other encoders override this)."""
-        window = measure_input_window(self.dataset, self.determine_reader_writer(), schemes, use_mask,
-                                      self.dataset_fingerprint["foreground_intensity_properties_per_channel"])
-        # channels nnU-Net normalises inside the nonzero mask: their 0 (outside / padding) is the encoder's 0
-        return dict(self.network_kwargs, input_window=window, pad_to_stride=False,
-                    strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"],
-                    zero_is_background=[bool(u) for u in use_mask])
+        kwargs = dict(self.network_kwargs, pad_to_stride=False,
+                      strides=[[1, 1, 1]] + [[2, 2, 2]] * self.network_kwargs["num_downs"])
+        if self.input_convention.output_range is not None:
+            # channels nnU-Net normalises inside the nonzero mask: their 0 (outside / padding) is the encoder's 0
+            kwargs.update(input_window=self.measured_window(schemes, use_mask),
+                          zero_is_background=[bool(u) for u in use_mask])
+        return kwargs
 
     def planning_geometry(self, spacing, median_shape, n_voxels: float):
         """(spacing, median shape, voxel count) the configuration is planned on; 2D planners take the in-plane

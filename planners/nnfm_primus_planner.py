@@ -10,23 +10,20 @@ normalisation, the shrink-the-largest-axis patch search and the batch-size rules
   AdamW states) is built on the meta device (Primus-M has 214M parameters: no allocation, no init);
 * intensities: nnssl's convention, every channel z-scored per image (nnssl's preprocessing,
   MIC-DKFZ/nnssl src/nnssl/preprocessing/preprocessors/default_preprocessor.py ``normalize``: the plans'
-  scheme per channel on the whole image before resampling; OpenMind is MRI, z-scored). nnU-Net's own
-  ``ZScoreNormalization`` is that scheme, so it is planned for every channel, CT included (nnU-Net would
-  pick CTNormalization: a dataset-wide clip and z-score the encoder never saw). No window in the network.
+  scheme per channel on the whole image before resampling; OpenMind is MRI, z-scored): the ``zscore``
+  convention of the weights, which nnFMPlanner plans as nnU-Net's ``ZScoreNormalization`` for every channel,
+  CT included (nnU-Net would pick CTNormalization: a dataset-wide clip the encoder never saw). No window.
 """
 from typing import Sequence
 
 import torch
-from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
-from nnfm.networks.primus_segmentation import PrimusSegmentationNetwork
 from nnfm.planning.vit_memory import estimate_vit_training_memory
 from nnfm_planners.nnfm_planner import nnFMPlanner
 
 
 class nnFMPrimusPlanner(nnFMPlanner):
     """Plans every Primus preset of the registry (primus_m, primus_tiny): kwargs and weights from its entry."""
-    network_class = PrimusSegmentationNetwork
     initial_patch_voxels = 160 ** 3
     # "fused": flash / memory-efficient SDPA (GPU, bf16 autocast; also PyTorch's CPU kernel) saves no N x N
     # attention matrix; "math": PyTorch's reference SDPA keeps heads x N x N probabilities per block for backward
@@ -47,14 +44,6 @@ class nnFMPrimusPlanner(nnFMPlanner):
                                           **self.network_kwargs)
         return estimate_vit_training_memory(build, num_input_channels, patch_size, bytes_per_activation=2,
                                             attention=self.attention_backend, patch=self.entry.token_stride)
-
-    def determine_normalization_scheme_and_whether_mask_is_used_for_norm(self):
-        """ZScoreNormalization for every channel (nnssl's per-image z-score); the nonzero-mask rule is nnU-Net's
-        (and nnssl's): normalise inside the mask when cropping to it keeps < 3/4 of the image (median)."""
-        channels = len(self.dataset_json["channel_names"])
-        masked = self.dataset_fingerprint["median_relative_size_after_cropping"] < (3 / 4.) and \
-            ZScoreNormalization.leaves_pixels_outside_mask_at_zero_if_use_mask_for_norm_is_true
-        return ["ZScoreNormalization"] * channels, [bool(masked)] * channels
 
     def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
         # input_shape is the patch: Eva's position embedding and RoPE tables are built for its token grid

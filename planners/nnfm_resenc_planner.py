@@ -25,15 +25,13 @@ from typing import Sequence
 import torch
 
 from nnfm.errors import ConfigurationError
-from nnfm.networks.resenc_segmentation import ResEncSegmentationNetwork, total_stride
+from nnfm.networks.resenc_segmentation import total_stride
 from nnfm.planning.memory import estimate_training_memory
 from nnfm.weights.nnssl_adaptation import adaptation_for_planning
 from nnfm_planners.nnfm_planner import nnFMPlanner
 
 
 class nnFMResEncPlanner(nnFMPlanner):
-    network_class = ResEncSegmentationNetwork
-
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = None,
                  overwrite_target_spacing=None, suppress_transpose: bool = False,
@@ -64,11 +62,6 @@ class nnFMResEncPlanner(nnFMPlanner):
             with torch.device("meta"):  # ResEnc-L has 102M parameters: no allocation, no initialisation
                 return self.network_class(num_input_channels, num_classes, False, **self.network_kwargs)
         return estimate_training_memory(build, num_input_channels, patch_size, bytes_per_activation=2)
-
-    def determine_normalization_scheme_and_whether_mask_is_used_for_norm(self):
-        """ZScoreNormalization for every channel (nnssl's per-image z-score); nnU-Net's nonzero-mask rule."""
-        from nnfm_planners.nnfm_primus_planner import nnFMPrimusPlanner
-        return nnFMPrimusPlanner.determine_normalization_scheme_and_whether_mask_is_used_for_norm(self)
 
     def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
         return dict(self.network_kwargs)

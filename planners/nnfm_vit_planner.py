@@ -29,7 +29,6 @@ from nnfm_planners.nnfm_planner import nnFMPlanner
 
 
 class nnFMViTPlanner(nnFMPlanner):
-    network_class = DINOv3SegmentationNetwork
     # largest side of the initial patch before memory shrinks it (MedDINOv3 trains up to 896 px)
     max_patch_side = 1024
 

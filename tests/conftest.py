@@ -238,3 +238,47 @@ def trainer_in_process(trainer_class: type, hippocampus: dict, nnunet_env: dict,
     plans = dict(json.loads(json.dumps(hippocampus["plans"])), continue_training=False)  # as run_training passes it
     dataset_json = json.loads((hippocampus["preprocessed"] / "dataset.json").read_text())
     return trainer_class(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+
+
+def predict_held_back(hippocampus: dict, env: dict, tmp_path: Path, trainer: str, plans_name: str,
+                      configuration: str, tta: bool = True) -> Path:
+    """nnUNetv2_predict (fold 0, CPU, -npp 0 -nps 0; without mirroring unless ``tta``) of the held-back cases;
+    checks one prediction per case, of its image's size, with Hippocampus' labels (0, 1, 2) only. Returns the
+    predictions folder."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    images, predictions = tmp_path / "images", tmp_path / "predictions"
+    images.mkdir()
+    for case in hippocampus["test"]:
+        (images / f"{case}_0000.nii.gz").symlink_to(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz")
+    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", configuration,
+             "-tr", trainer, "-p", plans_name, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0,
+             *([] if tta else ["--disable_tta"])], env)
+    assert sorted(p.name for p in predictions.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in hippocampus["test"])
+    for case in hippocampus["test"]:
+        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
+        assert predicted.GetSize() == sitk.ReadImage(str(images / f"{case}_0000.nii.gz")).GetSize()
+        assert set(np.unique(sitk.GetArrayFromImage(predicted)).tolist()) <= {0, 1, 2}
+    return predictions
+
+
+def train_and_predict(hippocampus: dict, env: dict, tmp_path: Path, trainer: str, plans_name: str,
+                      configuration: str = "3d_fullres", weights=None, predict: bool = True, tta: bool = True) -> dict:
+    """What every encoder's end-to-end test does: nnUNetv2_train fold 0 on the CPU with ``env``'s budget
+    (``nnunet_env``: one epoch of 2 iterations), ``weights`` (if any) as nnFM_WEIGHTS, then (``predict``)
+    :func:`predict_held_back` (``tta``) with ``env``, which names no weights: the trained checkpoint holds them.
+
+    Returns {fold, provenance (nnfm_pretrained.json), checkpoint (checkpoint_final.pth, loaded), log (the
+    training logs' text), predictions (folder, or None)}: each test adds what is specific to its encoder.
+    """
+    train_env = dict(env, nnFM_WEIGHTS=str(weights)) if weights is not None else env
+    run_cli(["nnUNetv2_train", hippocampus["id"], configuration, 0, "-tr", trainer, "-p", plans_name, "-device", "cpu"],
+            train_env)
+    fold = hippocampus["results"] / f"{trainer}__{plans_name}__{configuration}" / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    return {"fold": fold, "provenance": json.loads((fold / "nnfm_pretrained.json").read_text()),
+            "checkpoint": torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False),
+            "log": "".join(p.read_text() for p in sorted(fold.glob("training_log_*.txt"))),
+            "predictions": predict_held_back(hippocampus, env, tmp_path, trainer, plans_name, configuration, tta)
+            if predict else None}

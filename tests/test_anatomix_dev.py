@@ -1,15 +1,14 @@
 """anatomix-dev U-Net (issue 15, item 1): the published layout loads strictly into the dev preset of the
 anatomix network class, its stem adapts to more channels, files of the other anatomix preset are refused with
-the encoder to plan with, and a tiny dev preset trains and predicts through nnU-Net's CLIs on CPU."""
-import json
-import shutil
+the encoder to plan with, and the full preset plans; the tiny dev preset trains and predicts through nnU-Net's CLIs
+in tests/test_tiny_presets_e2e.py."""
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import LAYOUTS, random_state_dict_from_layout, run_cli
+from conftest import LAYOUTS, random_state_dict_from_layout
 from nnfm.errors import CheckpointMismatchError, WrongCheckpointFamilyError
 from nnfm.networks import AnatomixSegmentationNetwork, AnatomixUNet
 from nnfm.networks.anatomix_unet import ANATOMIX_DEV_PRESET
@@ -159,45 +158,9 @@ def test_planner_memory_estimate_builds_the_dev_preset():
 
 
 @pytest.mark.e2e
-def test_tiny_dev_preset_plans_trains_and_predicts_on_hippocampus(hippocampus, nnunet_env, tmp_path):
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "anatomix_dev_unet_tiny", "-np", 1],
-            nnunet_env)
-    plans_name = TINY_ENTRY.plans_name
-    config = json.loads((hippocampus["preprocessed"] / f"{plans_name}.json").read_text())["configurations"]["3d_fullres"]
-    # Hippocampus is ~36x50x35 voxels: five poolings need 32-divisible axes of at least 64 (nnU-Net pads)
-    assert config["patch_size"] == [64, 64, 64] and config["batch_size"] >= 2
-    kwargs = config["architecture"]["arch_kwargs"]
-    assert {k: kwargs[k] for k in TINY_ENTRY.network_kwargs} == TINY_ENTRY.kwargs()
-    assert kwargs["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * 5 and config["nnfm"]["encoder"] == "anatomix_dev_unet_tiny"
-
-    # the full preset plans too (no preprocessing): its estimate counts the 94 M parameters
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "anatomix_dev_unet", "-np", 1, "--no_pp"],
-            nnunet_env)
-    full = json.loads((hippocampus["preprocessed"] / f"{DEV_ENTRY.plans_name}.json").read_text())
-    full = full["configurations"]["3d_fullres"]
+def test_full_dev_preset_plans_with_an_estimate_that_counts_its_94m_parameters(plan_hippocampus):
+    """Planned only (--no_pp); the tiny dev preset's planning, training and prediction through nnU-Net's CLIs:
+    tests/test_tiny_presets_e2e.py."""
+    full = plan_hippocampus("anatomix_dev_unet", "--no_pp")["configurations"]["3d_fullres"]
     assert full["patch_size"] == [64, 64, 64] and full["nnfm"]["weights"] == "anatomix-dev"
     assert full["nnfm"]["estimated_training_memory_gb"] > 3 * 4 * 94369568 / 1024 ** 3
-
-    # a tiny checkpoint of the dev layout, as nnFM_WEIGHTS: detected as anatomix_dev_unet and loaded strictly
-    donor = _segmentation_network(TINY_ENTRY).encoder
-    weights = _save(tmp_path, _random_state_of(donor), "anatomix-dev-tiny.pth")
-    trainer = "nnFMTrainer_anatomixDevTiny"
-    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans_name, "-device", "cpu"],
-            dict(nnunet_env, nnFM_WEIGHTS=str(weights)))
-    folder = hippocampus["results"] / f"{trainer}__{plans_name}__3d_fullres" / "fold_0"
-    assert (folder / "checkpoint_final.pth").is_file()
-    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
-    assert provenance["encoder"] == "anatomix_dev_unet" and len(provenance["report"]["loaded"]) == 48
-
-    images, predictions = tmp_path / "images", tmp_path / "predictions"
-    images.mkdir()
-    for case in hippocampus["test"]:
-        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans_name, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], nnunet_env)
-    import SimpleITK as sitk
-    for case in hippocampus["test"]:
-        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
-        assert predicted.GetSize() == reference.GetSize()
-        assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}

@@ -268,6 +268,31 @@ def test_stage_1_run_writes_checkpoints_curves_and_a_loadable_export(stage_runs)
     assert all(torch.equal(backbone.state_dict()[k], v) for k, v in teacher.items())
 
 
+def test_a_dino_ssl_export_is_planned_and_fed_the_intensities_it_was_pretrained_on(stage_runs):
+    """nnFM_pretrain dino trains on nnU-Net's normalised intensities (backbone.py). Its export says so, so the
+    dinov3_vits16 preset (the route for a file with qkv biases, whose own default weights are ImageNet-normalised)
+    is planned with input_norm "nnunet", and plans that say "imagenet" refuse it at load. Before issue 26 the
+    plans said "imagenet" whatever the weights."""
+    from nnfm.errors import ConfigurationError
+    from nnfm.networks.dinov3_segmentation import DINOv3SegmentationNetwork
+    from nnfm.registry import get_encoder
+    from nnfm.weights.input_convention import check_fed_convention, planned_convention, recorded_convention
+
+    export = str(stage_runs[0] / "s1" / EXPORT)
+    entry = get_encoder("dinov3_vits16")
+    assert entry.input_convention.name == "imagenet" and recorded_convention(export) == "nnunet"
+    assert planned_convention(entry, export).name == "nnunet"
+    kwargs = dict(entry.kwargs(), input_norm=planned_convention(entry, export).name,
+                  vit_kwargs={"embed_dim": 32, "depth": 4, "num_heads": 2})
+    network = DINOv3SegmentationNetwork(1, 2, **kwargs)
+    assert network.input_norm == "nnunet" and isinstance(network.input_window, torch.nn.Identity)  # as they are
+    check_fed_convention(network, "nnunet", export, entry.name, "2d")
+    with pytest.raises(ConfigurationError, match="pretrained on input convention `nnunet`.*feed the network "
+                                                 "`imagenet`.*nnFM_plan_and_preprocess -d DATASET -e dinov3_vits16"):
+        check_fed_convention(DINOv3SegmentationNetwork(1, 2, **dict(kwargs, input_norm="imagenet")), "nnunet",
+                             export, entry.name, "2d")
+
+
 def test_stage_2_adds_gram_anchoring_and_stage_3_raises_the_resolution(stage_runs):
     root, one, two, three = stage_runs
     assert two["gram_weight"] == 1.0 and two["global_size"] == 32 and "gram" in two["loss_history"]

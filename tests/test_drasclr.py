@@ -1,14 +1,13 @@
 """DrasCLR: the authors' encoder layout loads strictly, location-conditioned convolutions mix experts as the authors'
-CondConv3D does, the location follows the cell's position in the tile, the HU convention, and a 2-iteration
-nnUNetv2_train + nnUNetv2_predict of the tiny preset on real Hippocampus MRI."""
-import json
-
+CondConv3D does, the location follows the cell's position in the tile, and the HU convention. The tiny preset's
+nnUNetv2_train + nnUNetv2_predict on real Hippocampus MRI (from a file in train.py's format) is in
+tests/test_tiny_presets_e2e.py."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import LAYOUTS, published_checkpoint_from_layout, run_cli
+from conftest import LAYOUTS, published_checkpoint_from_layout
 from nnfm.errors import (ChannelMismatchError, ConfigurationError, PatchSizeError, WeightsUnavailableError)
 from nnfm.networks.drasclr import (CondConv3d, DrasCLREncoder, DrasCLRSegmentationNetwork, tile_location_grid)
 from nnfm.registry import get_encoder
@@ -172,18 +171,39 @@ def test_outputs_deep_supervision_and_padding():
 
 # ---- input convention ---------------------------------------------------------------------------------
 def test_ct_hounsfield_units_reach_the_encoder_as_the_authors_scale_them():
-    """HU -> nnU-Net CTNormalization (dataset foreground stats) -> planned window -> network = the authors'
-    np.clip(HU, -1024, 240) -> (HU + 1024) / 632 - 1 (data/copd_patch.py), inside nnU-Net's CT clip."""
-    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
-    from nnfm_planners.nnfm_drasclr_planner import hu_window_in_ct_units
+    """Raw HU (CT planned with nnU-Net's NoNormalization) -> the planned HU window -> network = the authors'
+    np.clip(HU, -1024, 240) -> (HU + 1024) / 632 - 1 (data/copd_patch.py), whatever the labels cover.
 
-    properties = {"mean": -650.0, "std": 310.0, "percentile_00_5": -1100.0, "percentile_99_5": 900.0}
-    hu = np.array([-1100, -1024, -900, -392, 0, 240, 600], dtype=np.float32)
-    normalised = CTNormalization(intensityproperties=properties).run(hu.copy())
-    net = DrasCLRSegmentationNetwork(1, 2, **TINY, input_window=[hu_window_in_ct_units(properties)])
-    encoder_input = net.input_window(torch.from_numpy(normalised).view(1, 1, -1, 1, 1)) * 2 - 1
+    Before issue 26 CT went through CTNormalization, which clips to the labelled foreground's 0.5 / 99.5 HU
+    percentiles first: on lung CT whose labels exclude parenchyma (here airway walls / vessels, 0.5 % at -100 HU),
+    air (-1000) and lung (-850) reached the encoder as the same saturated value."""
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import NoNormalization
+
+    from nnfm.weights.input_convention import planned_convention
+    from nnfm_planners.nnfm_drasclr_planner import nnFMDrasCLRPlanner
+
+    planner = nnFMDrasCLRPlanner.__new__(nnFMDrasCLRPlanner)
+    entry = get_encoder("drasclr")
+    planner.__dict__.update(dataset_json={"channel_names": {"0": "CT"}}, entry=entry,
+                            network_kwargs=entry.kwargs(), input_convention=planned_convention(entry, entry.weights),
+                            dataset_fingerprint={"median_relative_size_after_cropping": 1.0, **LUNG_FINGERPRINT})
+    schemes, use_mask = planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
+    assert schemes == ["NoNormalization"] and use_mask == [False]
+    kwargs = planner.architecture_kwargs([32, 32, 32], schemes, use_mask)
+    hu = np.array([-1100, -1000, -850, -392, -100, 0, 240, 600], dtype=np.float32)
+    preprocessed = NoNormalization(intensityproperties=LUNG_FINGERPRINT["foreground_intensity_properties_per_channel"]
+                                   ["0"]).run(hu.copy())
+    net = DrasCLRSegmentationNetwork(1, 2, **TINY, input_window=kwargs["input_window"])
+    encoder_input = net.input_window(torch.from_numpy(preprocessed).view(1, 1, -1, 1, 1)) * 2 - 1
     authors = (np.clip(hu, -1024, 240) + 1024) / 632 - 1
-    np.testing.assert_allclose(encoder_input.flatten().numpy(), authors, atol=2e-4)
+    np.testing.assert_allclose(encoder_input.flatten().numpy(), authors, atol=1e-6)
+    assert encoder_input.flatten()[1] < encoder_input.flatten()[2]  # air and lung stay apart
+
+
+# labelled foreground of a lung CT whose labels exclude the parenchyma (airways, vessels): nnU-Net's fingerprint
+LUNG_FINGERPRINT = {"foreground_intensity_properties_per_channel": {"0": {
+    "mean": 60.0, "std": 120.0, "percentile_00_5": -100.0, "percentile_99_5": 400.0, "min": -300.0, "max": 900.0,
+    "median": 50.0}}}
 
 
 # ---- bad input ------------------------------------------------------------------------------------------
@@ -192,51 +212,3 @@ def test_bad_configurations_are_refused():
         DrasCLREncoder(1, num_coordinates=2)
     with pytest.raises(PatchSizeError, match=r"divisible by 32.*\[64, 32, 32\]"):
         DrasCLRSegmentationNetwork(1, 2, pad_to_stride=False, **TINY)(torch.randn(1, 1, 40, 32, 32))
-
-
-# ---- nnU-Net end to end ---------------------------------------------------------------------------------
-def _tiny_authors_checkpoint(path):
-    """A tiny checkpoint wrapped as the authors' train.py saves it (DDP keys, momentum encoder, queue)."""
-    kwargs = {k: TINY[k] for k in ("widths", "rep_dim", "num_experts")}
-    q, k = DrasCLREncoder(1, **kwargs).state_dict(), DrasCLREncoder(1, **kwargs).state_dict()
-    state = {f"module.encoder_q.{n}": v for n, v in q.items()}
-    state.update({f"module.encoder_k.{n}": v for n, v in k.items()})
-    state.update({"module.encoder_q.fc.0.weight": torch.zeros(16, 16), "module.queue": torch.zeros(16, 8, 5),
-                  "module.queue_ptr": torch.zeros(5, dtype=torch.long)})
-    torch.save({"epoch": 1, "arch": "custom", "state_dict": state, "optimizer": {}}, path)
-    return path
-
-
-@pytest.mark.e2e
-def test_tiny_drasclr_trains_two_iterations_and_predicts_on_hippocampus(hippocampus, nnunet_env, tmp_path):
-    dataset = str(hippocampus["id"])
-    run_cli(["nnFM_plan_and_preprocess", "-d", dataset, "-e", "drasclr_tiny", "-np", "1"], nnunet_env)
-    plans = json.loads((hippocampus["preprocessed"] / "nnFMPlans_drasclr_tiny.json").read_text())
-    config = plans["configurations"]["3d_fullres"]
-    assert config["spacing"] == [1.0, 1.0, 1.0] and all(p % 32 == 0 for p in config["patch_size"])
-    assert config["architecture"]["arch_kwargs"]["pad_to_stride"] is False
-    assert config["nnfm"]["encoder"] == "drasclr_tiny"
-    env = dict(nnunet_env, nnFM_WEIGHTS=str(_tiny_authors_checkpoint(tmp_path / "checkpoint_0001.pth.tar")))
-    run_cli(["nnUNetv2_train", dataset, "3d_fullres", "0", "-tr", "nnFMTrainer_DrasCLRTiny",
-             "-p", "nnFMPlans_drasclr_tiny", "-device", "cpu"], env)
-    fold = hippocampus["results"] / "nnFMTrainer_DrasCLRTiny__nnFMPlans_drasclr_tiny__3d_fullres" / "fold_0"
-    provenance = json.loads((fold / "nnfm_pretrained.json").read_text())
-    report = provenance["report"]
-    assert provenance["encoder"] == "drasclr" and not report["missing"] and not report["unexpected"]
-    assert "queue" in report["intentionally_dropped"] and len(report["loaded"]) == 117
-    debug = json.loads((fold / "debug.json").read_text())
-    assert "momentum: 0.9" in debug["optimizer"] and "nesterov: False" in debug["optimizer"]
-    images = tmp_path / "imagesTs"
-    images.mkdir()
-    for case in hippocampus["test"]:
-        (images / f"{case}_0000.nii.gz").symlink_to(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz")
-    out = tmp_path / "predictions"
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", out, "-d", dataset, "-c", "3d_fullres", "-f", "0",
-             "-tr", "nnFMTrainer_DrasCLRTiny", "-p", "nnFMPlans_drasclr_tiny", "-device", "cpu",
-             "--disable_tta", "-npp", 0, "-nps", 0], nnunet_env)
-    import SimpleITK as sitk
-    for case in hippocampus["test"]:
-        prediction = sitk.ReadImage(str(out / f"{case}.nii.gz"))
-        image = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
-        assert prediction.GetSize() == image.GetSize()
-        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}

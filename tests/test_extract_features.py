@@ -143,3 +143,15 @@ def test_plans_problems_are_named(tmp_path):
 def test_the_console_script_exits_with_the_message(tmp_path, capsys):
     with pytest.raises(SystemExit, match="nnFM_extract_features: input .*missing.nii.gz does not exist"):
         main(["-i", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "out"), "-w", "random"])
+
+
+def test_anatomix_dev_vit_features_are_its_pretrained_32_channel_up_projection(tmp_path):
+    """Without plans the PrimusV2 network is built with the pretrained up-projection (keep_up_projection, the
+    authors' registration features, anatomix registration_infrastructure/features.py) for the tile's shape."""
+    written = extract_features([str(MRI)], str(tmp_path / "out"), encoder="anatomix_dev_vit_tiny", weights="random",
+                               tile=(32, 32, 32), device="cpu", progress=False)
+    image, array = _features(written[0])
+    _assert_same_geometry(image, MRI)
+    assert image.GetSize()[3] == 32 and np.isfinite(array).all() and array.std() > 0
+    from nnfm.features.extract import feature_encoders
+    assert "anatomix_dev_vit" in feature_encoders() and "primus_v3_s" not in feature_encoders()  # no weights

@@ -1,4 +1,4 @@
-"""Each checkpoint family gets the input it was made with (issue 11; table in nnfm/networks/input_conventions.py).
+"""Each set of weights gets the input it was made with (issues 11 and 26; the records in nnfm/conventions.py).
 
 * MedDINOv3 sees nnU-Net's CT-normalised intensities as they are (the authors' fine-tuning input);
   official DINOv3 sees the planned window mapped to [0, 1] and ImageNet-normalised. Checked on the real CT in
@@ -17,6 +17,7 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization, ZScoreNormalization
 
+from nnfm.conventions import WINDOW01
 from nnfm.networks.dinov3_segmentation import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, DINOv3SegmentationNetwork
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.planning.intensity import measure_input_window
@@ -91,7 +92,8 @@ def test_anatomix_sees_the_background_of_masked_normalisation_at_0(tmp_path):
     # what nnFMPlanner writes for a use_mask_for_norm dataset
     planner = SimpleNamespace(dataset=dataset, determine_reader_writer=lambda: SimpleITKIO,
                               dataset_fingerprint={"foreground_intensity_properties_per_channel": {"0": {}}},
-                              network_kwargs=get_encoder("anatomix").kwargs())
+                              network_kwargs=get_encoder("anatomix").kwargs(), input_convention=WINDOW01)
+    planner.measured_window = lambda schemes, use_mask: nnFMPlanner.measured_window(planner, schemes, use_mask)
     kwargs = nnFMPlanner.architecture_kwargs(planner, [32, 32, 32], ["ZScoreNormalization"], [True])
     network = AnatomixSegmentationNetwork(1, 2, **kwargs).eval()
     # nnU-Net's preprocessing of that case: crop to the nonzero mask, z-score inside it, 0 outside
@@ -109,18 +111,86 @@ def test_anatomix_sees_the_background_of_masked_normalisation_at_0(tmp_path):
     assert 0.3 < np.median(seen[inside]) < 0.7 and seen[inside].max() == 1.0  # tissue keeps the window
 
 
+def _planner_stand_in(planner_class, encoder: str, channel_names: dict, weights=None):
+    """A planner of ``encoder`` with only what normalisation planning reads (no dataset on disk)."""
+    from nnfm.weights.input_convention import planned_convention
+
+    planner = planner_class.__new__(planner_class)
+    entry = get_encoder(encoder)
+    planner.__dict__.update(dataset_json={"channel_names": channel_names}, entry=entry,
+                            dataset_fingerprint={"median_relative_size_after_cropping": 1.0},
+                            input_convention=planned_convention(entry, weights or entry.weights))
+    return planner
+
+
 def test_primus_plans_nnssls_per_image_zscore_for_every_channel_ct_included():
     """nnssl z-scores every channel per image (MIC-DKFZ/nnssl default_preprocessor.normalize); nnU-Net's own
     ZScoreNormalization does exactly that, so the Primus planner plans it instead of CTNormalization."""
     from nnfm_planners.nnfm_primus_planner import nnFMPrimusPlanner
 
-    planner = SimpleNamespace(dataset_json={"channel_names": {"0": "CT", "1": "T2"}},
-                              dataset_fingerprint={"median_relative_size_after_cropping": 1.0})
-    schemes, use_mask = nnFMPrimusPlanner.determine_normalization_scheme_and_whether_mask_is_used_for_norm(planner)
+    planner = _planner_stand_in(nnFMPrimusPlanner, "primus_m", {"0": "CT", "1": "T2"})
+    schemes, use_mask = planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
     assert schemes == ["ZScoreNormalization", "ZScoreNormalization"] and use_mask == [False, False]
     planner.dataset_fingerprint["median_relative_size_after_cropping"] = 0.5  # skull-stripped: nnU-Net's mask rule
-    assert nnFMPrimusPlanner.determine_normalization_scheme_and_whether_mask_is_used_for_norm(planner)[1] == [True] * 2
+    assert planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()[1] == [True] * 2
     # on CT_example's HU, per-image z-score gives zero mean / unit std over the whole image, as nnssl
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(CT_EXAMPLE / "example_ct_sm.nii.gz"))).astype(np.float32)
     z = ZScoreNormalization(use_mask_for_norm=False, intensityproperties={}).run(image.copy())
     assert abs(z.mean()) < 1e-3 and abs(z.std() - 1) < 1e-3
+
+
+def test_mae_weights_are_planned_and_fed_the_per_image_zscores_they_were_pretrained_on():
+    """anatomix_mae_hippocampus (nnFM_pretrain mae) was pretrained on per-image z-scores (mae/cases.py). Planned
+    for these weights, every channel is z-scored per image and the anatomix network feeds that as it is, in
+    training and in eval mode (nnFM_extract_features, a frozen encoder). Before issue 26 it went through anatomix's
+    [0, 1] window: in eval mode with the stored batch-norm statistics the output was 205 % off (relative)."""
+    from nnfm.errors import ConfigurationError
+    from nnfm.features.extract import build_feature_network
+    from nnfm.weights import load_pretrained
+    from nnfm.weights.input_convention import check_fed_convention, planned_convention
+
+    entry = get_encoder("anatomix")
+    assert entry.input_convention.name == "window01"  # the encoder's own (published, synthetic) weights
+    convention = planned_convention(entry, "anatomix_mae_hippocampus")
+    assert convention.name == "zscore" and convention.planned_normalization == "ZScoreNormalization"
+    planner = _planner_stand_in(nnFMPlanner, "anatomix", {"0": "T1", "1": "CT"}, weights="anatomix_mae_hippocampus")
+    assert planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()[0] == ["ZScoreNormalization"] * 2
+    network, report = build_feature_network(entry, 1, None, "anatomix_mae_hippocampus")
+    assert report.input_convention == "zscore" and network.input_norm == "zscore" and not network.training
+    x = torch.randn(1, 1, 32, 48, 32)  # nnU-Net's per-image z-scores
+    with torch.no_grad():
+        assert torch.equal(network.dense_features(x), network.encoder(x))
+    # plans that feed anatomix's [0, 1] window refuse these weights at load (trainer and nnFM_extract_features)
+    window_network = AnatomixSegmentationNetwork(1, 3, **entry.kwargs())
+    report = load_pretrained(window_network.encoder, "anatomix_mae_hippocampus")
+    with pytest.raises(ConfigurationError, match=r"pretrained on input convention `zscore`.*feed the network "
+                                                 r"`window01`.*-e anatomix -w anatomix_mae_hippocampus"):
+        check_fed_convention(window_network, report.input_convention, "anatomix_mae_hippocampus", "anatomix",
+                             "3d_fullres")
+    with pytest.raises(ConfigurationError, match="pretrained on input convention `zscore`"):
+        build_feature_network(entry, 1, dict(entry.kwargs(), input_norm="window01"), "anatomix_mae_hippocampus")
+
+
+def test_weights_of_a_convention_the_network_cannot_apply_are_refused_at_planning():
+    from nnfm.errors import ConfigurationError
+    from nnfm.weights.input_convention import planned_convention
+
+    # DrasCLR weights saw raw CT in a HU window; the anatomix U-Net applies [0, 1] windows or z-scores only
+    with pytest.raises(ConfigurationError, match="pretrained on input convention `hu_window`.*can only be fed "
+                                                 "window01, zscore"):
+        planned_convention(get_encoder("anatomix"), "drasclr_copdgene")
+
+
+def test_every_registered_and_embedded_weights_file_states_its_convention():
+    """Registry weights state theirs; an embedded file's provenance JSON says the same."""
+    import json
+
+    from nnfm.conventions import CONVENTIONS
+    from nnfm.weights.registry import available_weights, embedded_path, get_weights_entry
+
+    for name in available_weights():
+        entry = get_weights_entry(name)
+        assert entry.input_convention in CONVENTIONS, name
+        if entry.embedded:
+            facts = json.loads(embedded_path(entry).with_suffix(".json").read_text())
+            assert facts["input_convention"] == entry.input_convention, name

@@ -2,13 +2,12 @@
 the same features as torchvision's ResNet-50, grey -> RGB folded into conv1, the licence printed on load, and
 2 iterations of nnUNetv2_train + nnUNetv2_predict in nnU-Net's 2d configuration on real Hippocampus MRI."""
 import json
-import shutil
 
 import pytest
 import torch
 import torchvision
 
-from conftest import LAYOUTS, random_state_dict_from_layout, run_cli
+from conftest import LAYOUTS, random_state_dict_from_layout, train_and_predict
 from nnfm.errors import PatchSizeError
 from nnfm.networks.lvmmed_segmentation import INPUT_SCALE, LVMMedSegmentationNetwork
 from nnfm.registry import get_encoder
@@ -109,37 +108,19 @@ def test_outputs_deep_supervision_and_padding():
 
 
 @pytest.mark.e2e
-def test_lvmmed_weights_train_and_predict_in_nnunets_2d_configuration(lvmmed_file, hippocampus, nnunet_env,
-                                                                       tmp_path):
+def test_lvmmed_weights_train_and_predict_in_nnunets_2d_configuration(lvmmed_file, plan_hippocampus,
+                                                                       hippocampus_converted, nnunet_env, tmp_path):
     weights, _ = lvmmed_file
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "lvmmed_resnet50", "-w", weights,
-             "-np", 1], nnunet_env)
-    plans = json.loads((hippocampus["preprocessed"] / "nnFMPlans_lvmmed_resnet50.json").read_text())
-    config = plans["configurations"]["2d"]
+    config = plan_hippocampus("lvmmed_resnet50", "-w", weights)["configurations"]["2d"]
     assert all(p % 32 == 0 for p in config["patch_size"]) and len(config["patch_size"]) == 2
     assert len(config["architecture"]["arch_kwargs"]["input_window"]) == 1
 
-    trainer, plans_name = "nnFMTrainer_LVMMed", "nnFMPlans_lvmmed_resnet50"
-    env = dict(nnunet_env, nnUNet_def_n_proc="1")
-    run_cli(["nnUNetv2_train", hippocampus["id"], "2d", 0, "-tr", trainer, "-p", plans_name, "-device", "cpu"], env)
-    folder = hippocampus["results"] / f"{trainer}__{plans_name}__2d" / "fold_0"
-    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
+    # no nnFM_WEIGHTS: the trainer loads the file that the plans name (-w)
+    run = train_and_predict(hippocampus_converted, nnunet_env, tmp_path, "nnFMTrainer_LVMMed",
+                            "nnFMPlans_lvmmed_resnet50", "2d")
+    provenance = run["provenance"]
     assert provenance["encoder"] == "lvmmed_resnet50" and provenance["report"]["missing"] == []
     assert provenance["report"]["adapted"] == {"conv1.weight": "3 -> 1 (sum)"}
-    assert "CC BY-NC-ND 2.0" in next(folder.glob("training_log_*.txt")).read_text()
-    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    groups = checkpoint["optimizer_state"]["param_groups"]
+    assert "CC BY-NC-ND 2.0" in run["log"]
+    groups = run["checkpoint"]["optimizer_state"]["param_groups"]
     assert all(g["initial_lr"] == 1e-4 and g["weight_decay"] == 0 and g["lr"] == 1e-4 for g in groups)  # constant
-
-    images, predictions = tmp_path / "images", tmp_path / "predictions"
-    images.mkdir()
-    for case in hippocampus["test"]:
-        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "2d",
-             "-tr", trainer, "-p", plans_name, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], env)
-    import SimpleITK as sitk
-    for case in hippocampus["test"]:
-        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
-        assert predicted.GetSize() == reference.GetSize()
-        assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}

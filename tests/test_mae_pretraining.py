@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import LAYOUTS, write_preprocessed_cases
+from nnfm.weights.checkpoint_io import read_state_dict
 from nnfm.errors import ConfigurationError
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.pretraining.mae.cases import ImageReader, read_exclusions, select_cases
@@ -136,7 +137,7 @@ def straight_run(preprocessed, tmp_path_factory):
 
 def test_export_is_the_anatomix_layout_and_loads_strictly(straight_run):
     out, summary = straight_run
-    state = torch.load(out / EXPORT, weights_only=True)
+    state = read_state_dict(out / EXPORT)[0]
     expected = json.loads(LAYOUT.read_text())["keys"]
     assert list(state) == list(expected)   # exact anatomix layout: same keys, same order
     for key, spec in expected.items():
@@ -144,7 +145,9 @@ def test_export_is_the_anatomix_layout_and_loads_strictly(straight_run):
     AnatomixUNet().load_state_dict(state, strict=True)
     from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
     from nnfm.weights import load_pretrained   # what nnFMTrainer does with nnFM_WEIGHTS=<path>
-    assert load_pretrained(AnatomixSegmentationNetwork(1, 3).encoder, str(out / EXPORT)).ok
+    report = load_pretrained(AnatomixSegmentationNetwork(1, 3).encoder, str(out / EXPORT))
+    # pretrained on per-image z-scores (cases.py): the file says so, and fine-tuning then plans "zscore"
+    assert report.ok and report.input_convention == "zscore"
     checkpoint = torch.load(out / LATEST, weights_only=True)
     assert checkpoint["step"] == 4 and checkpoint["loss_history"] == pytest.approx(summary["loss_history"])
     assert (out / "loss_curve.png").exists() and (out / "loss.csv").exists()
@@ -169,8 +172,8 @@ def test_resume_after_a_kill_continues_exactly_where_it_stopped(preprocessed, st
     resumed = train_mae(tiny_config(tmp_path / "split", data_folder(preprocessed), resume=True))
     assert resumed["start_step"] == 2 and resumed["step"] == 4
     assert np.allclose(resumed["loss_history"], straight["loss_history"], atol=1e-6)
-    a = torch.load(out / EXPORT, weights_only=True)
-    b = torch.load(tmp_path / "split" / EXPORT, weights_only=True)
+    a = read_state_dict(out / EXPORT)[0]
+    b = read_state_dict(tmp_path / "split" / EXPORT)[0]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     with pytest.raises(ConfigurationError, match="different run settings"):
         train_mae(tiny_config(tmp_path / "split", data_folder(preprocessed), steps=6, resume=True, seed=1))
@@ -192,7 +195,7 @@ def test_two_process_gloo_ddp_run_through_the_cli(preprocessed, tmp_path):
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["world_size"] == 2 and summary["step"] == 2 and summary["cases_excluded"] == held_out
     assert np.isfinite(summary["loss_last"]) and torch.load(out / LATEST, weights_only=True)["step"] == 2
-    AnatomixUNet().load_state_dict(torch.load(out / EXPORT, weights_only=True), strict=True)
+    AnatomixUNet().load_state_dict(read_state_dict(out / EXPORT)[0], strict=True)
 
 
 def test_cli_defaults_from_the_plans_and_bad_input_without_a_traceback(preprocessed, tmp_path, monkeypatch):

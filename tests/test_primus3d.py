@@ -1,13 +1,13 @@
-"""3D Primus ViT path: network, nnssl Primus-M checkpoint loading, pos-embed resizing, memory model,
-bad input, and a few iterations through nnUNetv2_train / nnUNetv2_predict on real Hippocampus MRI."""
+"""3D Primus ViT path: network, nnssl Primus-M checkpoint loading, pos-embed resizing, memory model, bad input and
+planning. The tiny preset's nnUNetv2_train / nnUNetv2_predict on real Hippocampus MRI, from a file in nnssl's release
+format: tests/test_tiny_presets_e2e.py."""
 import gc
 import json
-import shutil
 
 import pytest
 import torch
 
-from conftest import LAYOUTS, random_state_dict_from_layout, run_cli
+from conftest import LAYOUTS, random_state_dict_from_layout
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ConfigurationError, PatchSizeError,
                          WrongCheckpointFamilyError)
 from nnfm.networks.primus_segmentation import PRIMUS_PRESETS, PrimusEncoder, PrimusSegmentationNetwork
@@ -220,7 +220,7 @@ def test_non_cubic_pretraining_grid_is_refused(tmp_path):
         load_pretrained(_tiny_net(input_shape=(16, 16, 16)).encoder, path, family="nnssl_primus")
 
 
-# ---- planning, training and prediction through nnU-Net's CLIs -----------------------------------------
+# ---- planning through nnU-Net's CLIs -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def primus_plans(plan_hippocampus):
     # primus_m is only planned (--no_pp): nothing trains it here
@@ -238,32 +238,3 @@ def test_primus_plans_patch_divisible_by_8_and_network_kwargs(primus_plans):
     assert primus_plans["nnFMPlans_primus_m"]["architecture"]["arch_kwargs"]["embed_dim"] == 864
     # Hippocampus' median image (about 36x50x35 voxels) rounded up to multiples of 8
     assert primus_plans["nnFMPlans_primus_tiny"]["patch_size"] == [40, 56, 40]
-
-
-def test_train_with_nnssl_weights_then_predict_with_nnunet(primus_plans, hippocampus_converted, nnunet_env, tmp_path):
-    weights, state = tiny_nnssl_checkpoint(tmp_path / "tiny_nnssl.pth", grid_side=4)
-    trainer, plans = "nnFMTrainer_PrimusTiny", "nnFMPlans_primus_tiny"
-    run_cli(["nnUNetv2_train", hippocampus_converted["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans,
-             "-device", "cpu"], dict(nnunet_env, nnFM_WEIGHTS=str(weights)))
-    folder = hippocampus_converted["results"] / f"{trainer}__{plans}__3d_fullres" / "fold_0"
-    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
-    assert provenance["encoder"] == "nnssl_primus" and provenance["report"]["missing"] == []
-    assert "4x4x4 -> 5x7x5" in provenance["report"]["adapted"]["eva.pos_embed"]
-    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["current_epoch"] == 1 and len(checkpoint["logging"]["train_losses"]) == 1
-    # two AdamW steps moved the pretrained weights
-    assert not torch.equal(checkpoint["network_weights"]["encoder.eva.blocks.3.mlp.fc2.weight"],
-                           state["eva.blocks.3.mlp.fc2.weight"])
-
-    images, predictions = tmp_path / "images", tmp_path / "predictions"
-    images.mkdir()
-    for case in hippocampus_converted["test"]:
-        shutil.copy(hippocampus_converted["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus_converted["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], nnunet_env)
-    import SimpleITK as sitk
-    for case in hippocampus_converted["test"]:
-        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus_converted["raw"] / "labelsTr" / f"{case}.nii.gz"))
-        assert predicted.GetSize() == reference.GetSize()
-        assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}

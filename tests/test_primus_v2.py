@@ -1,15 +1,17 @@
 """PrimusV2 / V3 presets and anatomix-dev-vit: network = dynamic-network-architectures' PrimusV2 / V3 parts,
 strict loading of the published anatomix-dev-vit layout, position-embedding resizing with register rows, stem
-channel adaptation, family detection next to nnssl's Primus-M, and nnUNetv2_train / nnUNetv2_predict at tiny size."""
+channel adaptation, family detection next to nnssl's Primus-M, and planning. The tiny preset's nnUNetv2_train /
+nnUNetv2_predict, from a file in anatomix-dev-vit's format: tests/test_tiny_presets_e2e.py."""
 import json
-import shutil
 
 import pytest
 import torch
+from dynamic_network_architectures.building_blocks.patch_encode_decode import PatchDecode
 from torch import nn
 
 from conftest import LAYOUTS, layout_keys, published_checkpoint_from_layout, run_cli
-from nnfm.errors import ChannelMismatchError, ConfigurationError, PatchSizeError, WrongCheckpointFamilyError
+from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ConfigurationError, PatchSizeError,
+                         WrongCheckpointFamilyError)
 from nnfm.networks.primus_v2_segmentation import PRIMUS_V2_PRESETS, PrimusV2Encoder, PrimusV2SegmentationNetwork
 from nnfm.weights import load_pretrained
 from nnfm.weights.families import detect_family
@@ -220,6 +222,125 @@ def test_detection_keeps_nnssl_primus_and_primus_v2_apart(tmp_path):
         load_pretrained(primus_m_like.encoder, path, family="nnssl_primus")
 
 
+# ---- keep_up_projection: anatomix-dev-vit's pretrained output head and its dense features ------------------------
+UP_SHAPES = {"up_projection.decode.0.0.weight": [396, 216, 2, 2, 2], "up_projection.decode.0.0.bias": [216],
+             "up_projection.decode.0.1.weight": [216], "up_projection.decode.0.1.bias": [216],
+             "up_projection.decode.1.0.weight": [216, 120, 2, 2, 2], "up_projection.decode.1.0.bias": [120],
+             "up_projection.decode.1.1.weight": [120], "up_projection.decode.1.1.bias": [120],
+             "up_projection.decode.2.weight": [120, 32, 2, 2, 2], "up_projection.decode.2.bias": [32]}
+
+
+def _up_keys(keys) -> set:
+    return {k for k in keys if k.startswith(("up_projection.", "encoder.up_projection."))}
+
+
+def test_kept_up_projection_is_dna_patch_decode_with_the_published_keys_and_shapes():
+    layout = _layout()
+    with torch.device("meta"):
+        encoder = PrimusV2Encoder(1, (128, 128, 128), **ANATOMIX, keep_up_projection=True)
+    assert type(encoder.up_projection) is PatchDecode
+    assert {k: list(v.shape) for k, v in encoder.state_dict().items()} == {k: v for k, v in layout.items()
+                                                                            if k != "mask_token"}
+    assert {k: v for k, v in layout.items() if k.startswith("up_projection.")} == UP_SHAPES
+
+
+def test_published_anatomix_dev_vit_loads_its_up_projection_strictly_with_the_flag(tmp_path):
+    state = published_checkpoint_from_layout(LAYOUT)
+    path = tmp_path / "anatomix-dev-vit.pth"
+    torch.save({f"_orig_mod.{k}": v for k, v in state.items()}, path)
+    net = PrimusV2SegmentationNetwork(1, 4, input_shape=(128, 128, 128), **PRIMUS_V2_PRESETS["anatomix_dev_vit"],
+                                      keep_up_projection=True)
+    report = load_pretrained(net.encoder, path, family=("primus_v2",))
+    assert report.ok and not report.adapted and not report.missing and not report.unexpected
+    assert set(report.loaded) == set(state) - {"mask_token"} and report.intentionally_dropped.keys() == {"mask_token"}
+    assert _up_keys(report.loaded) == set(UP_SHAPES)  # every up_projection key loaded, none dropped
+    loaded = net.encoder.state_dict()
+    for key in UP_SHAPES:
+        assert torch.equal(loaded[key], state[key]), key
+
+
+def test_without_the_flag_the_up_projection_is_still_dropped_with_its_reason(tmp_path):
+    path, state = _tiny_anatomix_checkpoint(tmp_path / "tiny.pth")
+    report = load_pretrained(_tiny(input_shape=(32, 32, 32)).encoder, path, family=("primus_v2",))
+    assert report.ok and not _up_keys(report.loaded)
+    assert set(report.intentionally_dropped) == _up_keys(state) | {"mask_token"}
+    assert all("keep_up_projection=True" in report.intentionally_dropped[k] for k in _up_keys(state))
+
+
+def _tiny_dna_with_feature_head(version: str, path, shape):
+    """A tiny DNA PrimusV2 / V3 with anatomix-dev-vit's 32-channel up_projection, saved as anatomix saves it."""
+    torch.manual_seed(3)
+    reference = _dna(version, shape, registers=2, qk_norm=True, classes=32, **TINY).eval()
+    for name, param in reference.named_parameters():  # LayerNormNd / biases away from their ones / zeros init
+        if name.startswith("up_projection.") and param.dim() == 1:
+            param.data.normal_()
+    torch.save({f"_orig_mod.{k}": v for k, v in reference.state_dict().items()}, path)
+    return reference
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_dense_features_are_dna_primus_output_at_input_resolution(tmp_path, version):
+    """Same weights (through the filter): ``dense_features`` = DNA's PrimusV2 / V3 forward ("none"), and that minus
+    each channel's spatial mean with anatomix's out_norm "demean" (anatomix's own model output)."""
+    shape = (16, 32, 24)
+    path = tmp_path / f"tiny_{version}.pth"
+    reference = _tiny_dna_with_feature_head(version, path, shape)
+    x = torch.randn(2, 1, *shape)
+    with torch.no_grad():
+        expected = reference(x)
+    extra = {"tokenizer": version, "tokenizer_channels": (8, 16, 32, 64) if version == "v3" else None}
+    for out_norm, want in (("none", expected), ("demean", expected - expected.mean(dim=(2, 3, 4), keepdim=True))):
+        net = _tiny(shape, keep_up_projection=True, up_projection_out_norm=out_norm, **extra).eval()
+        report = load_pretrained(net.encoder, path, family=("primus_v2",))
+        assert report.ok and _up_keys(report.loaded) == _up_keys(reference.state_dict())
+        assert report.intentionally_dropped.keys() == {"mask_token"}
+        features = net.dense_features(x)
+        assert features.shape == (2, 32, *shape) and net.dense_feature_channels == 32
+        torch.testing.assert_close(features, want, rtol=1e-5, atol=1e-5)
+
+
+def test_kept_head_feeds_the_classifier_and_trains_and_the_flag_off_network_is_unchanged():
+    shape = (16, 32, 24)
+    off, on = _tiny(shape), _tiny(shape, keep_up_projection=True)
+    assert not _up_keys(off.state_dict()) and off.encoder.up_projection is None
+    assert set(on.state_dict()) - set(off.state_dict()) == {f"encoder.up_projection.{k}"
+                                                            for k in on.encoder.up_projection.state_dict()}
+    before = off.decoder.out_channels_before_classifier
+    assert off.decoder.seg_layers[0].in_channels == before and on.decoder.seg_layers[0].in_channels == before + 32
+    with pytest.raises(ConfigurationError, match="keep_up_projection=True"):
+        off.dense_features(torch.randn(1, 1, *shape))
+    out = on(torch.randn(2, 1, *shape))
+    assert out.shape == (2, 3, *shape)
+    out.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in on.encoder.up_projection.parameters())
+    assert on.encoder_layer_id("up_projection.decode.2.weight") == on.num_layers + 1
+    with pytest.raises(ConfigurationError, match="up_projection_out_norm"):
+        _tiny(shape, keep_up_projection=True, up_projection_out_norm="instance")
+
+
+def test_nnfm_checkpoint_with_the_head_loads_either_way_and_a_class_head_is_refused(tmp_path):
+    shape = (32, 32, 32)
+    trained = tmp_path / "nnfm_kept.pth"
+    torch.save({"network_weights": _tiny(shape, keep_up_projection=True).state_dict()}, trained)
+    report = load_pretrained(_tiny(shape, keep_up_projection=True).encoder, trained, family=("primus_v2",))
+    assert report.ok and _up_keys(report.loaded) and all(k.startswith("decoder.") for k in report.intentionally_dropped)
+    report = load_pretrained(_tiny(shape).encoder, trained, family=("primus_v2",))
+    assert report.ok and not _up_keys(report.loaded) and _up_keys(report.intentionally_dropped)
+    # an nnU-Net Primus trainer's up_projection is a 3-class segmentation head, not the 32 feature channels
+    path, _ = _tiny_anatomix_checkpoint(tmp_path / "three_classes.pth")
+    with pytest.raises(CheckpointMismatchError, match="up_projection.decode.2.weight"):
+        load_pretrained(_tiny(shape, keep_up_projection=True).encoder, path, family=("primus_v2",))
+
+
+def test_feature_extraction_tiles_the_kept_features_over_a_volume():
+    from nnfm.features.extract import sliding_window_features
+
+    net = _tiny((16, 32, 24), keep_up_projection=True).eval()
+    features = sliding_window_features(net, torch.randn(1, 20, 40, 30), (16, 32, 24), 0.5, torch.device("cpu"),
+                                       progress=False)
+    assert features.shape == (32, 20, 40, 30) and torch.isfinite(features).all()
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 def test_bad_patches_and_kwargs_are_refused_with_a_fix():
     with pytest.raises(PatchSizeError, match="divisible by 8"):
@@ -236,11 +357,11 @@ def test_bad_patches_and_kwargs_are_refused_with_a_fix():
         _tiny(embed_dim=40)
 
 
-# ---- planning, training and prediction through nnU-Net's CLIs -------------------------------------------
+# ---- planning through nnU-Net's CLIs ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def v2_plans(hippocampus, nnunet_env):
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "anatomix_dev_vit_tiny", "-np", 1], nnunet_env)
-    for encoder in ("anatomix_dev_vit", "primus_v3_s"):
+    # planned only (--no_pp): the tiny preset trains and predicts in tests/test_tiny_presets_e2e.py
+    for encoder in ("anatomix_dev_vit_tiny", "anatomix_dev_vit", "primus_v3_s"):
         run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", encoder, "-np", 1, "--no_pp"], nnunet_env)
     return {name: json.loads((hippocampus["preprocessed"] / f"nnFMPlans_{name}.json").read_text())["configurations"]
             ["3d_fullres"] for name in ("anatomix_dev_vit_tiny", "anatomix_dev_vit", "primus_v3_s")}
@@ -263,36 +384,3 @@ def test_plans_carry_the_preset_token_grid_and_each_input_convention(v2_plans):
     v3 = v2_plans["primus_v3_s"]["architecture"]["arch_kwargs"]
     assert v3["tokenizer"] == "v3" and v3["embed_dim"] == 396 and v3["input_norm"] == "nnunet"
     assert "input_window" not in v3 and v2_plans["primus_v3_s"]["nnfm"]["weights"] == "random"
-
-
-@pytest.mark.e2e
-def test_train_with_an_anatomix_format_checkpoint_then_predict_with_nnunet(v2_plans, hippocampus, nnunet_env, tmp_path):
-    weights, state = _tiny_anatomix_checkpoint(tmp_path / "tiny-anatomix-dev-vit.pth", grid_side=4)
-    trainer, plans = "nnFMTrainer_AnatomixDevViTTiny", "nnFMPlans_anatomix_dev_vit_tiny"
-    env = dict(nnunet_env, nnUNet_def_n_proc="1")  # nnU-Net's validation/evaluation pools would spawn 8 processes
-    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans, "-device", "cpu"],
-            dict(env, nnFM_WEIGHTS=str(weights)))
-    folder = hippocampus["results"] / f"{trainer}__{plans}__3d_fullres" / "fold_0"
-    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
-    report = provenance["report"]
-    assert provenance["encoder"] == "primus_v2" and report["missing"] == [] and report["unexpected"] == []
-    assert "4x4x4 -> 5x7x5" in report["adapted"]["eva.pos_embed"]
-    assert "mask_token" in report["intentionally_dropped"]
-    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["current_epoch"] == 1 and len(checkpoint["logging"]["train_losses"]) == 1
-    weights_after = checkpoint["network_weights"]
-    assert not torch.equal(weights_after["encoder.eva.blocks.3.mlp.fc2.weight"], state["eva.blocks.3.mlp.fc2.weight"])
-    assert weights_after["encoder.register_tokens"].shape == state["register_tokens"].shape
-
-    images, predictions = tmp_path / "images", tmp_path / "predictions"
-    images.mkdir()
-    for case in hippocampus["test"]:
-        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], env)
-    import SimpleITK as sitk
-    for case in hippocampus["test"]:
-        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
-        assert predicted.GetSize() == reference.GetSize()
-        assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}

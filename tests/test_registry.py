@@ -15,16 +15,6 @@ from nnfm.registry import encoder_names, encoder_table_markdown, encoders, get_e
 from nnfm.weights import get_weights_entry, load_pretrained
 from nnfm.weights.families import get_family
 
-# the published layout of each registry weights name (../shared/checkpoint_layouts)
-LAYOUT_OF_WEIGHTS = {"anatomix": "anatomix_unet.json", "anatomix_mae_hippocampus": "anatomix_unet.json",
-                     "anatomix_synth_nnfm": "anatomix_unet.json",
-                     "dinov3_vits16": "dinov3_vits16.json",
-                     "dinov3_vitb16": "dinov3_vitb16.json", "meddinov3_vitb16": "meddinov3_vitb16.json",
-                     "primus_m_openmind_mae": "nnssl_primus_m.json"}
-LAYOUT_OF_WEIGHTS["anatomix-dev"] = "anatomix_dev_unet.json"
-LAYOUT_OF_WEIGHTS["anatomix-dev-vit"] = "anatomix_dev_vit.json"
-LAYOUT_OF_WEIGHTS.update({"resenc_l_openmind_mae": "nnssl_resenc_l.json", "lvmmed_resnet50": "lvmmed_resnet50.json"})
-LAYOUT_OF_WEIGHTS["drasclr_copdgene"] = "drasclr_encoder.json"
 # an input shape the encoder accepts at its published size (ViTs: the pretraining grid)
 SHAPE_3D = {"primus_m": [160, 160, 160]}
 
@@ -48,11 +38,14 @@ def test_every_encoder_entry_is_consistent_with_its_planner_trainer_and_families
     for trainer in filter(None, (entry.trainer, entry.scratch_trainer)):
         cls = pydoc.locate(f"nnfm_trainers.{_module_of(trainer)}.{trainer}")
         assert cls is not None and cls.encoder == name, trainer
-        assert f"{cls.network_class.__module__}.{cls.network_class.__qualname__}" == entry.network_class
+        assert cls.network_class() is pydoc.locate(entry.network_class)  # derived from the entry, not restated
     assert entry.families and all(get_family(f) is not None and get_family(f).filter for f in entry.families)
+    # the network can be fed its encoder's input convention, and that is what the default weights saw
+    assert entry.input_convention.name in pydoc.locate(entry.network_class).INPUT_NORMS
     if entry.weights is not None:
         weights = get_weights_entry(entry.weights)
         assert weights is not None and weights.family in entry.families, entry.weights
+        assert weights.input_convention == entry.input_convention.name, entry.weights
     network = _build(entry, meta=True)
     assert sum(p.numel() for p in network.parameters()) > 0
 
@@ -60,9 +53,10 @@ def test_every_encoder_entry_is_consistent_with_its_planner_trainer_and_families
 @pytest.mark.parametrize("name", [e.name for e in encoders() if e.weights is not None])
 def test_every_encoders_default_weights_layout_loads_strictly(name, tmp_path):
     entry = get_encoder(name)
-    assert entry.weights in LAYOUT_OF_WEIGHTS, f"add the published layout of {entry.weights!r} to this test"
+    layout = get_weights_entry(entry.weights).layout
+    assert layout, f"name the published layout of {entry.weights!r} in its registry entry (WeightsEntry.layout)"
     path = tmp_path / "published.pth"
-    torch.save(published_checkpoint_from_layout(LAYOUTS / LAYOUT_OF_WEIGHTS[entry.weights]), path)
+    torch.save(published_checkpoint_from_layout(LAYOUTS / layout), path)
     network = _build(entry, input_channels=1)
     report = load_pretrained(network.encoder, path, family=entry.families)
     assert report.ok and report.loaded and not report.missing and not report.unexpected
@@ -100,3 +94,33 @@ def test_readme_encoder_table_is_the_registrys():
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert encoder_table_markdown() in readme, "regenerate with: python -m nnfm.registry --markdown"
+
+
+def test_every_plugin_trainer_builds_a_registered_encoder_and_restates_nothing_of_its_entry():
+    """documentation/design.md, "Adding an encoder": a trainer names its encoder (and a variant its recipe change);
+    the network class, recipe numbers, families and weights come from the registry entry, stated once."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import nnfm_trainers
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+
+    trainers = set()
+    for info in pkgutil.iter_modules(nnfm_trainers.__path__):
+        module = importlib.import_module(f"nnfm_trainers.{info.name}")
+        trainers |= {c for _, c in inspect.getmembers(module, inspect.isclass)
+                     if issubclass(c, nnFMTrainer) and c.__module__ == module.__name__}
+    assert len(trainers) > 20
+    # the attributes each trainer class once restated (issue 26); derived properties are fine
+    restatable = {"network_class", "optimizer_name", "recipe_lr", "recipe_weight_decay", "encoder_lr_by_family",
+                  "decoder_lr", "vit_weight_decay", "lr_decay", "head_warmup_fraction", "full_warmup_fraction",
+                  "grad_clip", "encoder_lr_multiplier"}
+    for cls in trainers:
+        # encoder None: nnU-Net's own network from nnU-Net's plans (nnFMTrainer_nnUNetPlans), no preset
+        assert cls.encoder is None or get_encoder(cls.encoder).name == cls.encoder, cls.__name__
+        restated = {n for n in restatable & set(vars(cls)) if not isinstance(vars(cls)[n], (property, classmethod))}
+        assert not restated, (cls.__name__, restated)
+        cls.recipe()  # the encoder's recipe with the variant's changes builds
+    named = {t for e in encoders() for t in (e.trainer, e.scratch_trainer) if t}
+    assert named <= {c.__name__ for c in trainers}

@@ -6,12 +6,11 @@ the checkpoint (topology, patch, spacing, keys), and a tiny nnssl-format checkpo
 nnUNetv2_train and predicts through nnUNetv2_predict on real Hippocampus MRI.
 """
 import json
-import shutil
 
 import pytest
 import torch
 
-from conftest import LAYOUTS, published_checkpoint_from_layout, run_cli
+from conftest import LAYOUTS, published_checkpoint_from_layout, train_and_predict
 from nnfm.errors import ChannelMismatchError, CheckpointMismatchError, ConfigurationError, PatchSizeError
 from nnfm.networks.resenc_segmentation import ResEncSegmentationNetwork
 from nnfm.weights import load_pretrained
@@ -161,12 +160,9 @@ def test_a_plan_with_other_keys_or_another_topology_is_refused(tmp_path):
 
 def test_resenc_detection_does_not_take_other_layouts(published, tmp_path):
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
-    from nnfm.weights.checkpoint_io import unwrap_state_dict
 
     assert detect_family(read_state_dict(published[0])[0]) == "nnssl_resenc"
-    for layout, family in (("anatomix_unet.json", "anatomix_unet"), ("lvmmed_resnet50.json", "lvmmed_resnet50"),
-                           ("drasclr_encoder.json", "drasclr")):
-        assert detect_family(unwrap_state_dict(published_checkpoint_from_layout(LAYOUTS / layout))[0]) == family
+    # every other registered weights file's published layout: tests/test_weight_families.py
     primus = {"down_projection.proj.weight": torch.zeros(8, 1, 8, 8, 8), "eva.pos_embed": torch.zeros(1, 8, 8)}
     assert detect_family(primus) == "nnssl_primus"
     # nnU-Net's default PlainConvUNet has encoder.stages but no encoder.stem: not a ResEnc
@@ -181,28 +177,22 @@ def test_patch_not_divisible_by_the_stride_is_refused():
 
 
 @pytest.mark.e2e
-def test_nnssl_checkpoint_plans_trains_and_predicts_through_nnunet(hippocampus, nnunet_env, tmp_path):
+def test_nnssl_checkpoint_plans_trains_and_predicts_through_nnunet(plan_hippocampus, hippocampus_converted, nnunet_env,
+                                                                   tmp_path):
     weights, state = tiny_nnssl_checkpoint(tmp_path / "checkpoint_final.pth")
-    run_cli(["nnFM_plan_and_preprocess", "-d", hippocampus["id"], "-e", "resenc_l", "-w", weights, "-np", 1],
-            nnunet_env)
-    plans = json.loads((hippocampus["preprocessed"] / "nnFMPlans_resenc_l.json").read_text())
-    config = plans["configurations"]["3d_fullres"]
+    config = plan_hippocampus("resenc_l", "-w", weights)["configurations"]["3d_fullres"]
     # the topology, the starting patch and the keys come from the checkpoint's adaptation plan
     assert config["architecture"]["arch_kwargs"]["features_per_stage"] == TINY["features_per_stage"]
     assert config["patch_size"] == [32, 32, 32] and config["normalization_schemes"] == ["ZScoreNormalization"]
     assert config["nnfm"]["nnssl_adaptation"]["source"] == f"nnssl_adaptation_plan of {weights}"
     assert config["nnfm"]["weights"] == str(weights)
 
-    trainer, plans_name = "nnFMTrainer_ResEncL", "nnFMPlans_resenc_l"
-    env = dict(nnunet_env, nnUNet_def_n_proc="1")
-    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", plans_name,
-             "-device", "cpu"], env)
-    folder = hippocampus["results"] / f"{trainer}__{plans_name}__3d_fullres" / "fold_0"
-    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
+    # no nnFM_WEIGHTS: the trainer loads the file that the plans name (-w)
+    run = train_and_predict(hippocampus_converted, nnunet_env, tmp_path, "nnFMTrainer_ResEncL", "nnFMPlans_resenc_l")
+    provenance, checkpoint = run["provenance"], run["checkpoint"]
     report = provenance["report"]
     assert provenance["encoder"] == "nnssl_resenc" and report["missing"] == [] and report["unexpected"] == []
     assert any(k.startswith("decoder.seg_layers.") for k in report["intentionally_dropped"])
-    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["current_epoch"] == 1
     # the fine-tuned network is an nnU-Net ResEnc: the nnssl file's keys (per-class layers aside)
     assert {k for k in checkpoint["network_weights"] if "seg_layers" not in k} == \
@@ -210,16 +200,3 @@ def test_nnssl_checkpoint_plans_trains_and_predicts_through_nnunet(hippocampus, 
     # nnU-Net master's PretrainedTrainer recipe: SGD 1e-3, Nesterov momentum 0.99
     groups = checkpoint["optimizer_state"]["param_groups"]
     assert all(g["initial_lr"] == 1e-3 and g["momentum"] == 0.99 and g["nesterov"] for g in groups)
-
-    images, predictions = tmp_path / "images", tmp_path / "predictions"
-    images.mkdir()
-    for case in hippocampus["test"]:
-        shutil.copy(hippocampus["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus["id"], "-c", "3d_fullres",
-             "-tr", trainer, "-p", plans_name, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], env)
-    import SimpleITK as sitk
-    for case in hippocampus["test"]:
-        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus["raw"] / "labelsTr" / f"{case}.nii.gz"))
-        assert predicted.GetSize() == reference.GetSize()
-        assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}

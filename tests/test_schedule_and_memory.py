@@ -81,10 +81,10 @@ def _optimizer_of(trainer_class):
     # build_optimizer reads only these attributes (configure_optimizers first loads the weights): no plans needed
     net = AnatomixSegmentationNetwork(1, 3, True)
     stand_in = trainer_class.__new__(trainer_class)
-    stand_in.__dict__.update(network=net, is_ddp=False, num_epochs=20, initial_lr=1e-2, weight_decay=3e-5)
-    for attribute, value in (("recipe_lr", "initial_lr"), ("recipe_weight_decay", "weight_decay")):
-        if getattr(trainer_class, attribute) is not None:
-            stand_in.__dict__[value] = getattr(trainer_class, attribute)
+    recipe = trainer_class.recipe()  # what __init__ takes from it
+    stand_in.__dict__.update(network=net, is_ddp=False, num_epochs=20, loaded_family=None,
+                             initial_lr=recipe.initial_lr(trainer_class.use_pretrained),
+                             weight_decay=recipe.weight_decay, print_to_log_file=lambda *args, **kwargs: None)
     return trainer_class.build_optimizer(stand_in)
 
 
@@ -100,6 +100,19 @@ def test_recipes_build_their_authors_optimiser_and_schedule():
     nnssl, nnssl_schedule = _optimizer_of(nnFMTrainer_nnssl)  # nnU-Net master PretrainedTrainer: 1e-3, 5% warm-up
     assert {g["initial_lr"] for g in nnssl.param_groups} == {1e-3}
     assert nnssl_schedule.schedule == FineTuneSchedule(20, 0, 1)
+    # ... and nnU-Net's weight decay 3e-5 (issue 26: it inherited the anatomix recipe's 0 before)
+    assert type(nnssl) is torch.optim.SGD and nnssl.defaults["weight_decay"] == 3e-5
+
+
+def test_resenc_l_fine_tunes_with_pretrained_trainers_weight_decay_and_scratch_lr():
+    """nnU-Net master's PretrainedTrainer (the ResEnc-L recipe's source): SGD 1e-3, weight decay 3e-5, 1e-2 from
+    scratch, deep supervision off. Before issue 26 the trainer ran weight decay 0 while its docstring said 3e-5."""
+    from nnfm_trainers.nnfm_resenc_trainer import nnFMTrainer_ResEncL, nnFMTrainer_ResEncL_scratch
+    recipe = nnFMTrainer_ResEncL.recipe()
+    assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.momentum) == ("SGD", 1e-3, 3e-5, 0.99)
+    assert recipe.initial_lr(nnFMTrainer_ResEncL.use_pretrained) == 1e-3
+    assert recipe.initial_lr(nnFMTrainer_ResEncL_scratch.use_pretrained) == 1e-2
+    assert not recipe.deep_supervision
 
 
 def test_the_weights_family_sets_the_vit_encoder_lr_before_the_optimiser_exists():
@@ -123,11 +136,12 @@ def test_the_weights_family_sets_the_vit_encoder_lr_before_the_optimiser_exists(
     trainer = StandIn.__new__(StandIn)
     trainer.__dict__.update(network=net, is_ddp=False, num_epochs=20, weight_decay=0.05, _resuming=False,
                             _network_prepared=False, loaded_family=None, use_bf16=False,
+                            initial_lr=StandIn.recipe().lr,
                             device=torch.device("cpu"), configuration_name="2d",
                             configuration_manager=SimpleNamespace(patch_size=[32, 32]))
     optimizer, _ = trainer.configure_optimizers()
     encoder_lrs = {g["initial_lr"] for g in optimizer.param_groups if g.get("is_encoder")}
-    assert encoder_lrs == {StandIn.encoder_lr_by_family["dinov3_vit"]} != {StandIn.encoder_lr_by_family[None]}
+    assert encoder_lrs == {StandIn.recipe().encoder_lr["dinov3_vit"]} != {StandIn.recipe().lr}
 
 
 def _reference_lr_factors(num_epochs: int, frozen: int, warmup: int, decay: str, is_encoder: bool) -> list:
@@ -164,7 +178,7 @@ def _vit_trainers():
     from nnfm_trainers.nnfm_vit_trainer_variants import nnFMTrainer_MedDINOv3, nnFMTrainer_MedDINOv3_scratch
 
     class frozen_head(nnFMTrainer_MedDINOv3):  # the former frozen_encoder_fraction = 0.1
-        head_warmup_fraction = 0.1
+        recipe_changes = {"head_warmup_fraction": 0.1}
 
     class frozen_head_scratch(frozen_head):
         use_pretrained = False

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nnfm.weights.checkpoint_io import read_state_dict
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.pretraining.checkpoints import EXPORT, LATEST
@@ -182,7 +183,7 @@ def test_training_run_records_finite_losses(trained_run):
 
 def test_exported_weights_load_strictly_everywhere(trained_run):
     out = trained_run[0]
-    state = torch.load(out / EXPORT, weights_only=True)
+    state = read_state_dict(out / EXPORT)[0]
     expected = json.loads(LAYOUT.read_text())["keys"]
     assert list(state) == list(expected)   # exact anatomix layout: same keys, same order
     for key, spec in expected.items():
@@ -191,7 +192,7 @@ def test_exported_weights_load_strictly_everywhere(trained_run):
     AnatomixSegmentationNetwork(1, 3).encoder.load_state_dict(state, strict=True)
     from nnfm.weights import load_pretrained   # what nnFMTrainer does with nnFM_WEIGHTS=<path>
     report = load_pretrained(AnatomixSegmentationNetwork(1, 3).encoder, str(out / EXPORT))
-    assert report.ok
+    assert report.ok and report.input_convention == "window01"  # synthetic volumes in [0, 1], as anatomix
     checkpoint = torch.load(out / LATEST, weights_only=True)
     assert checkpoint["step"] == 4 and not any(k.startswith("model.") for k in checkpoint["heads"])
     assert {"step", "model", "heads", "optimizer", "rng", "settings", "loss_history"} <= set(checkpoint)
@@ -216,8 +217,8 @@ def test_resume_after_a_kill_continues_exactly_where_it_stopped(tmp_path, monkey
     assert resumed["start_step"] == 2 and resumed["step"] == 4
     assert torch.load(tmp_path / "split" / LATEST, weights_only=True)["step"] == 4
     assert torch.allclose(torch.tensor(resumed["loss_history"]), torch.tensor(straight["loss_history"]), atol=1e-4)
-    a = torch.load(tmp_path / "straight" / EXPORT, weights_only=True)
-    b = torch.load(tmp_path / "split" / EXPORT, weights_only=True)
+    a = read_state_dict(tmp_path / "straight" / EXPORT)[0]
+    b = read_state_dict(tmp_path / "split" / EXPORT)[0]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
     with pytest.raises(ValueError, match="different run settings"):
         train_synth(tiny_config(tmp_path / "split", steps=6, resume=True, seed=1))
@@ -235,6 +236,6 @@ def test_two_process_gloo_ddp_run(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["world_size"] == 2 and summary["step"] == 2
-    state = torch.load(out / EXPORT, weights_only=True)
+    state = read_state_dict(out / EXPORT)[0]
     AnatomixUNet().load_state_dict(state, strict=True)
     assert torch.load(out / LATEST, weights_only=True)["step"] == 2

@@ -1,12 +1,11 @@
 """The 2D ViT path (DINOv3 / MedDINOv3): network, checkpoint layouts, memory estimate, optimiser, pipeline."""
 import json
 import math
-import shutil
 
 import pytest
 import torch
 
-from conftest import LAYOUTS, random_state_dict_from_layout, run_cli
+from conftest import LAYOUTS, random_state_dict_from_layout, run_cli, train_and_predict
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ConfigurationError, PatchSizeError,
                          WrongCheckpointFamilyError)
 from nnfm.networks.dinov3_segmentation import DINOv3SegmentationNetwork
@@ -320,55 +319,36 @@ def test_hires_option_makes_the_in_plane_spacing_finer(vit_plans, hippocampus_co
 
 @pytest.fixture(scope="module")
 def trained_vit(vit_plans, hippocampus_converted, vit_env, tmp_path_factory):
-    weights = tiny_meddinov3_checkpoint(tmp_path_factory.mktemp("vitweights") / "tiny_meddinov3.pth")
-    env = dict(vit_env, nnFM_WEIGHTS=str(weights))
-    result = run_cli(["nnUNetv2_train", hippocampus_converted["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3",
-                      "-p", PLANS, "-device", "cpu"], env)
-    return hippocampus_converted["results"] / f"nnFMTrainer_MedDINOv3__{PLANS}__2d" / "fold_0", result, weights
+    """nnFMTrainer_MedDINOv3 from a MedDINOv3-format file, then nnUNetv2_predict (conftest.train_and_predict)."""
+    folder = tmp_path_factory.mktemp("vit")
+    weights = tiny_meddinov3_checkpoint(folder / "tiny_meddinov3.pth")
+    run = train_and_predict(hippocampus_converted, vit_env, folder, "nnFMTrainer_MedDINOv3", PLANS, "2d", weights)
+    return dict(run, weights=weights)
 
 
 def test_vit_training_loads_weights_and_uses_the_vit_recipe(trained_vit):
-    folder, _, weights = trained_vit
-    assert (folder / "checkpoint_final.pth").is_file()
-    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
-    assert provenance["encoder"] == "meddinov3_vit" and provenance["weights"] == str(weights)
+    provenance = trained_vit["provenance"]
+    assert provenance["encoder"] == "meddinov3_vit" and provenance["weights"] == str(trained_vit["weights"])
     report = provenance["report"]
     assert report["missing"] == [] and report["unexpected"] == [] and report["adapted"]
     assert "backbone.mask_token" in report["intentionally_dropped"]
-    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
-    assert "encoder lr 3e-05 (weights family meddinov3_vit)" in log and "betas (0.9, 0.98)" in log
-    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert "encoder lr 3e-05 (weights family meddinov3_vit)" in trained_vit["log"]
+    assert "betas (0.9, 0.98)" in trained_vit["log"]
+    checkpoint = trained_vit["checkpoint"]
     assert checkpoint["trainer_name"] == "nnFMTrainer_MedDINOv3"
     assert any(k.startswith("encoder.blocks.") for k in checkpoint["network_weights"])
     lrs = {round(g["initial_lr"], 8) for g in checkpoint["optimizer_state"]["param_groups"]}
     assert lrs == {3e-4, 3e-5}
 
 
-def test_vit_predict_with_nnunet(trained_vit, hippocampus_converted, vit_env, tmp_path):
-    images, predictions = tmp_path / "images", tmp_path / "predictions"
-    images.mkdir()
-    for case in hippocampus_converted["test"]:
-        shutil.copy(hippocampus_converted["raw"] / "imagesTr" / f"{case}_0000.nii.gz", images)
-    run_cli(["nnUNetv2_predict", "-i", images, "-o", predictions, "-d", hippocampus_converted["id"], "-c", "2d",
-             "-tr", "nnFMTrainer_MedDINOv3", "-p", PLANS, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0],
-            vit_env)
-    assert sorted(p.name for p in predictions.glob("*.nii.gz")) == \
-        sorted(f"{c}.nii.gz" for c in hippocampus_converted["test"])
-    import SimpleITK as sitk
-    for case in hippocampus_converted["test"]:
-        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        reference = sitk.ReadImage(str(hippocampus_converted["raw"] / "labelsTr" / f"{case}.nii.gz"))
-        assert predicted.GetSize() == reference.GetSize()
-        assert set(sitk.GetArrayFromImage(predicted).ravel().tolist()) <= {0, 1, 2}
-    plans = json.loads((predictions / "plans.json").read_text())
+def test_vit_predict_with_nnunet(trained_vit):
+    # each held-back case predicted at its image's size, labels 0-2 (checked by conftest.predict_held_back)
+    plans = json.loads((trained_vit["predictions"] / "plans.json").read_text())
     assert plans["configurations"]["2d"]["nnfm"]["provenance_by_fold"]["0"]["encoder"] == "meddinov3_vit"
 
 
-def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus_converted, vit_env):
-    run_cli(["nnUNetv2_train", hippocampus_converted["id"], "2d", 0, "-tr", "nnFMTrainer_MedDINOv3_scratch",
-             "-p", PLANS, "-device", "cpu"], vit_env)
-    folder = hippocampus_converted["results"] / f"nnFMTrainer_MedDINOv3_scratch__{PLANS}__2d" / "fold_0"
-    provenance = json.loads((folder / "nnfm_pretrained.json").read_text())
-    assert provenance["weights"] is None
-    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
-    assert "encoder lr 0.0003 (weights family none: random init)" in log
+def test_vit_scratch_trainer_trains_without_weights(vit_plans, hippocampus_converted, vit_env, tmp_path):
+    run = train_and_predict(hippocampus_converted, vit_env, tmp_path, "nnFMTrainer_MedDINOv3_scratch", PLANS, "2d",
+                            predict=False)
+    assert run["provenance"]["weights"] is None
+    assert "encoder lr 0.0003 (weights family none: random init)" in run["log"]

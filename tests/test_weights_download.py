@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import LAYOUTS, random_state_dict_from_layout
-from nnfm.errors import ChecksumMismatchError, WeightsUnavailableError
+from nnfm.errors import ChecksumMismatchError, ConfigurationError, WeightsUnavailableError
 from nnfm.networks import AnatomixUNet
 from nnfm.weights import WeightsEntry, load_pretrained, register_weights, resolve_checkpoint
 from nnfm.weights.registry import get_weights_entry, unregister_weights
@@ -100,7 +100,9 @@ def test_embedded_weights_are_used_offline_and_checked(tmp_path, cache, monkeypa
     monkeypatch.setattr(registry, "EMBEDDED_DIR", tmp_path)
     # written as a maintainer embeds weights: python -m nnfm.weights.embed SRC NAME --provenance F --folder DIR
     torch.save({"state_dict": random_state_dict_from_layout(LAYOUTS / "anatomix_unet.json")}, tmp_path / "src.pth")
-    record = embed(tmp_path / "src.pth", "tiny_embedded", {"steps": 3}, tmp_path)
+    with pytest.raises(ConfigurationError, match="does not record its input convention.*--input-convention"):
+        embed(tmp_path / "src.pth", "tiny_embedded", {"steps": 3}, tmp_path)  # a foreign file: say what it saw
+    record = embed(tmp_path / "src.pth", "tiny_embedded", {"steps": 3}, tmp_path, input_convention="window01")
     sha = hashlib.sha256((tmp_path / "tiny_embedded.safetensors").read_bytes()).hexdigest()
     provenance = json.loads((tmp_path / "tiny_embedded.json").read_text())
     assert record["sha256"] == provenance["sha256"] == sha and provenance["steps"] == 3
@@ -112,6 +114,7 @@ def test_embedded_weights_are_used_offline_and_checked(tmp_path, cache, monkeypa
         assert (path, got) == (tmp_path / "tiny_embedded.safetensors", sha) and not cache.exists()
         report = load_pretrained(AnatomixUNet(), "tiny_embedded")       # fp16 file into the fp32 network
         assert report.family == "anatomix_unet" and not report.missing
+        assert report.input_convention == provenance["input_convention"] == "window01"  # in the file's metadata
         doctor = [line for line in check_embedded_weights() if "tiny_embedded" in line[1]]
         assert len(doctor) == 1 and doctor[0][0] and sha in doctor[0][1]
         register_weights(WeightsEntry("tiny_embedded", "anatomix_unet", "made by a test", "0" * 64,

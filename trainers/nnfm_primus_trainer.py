@@ -10,16 +10,11 @@ Optimisation, bf16 autocast, gradient clipping, drop path, budgets and provenanc
 ``nnFMViTTrainer``; this file only says which network is built and how.
 """
 from nnfm.networks.from_plans import build_network, planned_for
-from nnfm.networks.primus_segmentation import PrimusSegmentationNetwork
 from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
 class nnFMTrainer_Primus(nnFMViTTrainer):
-    network_class = PrimusSegmentationNetwork
     encoder = "primus_m"
-    # in-domain MAE features (brain MRI): the encoder fine-tunes 3x slower than the new decoder.
-    # Not chosen by measurement (the weights cannot be downloaded here); one attribute to change.
-    encoder_lr_by_family = {"nnssl_primus": 1e-4, None: 3e-4}
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -28,7 +23,7 @@ class nnFMTrainer_Primus(nnFMViTTrainer):
         The token grid always follows the configuration's patch size (sliding-window tiles have that size)."""
         cls.check_planned_encoder(configuration_manager)
         kwargs, name, req_import = cls.encoder_entry().kwargs(), cls.encoder_entry().network_class, []
-        if planned_for(cls.network_class, configuration_manager):
+        if planned_for(cls.network_class(), configuration_manager):
             kwargs = dict(configuration_manager.network_arch_init_kwargs)
             name = configuration_manager.network_arch_class_name
             req_import = configuration_manager.network_arch_init_kwargs_req_import

@@ -9,22 +9,15 @@
 - ``nnFMTrainer_AnatomixDevViTTiny`` (+ ``_scratch``): the anatomix-dev-vit architecture at test size (CPU).
 - Short budgets: ``nnFM_EPOCHS`` / ``nnFM_ITERATIONS`` (as for every nnFM trainer).
 
-The recipe is nnU-Net's Primus recipe as ``nnFMViTTrainer`` implements it (AdamW (0.9, 0.98), lr 3e-4, weight decay
-0.05, linear warm-up over 5% of the epochs then poly, gradient clipping 1, no deep supervision; nnunetv2
-primus_trainers.py ``AbstractPrimus``: 50 warm-up epochs of 1000); the encoder lr with pretrained ``primus_v2``
-weights is 1e-4 (as for nnssl's Primus-M; anatomix publishes no ViT fine-tuning recipe).
+Recipes (each encoder's registry entry): nnU-Net's Primus recipe for the PrimusV2/V3 sizes, the anatomix authors'
+Adam 2e-4 cosine recipe for anatomix-dev-vit (nnfm/networks/primus_v2_segmentation.py names the sources).
 """
-from nnfm.networks.primus_v2_segmentation import PrimusV2SegmentationNetwork
 from nnfm_trainers.nnfm_primus_trainer import nnFMTrainer_Primus
 
 
 class nnFMTrainer_PrimusV2Base(nnFMTrainer_Primus):
     """Builds the registry's ``encoder`` (a PrimusV2SegmentationNetwork preset) from the plans or the preset."""
-    network_class = PrimusV2SegmentationNetwork
     encoder = "anatomix_dev_vit"
-    # pretrained PrimusV2 features fine-tune 3x slower than the new decoder (not chosen by measurement: the weights
-    # cannot be downloaded here); random init learns at the decoder's rate, as nnU-Net's Primus trainers
-    encoder_lr_by_family = {"primus_v2": 1e-4, None: 3e-4}
 
 
 class nnFMTrainer_AnatomixDevViT(nnFMTrainer_PrimusV2Base):

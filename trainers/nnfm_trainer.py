@@ -7,45 +7,40 @@ the model (and so into every checkpoint and ``plans.json``), and into ``nnfm_pre
 """
 import gc
 import os
-from typing import Optional
+import pydoc
+from typing import Mapping, Optional
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
+from nnfm.conventions import Recipe
 from nnfm.errors import ConfigurationError
 from nnfm.networks.from_plans import build_from_configuration
-from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import get_encoder
 from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
+from nnfm.weights.input_convention import check_fed_convention, recorded_convention
 from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
-from nnfm.weights.loading import is_random_init
 from nnfm.weights.provenance import model_folder_plans
+from nnfm.weights.random_init import is_random_init
 from nnfm_planners.dimensionality import check_network_fits_patch
 
 
 class nnFMTrainer(nnUNetTrainer):
-    # the encoder this trainer builds (nnfm/registry.py): network, preset, checkpoint families, default weights
+    # the encoder this trainer builds (nnfm/registry.py): network, preset, checkpoint families, default weights,
+    # input convention and fine-tuning recipe all come from its registry entry
     encoder = "anatomix"
-    network_class = AnatomixSegmentationNetwork
     use_pretrained = True
-    # fine-tuning recipe (documentation/design.md, "Fine-tuning recipes"): optimiser, lr, weight decay,
-    # warm-up phases as fractions of num_epochs (nnfm/training/schedule.py) and the decay after them.
-    # The default is the anatomix authors' recipe (neel-dey/anatomix, anatomix/segmentation/
-    # train_segmentation.py: Adam, lr 2e-4, weight_decay=0, CosineAnnealingLR over the epochs), chosen by
-    # measurement over nnU-Net's SGD recipe (documentation/benchmarks.md, "Fine-tuning recipes").
-    optimizer_name = "Adam"                  # "Adam", or "SGD" (momentum 0.99, Nesterov, as nnU-Net)
-    recipe_lr: Optional[float] = 2e-4        # None: nnU-Net's initial_lr (1e-2)
-    recipe_weight_decay: Optional[float] = 0.0   # None: nnU-Net's weight_decay (3e-5)
-    head_warmup_fraction = 0.0               # epochs training the heads on a frozen encoder
-    full_warmup_fraction = 0.0               # epochs warming the whole network up linearly
-    lr_decay = "cosine"                      # "cosine", or "poly" (nnU-Net, exponent 0.9)
-    encoder_lr_multiplier = 1.0
+    # a variant's fine-tuning recipe: ``base_recipe`` (None: the encoder's, EncoderEntry.recipe) with the fields of
+    # ``recipe_changes`` replaced (nnfm/conventions.py Recipe; documentation/design.md, "Fine-tuning recipes")
+    base_recipe: Optional[Recipe] = None
+    recipe_changes: Mapping = {}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -54,10 +49,11 @@ class nnFMTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         for line in overrides:
             self.print_to_log_file(line)
-        if self.recipe_lr is not None:
-            self.initial_lr = self.recipe_lr
-        if self.recipe_weight_decay is not None:
-            self.weight_decay = self.recipe_weight_decay
+        recipe = self.recipe()
+        self.initial_lr = recipe.initial_lr(self.use_pretrained)
+        self.weight_decay = recipe.weight_decay
+        self.enable_deep_supervision = recipe.deep_supervision
+        self.loaded_family: Optional[str] = None  # checkpoint family of the loaded weights (sets the encoder lr)
         self._apply_budget_from_environment()
         # a checkpoint every epoch: an interrupted run loses at most one epoch (nnU-Net: every 50)
         self.save_every = 1
@@ -83,6 +79,16 @@ class nnFMTrainer(nnUNetTrainer):
     @classmethod
     def encoder_entry(cls):
         return get_encoder(cls.encoder)
+
+    @classmethod
+    def network_class(cls) -> type:
+        """The network the encoder's registry entry names (one place: EncoderEntry.network_class)."""
+        return pydoc.locate(cls.encoder_entry().network_class)
+
+    @classmethod
+    def recipe(cls) -> Recipe:
+        """The fine-tuning recipe: the encoder's (or ``base_recipe``) with this variant's ``recipe_changes``."""
+        return (cls.base_recipe or cls.encoder_entry().recipe).with_changes(cls.recipe_changes)
 
     @property
     def encoder_family(self) -> tuple:
@@ -115,7 +121,7 @@ class nnFMTrainer(nnUNetTrainer):
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         cls.check_planned_encoder(configuration_manager)
         # plans of nnU-Net's own networks say nothing about ours: build the encoder's registry preset
-        return build_from_configuration(cls.network_class, configuration_manager, num_input_channels,
+        return build_from_configuration(cls.network_class(), configuration_manager, num_input_channels,
                                         num_output_channels, enable_deep_supervision,
                                         default_kwargs=cls.encoder_entry().kwargs())
 
@@ -127,7 +133,7 @@ class nnFMTrainer(nnUNetTrainer):
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
             return None
-        net = self.network_class(1, 1, True, **self.encoder_entry().kwargs()) \
+        net = self.network_class()(1, 1, True, **self.encoder_entry().kwargs()) \
             if self.network is None else self._bare_network()
         ndim = len(self.configuration_manager.patch_size)
         return [s[:ndim] for s in net.deep_supervision_scales]
@@ -165,6 +171,8 @@ class nnFMTrainer(nnUNetTrainer):
             # nnU-Net loads the whole network (all but seg_layers) right after initialize(): check it now,
             # and skip nnFM's encoder load, which nnU-Net would overwrite anyway
             sha = check_pretrained_weights(net, nnunet_file)
+            check_fed_convention(net, recorded_convention(nnunet_file), nnunet_file, self.encoder,
+                                 self.configuration_name)
             provenance = {"encoder": None, "weights": os.path.abspath(nnunet_file), "sha256": sha,
                           "via": "nnUNetv2_train -pretrained_weights (whole network except seg_layers)"}
             self.print_to_log_file(f"nnFM: -pretrained_weights {nnunet_file} fits the network (sha256 {sha}).")
@@ -177,9 +185,13 @@ class nnFMTrainer(nnUNetTrainer):
             from nnfm.weights import load_pretrained
 
             report = load_pretrained(net.encoder, source, family=self.encoder_family)
+            # the plans must feed the network what the weights saw (ConfigurationError naming both otherwise)
+            check_fed_convention(net, report.input_convention, source, self.encoder, self.configuration_name)
             self.pretrained_report = report
+            self.loaded_family = report.family
             self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
             provenance = {"encoder": report.family, "weights": source, "sha256": report.sha256,
+                          "input_convention": report.input_convention or getattr(net, "input_norm", None),
                           "path": str(report.path),
                           "via": "nnFM_WEIGHTS" if os.environ.get("nnFM_WEIGHTS") else "plans / registry default"}
         provenance["trainer"] = self.__class__.__name__
@@ -218,10 +230,15 @@ class nnFMTrainer(nnUNetTrainer):
 
     # ---- optimisation -------------------------------------------------------------------
     def fine_tune_schedule(self) -> FineTuneSchedule:
+        recipe = self.recipe()
         if not self.use_pretrained:  # no pretrained features to protect: no warm-up
-            return FineTuneSchedule(self.num_epochs, decay=self.lr_decay)
-        return FineTuneSchedule.from_fractions(self.num_epochs, self.head_warmup_fraction, self.full_warmup_fraction,
-                                               self.lr_decay)
+            return FineTuneSchedule(self.num_epochs, decay=recipe.lr_decay)
+        return FineTuneSchedule.from_fractions(self.num_epochs, recipe.head_warmup_fraction,
+                                               recipe.full_warmup_fraction, recipe.lr_decay)
+
+    def encoder_lr(self) -> float:
+        """The encoder's initial lr: the recipe's for the loaded weights' family (random init: the decoder's)."""
+        return self.recipe().encoder_lr.get(self.loaded_family, self.initial_lr)
 
     def configure_optimizers(self):
         self._prepare_network()
@@ -229,21 +246,52 @@ class nnFMTrainer(nnUNetTrainer):
 
     def build_optimizer(self):
         """(optimizer, lr scheduler) of the recipe; the pretrained weights are already loaded."""
+        recipe = self.recipe()
         net = self._bare_network()
         encoder_ids = {id(p) for p in net.encoder.parameters()}
         encoder = [p for p in net.parameters() if id(p) in encoder_ids]
         rest = [p for p in net.parameters() if id(p) not in encoder_ids]
         groups = [{"params": rest, "lr": self.initial_lr, "is_encoder": False},
-                  {"params": encoder, "lr": self.initial_lr * self.encoder_lr_multiplier, "is_encoder": True}]
-        if self.optimizer_name == "SGD":
-            optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
-                                        nesterov=True)
-        elif self.optimizer_name == "Adam":
-            optimizer = torch.optim.Adam(groups, self.initial_lr, weight_decay=self.weight_decay)
+                  {"params": encoder, "lr": self.encoder_lr(), "is_encoder": True}]
+        if recipe.optimizer == "SGD":
+            optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay,
+                                        momentum=recipe.momentum, nesterov=recipe.nesterov)
         else:
-            raise ValueError(f"{type(self).__name__}.optimizer_name must be 'SGD' or 'Adam', "
-                             f"not {self.optimizer_name!r}")
+            adam = torch.optim.Adam if recipe.optimizer == "Adam" else torch.optim.AdamW
+            optimizer = adam(groups, self.initial_lr, weight_decay=self.weight_decay,
+                             **({"betas": recipe.betas} if recipe.betas else {}))
+        self.print_to_log_file(f"nnFM recipe: {recipe.summary()}; this run: lr {self.initial_lr:g}, encoder lr "
+                               f"{self.encoder_lr():g}, weight decay {self.weight_decay:g}")
         return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's train_step (nnunetv2 2.8.1 nnUNetTrainer.train_step, which clips at 12) with the recipe's
+        gradient clipping where it names one."""
+        clip = self.recipe().grad_clip
+        if clip is None:
+            return super().train_step(batch)
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.loss(self.network(data), target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def _autocast(self):
+        # nnU-Net's: fp16 autocast on CUDA only
+        return torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
 
     def on_train_epoch_start(self):
         frozen = self.fine_tune_schedule().encoder_frozen(self.current_epoch)

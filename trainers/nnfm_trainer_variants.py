@@ -5,6 +5,9 @@ each is the recipe of the authors named, applied to the same network and nnU-Net
 """
 import torch
 
+from nnfm.conventions import Recipe
+from nnfm.networks.resenc_segmentation import NNSSL_RECIPE
+from nnfm.networks.segmentation_unet import ANATOMIX_RECIPE
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
@@ -17,12 +20,8 @@ class nnFMTrainer_SGD(nnFMTrainer):
     """nnU-Net's from-scratch recipe on the pretrained network: SGD lr 1e-2, momentum 0.99 (Nesterov),
     weight decay 3e-5, poly decay from epoch 0; no frozen or warm-up epochs
     (nnunetv2 2.8.1, nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py, ``configure_optimizers``)."""
-    optimizer_name = "SGD"
-    recipe_lr = 1e-2
-    recipe_weight_decay = 3e-5
-    head_warmup_fraction = 0.0
-    full_warmup_fraction = 0.0
-    lr_decay = "poly"
+    base_recipe = Recipe("SGD", 1e-2, 3e-5, "poly", "nnunetv2 2.8.1 nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py",
+                         momentum=0.99)
 
 
 class nnFMTrainer_noWarmup(nnFMTrainer_SGD):
@@ -30,39 +29,25 @@ class nnFMTrainer_noWarmup(nnFMTrainer_SGD):
 
 
 class nnFMTrainer_Adam(nnFMTrainer):
-    """nnFMTrainer's default, named: the anatomix authors' fine-tuning recipe: Adam lr 2e-4, no weight decay,
-    cosine decay over the epochs, no warm-up, nothing frozen (neel-dey/anatomix,
-    anatomix/segmentation/train_segmentation.py: ``torch.optim.Adam(..., opt.lr, weight_decay=0)``, ``--lr``
-    default 2e-4, ``CosineAnnealingLR(T_max=n_epochs)`` stepped once per epoch)."""
-    optimizer_name = "Adam"
-    recipe_lr = 2e-4
-    recipe_weight_decay = 0.0
-    head_warmup_fraction = 0.0
-    full_warmup_fraction = 0.0
-    lr_decay = "cosine"
+    """nnFMTrainer's default, named: the anatomix authors' fine-tuning recipe (the anatomix entry's recipe,
+    nnfm/networks/segmentation_unet.py ANATOMIX_RECIPE: Adam lr 2e-4, no weight decay, cosine, nothing frozen)."""
+    base_recipe = ANATOMIX_RECIPE
 
 
 class nnFMTrainer_nnssl(nnFMTrainer):
-    """nnssl / OpenMind fine-tuning of pretrained CNNs (nnU-Net master, MIC-DKFZ/nnUNet
-    nnunetv2/training/nnUNetTrainer/pretraining/pretrainedTrainer.py, ``PretrainedTrainer``): SGD lr 1e-3,
-    momentum 0.99 (Nesterov), nnU-Net's weight decay, the whole network warmed up linearly for 50 of 1000
-    epochs (5%), then poly decay; nothing frozen. (PretrainedTrainer also turns deep supervision off and
-    fixes batch size 2; nnFM keeps nnU-Net's deep supervision and the planned batch.)"""
-    optimizer_name = "SGD"
-    recipe_lr = 1e-3
-    head_warmup_fraction = 0.0
-    full_warmup_fraction = 0.05
-    lr_decay = "poly"
+    """nnssl / OpenMind fine-tuning of pretrained CNNs (nnU-Net master's PretrainedTrainer, the ResEnc-L entry's
+    recipe NNSSL_RECIPE: SGD lr 1e-3, momentum 0.99 Nesterov, weight decay 3e-5, 5% linear warm-up then poly).
+    PretrainedTrainer also turns deep supervision off and fixes batch size 2; on the anatomix U-Net nnFM keeps
+    nnU-Net's deep supervision and the planned batch."""
+    base_recipe = NNSSL_RECIPE
+    recipe_changes = {"deep_supervision": True}
 
 
 class nnFMTrainer_headWarmup(nnFMTrainer):
     """nnFM's first default: SGD lr 1e-2 with 5% of the epochs training the heads on a frozen encoder,
     then 5% warming up the whole network, then poly (no published source: nnFM's own guess)."""
-    optimizer_name = "SGD"
-    recipe_lr = 1e-2
-    head_warmup_fraction = 0.05
-    full_warmup_fraction = 0.05
-    lr_decay = "poly"
+    base_recipe = Recipe("SGD", 1e-2, 3e-5, "poly", "nnFM's first default (no published source)", momentum=0.99,
+                         head_warmup_fraction=0.05, full_warmup_fraction=0.05)
 
 
 # Short budgets written out as nnU-Net writes its own (nnunetv2/training/nnUNetTrainer/variants/training_length/

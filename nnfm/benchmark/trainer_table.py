@@ -1,8 +1,8 @@
 """Which plans each benchmarked trainer trains on, derived from the trainers and the encoder registry.
 
 Every nnFM trainer class names its ``encoder`` (nnfm/registry.py); the registry entry gives the plans
-(``nnFMPlans_<encoder>``), the planner's ``-e`` and the configuration. A new encoder or recipe variant needs
-no edit here.
+(``nnFMPlans_<encoder>``), the planner's ``-e`` and the configuration. A trainer of nnU-Net's own network
+(``encoder = None``) trains on nnU-Net's plans. A new encoder or recipe variant needs no edit here.
 """
 import functools
 import importlib
@@ -38,6 +38,9 @@ def trainer_table() -> Dict[str, TrainerSpec]:
         module = importlib.import_module(f"nnfm_trainers.{info.name}")
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, nnFMTrainer) and name == cls.__name__ and name not in table:
+                if cls.encoder is None:  # nnU-Net's own network from nnU-Net's plans (nnFMTrainer_nnUNetPlans)
+                    table[name] = TrainerSpec("nnUNetPlans", None, pretrained=bool(cls.use_pretrained))
+                    continue
                 entry = get_encoder(cls.encoder)
                 table[name] = TrainerSpec(entry.plans_name, entry.name, pretrained=bool(cls.use_pretrained),
                                           configurations=(entry.configuration,))

@@ -16,8 +16,11 @@ Every step is nnU-Net's own, run outside a dataset:
    origin and direction of the input (SimpleITK ``JoinSeries``; nibabel with the original affine for NibabelIO).
 
 Intensities and spacing: with ``-p PLANS_JSON`` (the plans of a planned dataset) everything comes from those plans
-and, when they were made for this encoder, the network's planned intensity window. Without plans the encoder
-family's convention is used: see :data:`FAMILY_CONVENTIONS`.
+and, when they were made for this encoder, the network's planned input convention and window (weights pretrained on
+another convention are refused). Without plans, the input convention the weights were pretrained with
+(nnfm/conventions.py; recorded with the weights, else the encoder's): a windowed convention clips each image to its
+own 0.5 / 99.5 percentiles (anatomix's per-volume min-max), ``zscore`` feeds nnU-Net's per-image z-scores as they
+are, ``hu_window`` clips CT to its HU window (CTNormalization with that window as clip) on its grid.
 """
 import argparse
 import json
@@ -33,18 +36,6 @@ import torch
 from nnfm.errors import ConfigurationError, NNFMError
 from nnfm.flags import parse_args
 
-# Without plans: nnU-Net normalisation scheme, CT window and target spacing of each checkpoint family (None: the
-# image's own spacing). zscore = nnU-Net's ZScoreNormalization per image, then each channel's 0.5 / 99.5 percentiles
-# are the window the network scales to its input range; ct = nnU-Net's CTNormalization with the window as its clip
-# and centre, which maps [lo, hi] to [-1, 1] (the network's window is then [-1, 1]).
-FAMILY_CONVENTIONS = {
-    # neel-dey/anatomix features.py: minmax_normalize (clip, min-max to [0, 1]) per volume, native grid by default
-    "anatomix_unet": {"normalization": "zscore", "ct_window": None, "spacing": None},
-    "anatomix_dev_unet": {"normalization": "zscore", "ct_window": None, "spacing": None},  # the same features.py
-    # batmanlab/DrasCLR data/copd_patch.py np.clip(x, -1024, 240) -> [-1, 1]; 4_patchify_images.py 1 mm isotropic
-    "drasclr": {"normalization": "ct", "ct_window": (-1024.0, 240.0), "spacing": (1.0, 1.0, 1.0)},
-}
-DEFAULT_CONVENTION = {"normalization": "zscore", "ct_window": None, "spacing": None}
 DEFAULT_TILE = (128, 128, 128)
 NORMALIZATION_SCHEMES = {"zscore": "ZScoreNormalization", "ct": "CTNormalization"}
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -136,8 +127,13 @@ def check_images_are_3d(cases: Sequence[Case]) -> None:
 
 
 # ---- plans ---------------------------------------------------------------------------------------------------
-def convention_for(entry) -> dict:
-    return next((FAMILY_CONVENTIONS[f] for f in entry.families if f in FAMILY_CONVENTIONS), DEFAULT_CONVENTION)
+def convention_for(convention) -> dict:
+    """Without plans: the nnU-Net scheme, CT window and target spacing (None: the image's own) of an
+    ``InputConvention``. zscore = nnU-Net's ZScoreNormalization per image (a windowed convention then takes each
+    channel's 0.5 / 99.5 percentiles as its window); ct = CTNormalization with the HU window as clip and centre,
+    which maps [lo, hi] to [-1, 1] exactly as clipping raw HU to it and scaling does."""
+    return {"normalization": "ct" if convention.hu_window else "zscore", "ct_window": convention.hu_window,
+            "spacing": convention.spacing_mm}
 
 
 def default_plans(num_channels: int, tile: Sequence[int], normalization: str,
@@ -198,27 +194,45 @@ def load_plans(path: str, configuration: str):
 
 
 # ---- network -------------------------------------------------------------------------------------------------
-def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict], weights: Optional[str]):
-    """The encoder's segmentation network (plans kwargs when given) with the pretrained encoder loaded.
+def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict], weights: Optional[str],
+                          tile: Optional[Sequence[int]] = None):
+    """The encoder's segmentation network (plans kwargs when given, else the preset fed the weights' input
+    convention) with the pretrained encoder loaded.
 
-    Returns (network in eval mode, load report or None). The network must define ``dense_features``."""
+    Without plans the network gets what its class needs for dense features (``DENSE_FEATURE_KWARGS``, e.g.
+    anatomix-dev-vit's pretrained up-projection) and, where it is built for one input shape (ViTs), ``tile``.
+    Returns (network in eval mode, load report or None). The network must define ``dense_features``. Raises
+    ConfigurationError when the plans feed the network another convention than the weights were pretrained on."""
+    import inspect
+    import pydoc
+
     from nnfm.networks.from_plans import build_network
     from nnfm.weights import is_random_init, load_pretrained
+    from nnfm.weights.input_convention import check_fed_convention, planned_convention
 
-    kwargs = dict(arch_kwargs) if arch_kwargs is not None else entry.kwargs()
+    if arch_kwargs is not None:
+        kwargs = dict(arch_kwargs)
+    else:
+        network_class = pydoc.locate(entry.network_class)
+        kwargs = dict(entry.kwargs(), **getattr(network_class, "DENSE_FEATURE_KWARGS", {}))
+        if len(network_class.INPUT_NORMS) > 1:
+            kwargs["input_norm"] = planned_convention(entry, weights).name
+        if tile is not None and "input_shape" in inspect.signature(network_class).parameters:
+            kwargs["input_shape"] = [int(t) for t in tile]
     network = build_network(entry.network_class, kwargs, [], num_channels, 1, False)
     report = None
     if not is_random_init(weights):
         report = load_pretrained(network.encoder, weights, family=entry.families)
+        check_fed_convention(network, report.input_convention, weights, entry.name, entry.configuration)
     return network.eval(), report
 
 
 def feature_encoders() -> List[str]:
-    """Registered 3D encoders whose network defines ``dense_features``."""
+    """Registered 3D encoders with pretrained weights whose network defines ``dense_features``."""
     import pydoc
 
     from nnfm.registry import encoders
-    return [e.name for e in encoders(include_tiny=False) if e.configuration == "3d_fullres"
+    return [e.name for e in encoders(include_tiny=False) if e.configuration == "3d_fullres" and e.weights
             and hasattr(pydoc.locate(e.network_class), "dense_features")]
 
 
@@ -333,7 +347,11 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
         _fail(f"encoder {encoder!r} has no dense 3D features to export; use one of: {', '.join(feature_encoders())}.")
     if not 0 < step_size <= 1:
         _fail(f"-step_size must be in (0, 1] (fraction of the tile between windows), got {step_size}.")
-    convention = convention_for(entry)
+    from nnfm.conventions import get_convention
+    from nnfm.weights.input_convention import planned_convention
+
+    weights = weights or entry.weights
+    convention = convention_for(planned_convention(entry, weights))
     if plans is not None and (normalization or ct_window or spacing or native_spacing):
         _fail("-p PLANS_JSON sets normalisation and spacing; leave out --normalization / --ct-window / --spacing / "
               "--native-spacing, or leave out -p.")
@@ -378,7 +396,9 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
               f"and at least {entry.min_axis}; e.g. --tile {' '.join(map(str, suggestion))}.")
 
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    network, report = build_feature_network(entry, channels, arch_kwargs, weights or entry.weights)
+    network, report = build_feature_network(entry, channels, arch_kwargs, weights, tile)
+    # a windowed convention (anatomix's [0, 1], DrasCLR's [-1, 1]) needs each image's window; z-scores go in as they are
+    windowed = get_convention(getattr(network, "input_norm", "window01")).output_range is not None
     network.to(torch_device)
     if report is not None and progress:
         print(report.format(), file=sys.stderr)
@@ -392,7 +412,7 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
             config = plans_manager.get_configuration("3d_fullres")
         data, _, properties = DefaultPreprocessor(verbose=False).run_case_npy(
             data, None, properties, plans_manager, config, {})
-        if not window_from_plans:
+        if windowed and not window_from_plans:
             if plans is None and normalization == "ct":
                 set_window(network, [[-1.0, 1.0]] * channels, [False] * channels)
             else:
@@ -424,13 +444,14 @@ def main(argv=None) -> None:
     parser.add_argument("--normalization", choices=sorted(NORMALIZATION_SCHEMES), default=None,
                         help="without -p: nnU-Net's ZScoreNormalization per image (then each channel's 0.5/99.5 "
                              "percentiles are the encoder's input range) or CTNormalization with --ct-window. "
-                             "Default: the encoder's convention (drasclr: ct, others: zscore)")
+                             "Default: the weights' input convention (ct for a HU-window convention, else zscore; "
+                             "python -m nnfm.registry --markdown lists each encoder's)")
     parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                        help="HU window for --normalization ct (drasclr default: -1024 240)")
+                        help="HU window for --normalization ct (default: the weights' convention's HU window)")
     spacing = parser.add_mutually_exclusive_group()
     spacing.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("S0", "S1", "S2"),
-                         help="without -p: target spacing in mm, nnU-Net's axis order (default: the encoder's, "
-                              "drasclr 1 1 1; others the image's own)")
+                         help="without -p: target spacing in mm, nnU-Net's axis order (default: the grid of the "
+                              "weights' convention where it names one, else the image's own)")
     spacing.add_argument("--native-spacing", action="store_true", help="without -p: keep each image's own spacing")
     parser.add_argument("--tile", type=int, nargs=3, default=None,
                         help=f"sliding-window tile (default: the plans' patch, else {DEFAULT_TILE[0]}^3)")

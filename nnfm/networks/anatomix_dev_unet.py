@@ -22,8 +22,9 @@ Five poolings: every patch axis is a multiple of 32 and at least 64 (reflect pad
 axis at the bottleneck).
 """
 from nnfm.networks.anatomix_unet import ANATOMIX_DEV_PRESET
-from nnfm.networks.segmentation_unet import AnatomixSegmentationNetwork
-from nnfm.registry import EncoderEntry, register_encoder
+from nnfm.conventions import WINDOW01
+from nnfm.encoder_entry import EncoderEntry, register_encoder
+from nnfm.networks.segmentation_unet import ANATOMIX_RECIPE, AnatomixSegmentationNetwork
 
 
 def _segmentation_kwargs(preset: dict) -> dict:
@@ -38,15 +39,15 @@ ANATOMIX_DEV_KWARGS = _segmentation_kwargs(ANATOMIX_DEV_PRESET)
 ANATOMIX_DEV_TINY_KWARGS = dict(ANATOMIX_DEV_KWARGS, ngf=4, encoder_out_channels=8)
 
 _NETWORK = f"{AnatomixSegmentationNetwork.__module__}.{AnatomixSegmentationNetwork.__qualname__}"
-_INPUT = "window01: [0, 1], background 0, as anatomix (anatomix/registration/registration_infrastructure/features.py)"
-_RECIPE = "Adam 2e-4, no weight decay, cosine (anatomix/segmentation/train_segmentation.py --hf_variant anatomix-dev)"
+# anatomix/segmentation/train_segmentation.py --hf_variant anatomix-dev: the same Adam 2e-4 cosine recipe
+_RECIPE = ANATOMIX_RECIPE
 _STRIDE = 2 ** ANATOMIX_DEV_PRESET["num_downs"]
 
 register_encoder(EncoderEntry(
     name="anatomix_dev_unet", network_class=_NETWORK, network_kwargs=ANATOMIX_DEV_KWARGS,
     configuration="3d_fullres", planner="nnfm_planners.nnfm_planner.nnFMPlanner", trainer="nnFMTrainer_anatomixDev",
     scratch_trainer="nnFMTrainer_anatomixDev_scratch", families=("anatomix_dev_unet",), weights="anatomix-dev",
-    input_convention=_INPUT, recipe=_RECIPE, token_stride=_STRIDE, min_axis=2 * _STRIDE,
+    input_convention=WINDOW01, recipe=_RECIPE, token_stride=_STRIDE, min_axis=2 * _STRIDE,
     description="anatomix-dev 3D U-Net (94 M; num_downs 5, ngf 32, instance norm, 32-ch output), the anatomix "
                 "authors' larger experimental release",
     license="MIT", status="trains + predicts (tiny preset on CPU); loader tested on the published layout"))
@@ -55,7 +56,7 @@ register_encoder(EncoderEntry(
     name="anatomix_dev_unet_tiny", network_class=_NETWORK, network_kwargs=ANATOMIX_DEV_TINY_KWARGS,
     configuration="3d_fullres", planner="nnfm_planners.nnfm_planner.nnFMPlanner",
     trainer="nnFMTrainer_anatomixDevTiny", scratch_trainer="nnFMTrainer_anatomixDevTiny_scratch",
-    families=("anatomix_dev_unet",), weights=None, input_convention=_INPUT, recipe=_RECIPE,
+    families=("anatomix_dev_unet",), weights=None, input_convention=WINDOW01, recipe=_RECIPE,
     token_stride=_STRIDE, min_axis=2 * _STRIDE,
     description="anatomix-dev topology at ngf 4 (test size; no published weights)",
     license="-", status="test preset", tiny=True))

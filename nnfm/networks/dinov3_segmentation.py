@@ -13,7 +13,7 @@ and the nnFM trainers both build it. Any number of input channels (the loader ad
 see ``nnfm.weights.loading.adapt_stem_channels``), any input whose axes are multiples of 16.
 
 Input convention (``input_norm`` in the plans' arch_kwargs, written per preset by the ViT planner; see
-``nnfm.networks.input_conventions`` and documentation/design.md):
+``nnfm.conventions`` and documentation/design.md):
 
 * ``"nnunet"`` (MedDINOv3): nnU-Net's normalised intensities as they are, one grey channel seen as RGB. The
   authors fine-tune on nnU-Net's own preprocessing (plain nnUNetPlans, CTNormalization for CT) and their
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from nnfm.errors import ConfigurationError
-from nnfm.networks.input_conventions import INPUT_CONVENTIONS
+from nnfm.conventions import IMAGENET, NNUNET, Recipe
 from nnfm.networks.intensity_window import IntensityWindow
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.networks.token_decoder import PrimusStyleDecoder, evenly_spaced_blocks
@@ -55,12 +55,12 @@ IMAGENET_GREY_STD = (0.229 + 0.224 + 0.225) / 3
 # trained with qkv_bias=False -> the variant without bias.
 VIT_PRESETS: Dict[str, dict] = {
     "dinov3_vits16": {"vit": "vit_small_patch16_dinov3_qkvb", "weights": "dinov3_vits16",
-                      "drop_path_rate": 0.1, "input_norm": INPUT_CONVENTIONS["dinov3"]},
+                      "drop_path_rate": 0.1, "input_norm": IMAGENET.name},
     "dinov3_vitb16": {"vit": "vit_base_patch16_dinov3_qkvb", "weights": "dinov3_vitb16",
-                      "drop_path_rate": 0.2, "input_norm": INPUT_CONVENTIONS["dinov3"]},
+                      "drop_path_rate": 0.2, "input_norm": IMAGENET.name},
     # MedDINOv3 fine-tunes on nnU-Net's normalised intensities (see the module docstring for the source)
     "meddinov3_vitb16": {"vit": "vit_base_patch16_dinov3", "weights": "meddinov3_vitb16",
-                         "drop_path_rate": 0.2, "input_norm": INPUT_CONVENTIONS["meddinov3"]},
+                         "drop_path_rate": 0.2, "input_norm": NNUNET.name},
 }
 
 
@@ -77,6 +77,7 @@ def keep_rope_periods(vit: nn.Module) -> None:
 
 class DINOv3SegmentationNetwork(nn.Module):
     """timm DINOv3 ViT (``self.encoder``) + multi-scale tokens + PrimusStyleDecoder (``self.decoder``)."""
+    INPUT_NORMS = (IMAGENET.name, NNUNET.name)  # what the input stage can apply (nnfm/conventions.py)
 
     ndim = 2
     stride = PATCH
@@ -169,15 +170,19 @@ class DINOv3SegmentationNetwork(nn.Module):
 
 
 # ---- registry entries (nnfm/registry.py) ------------------------------------------------------------------
-from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
 
 _VIT_FAMILIES = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")
 _NETWORK = f"{DINOv3SegmentationNetwork.__module__}.{DINOv3SegmentationNetwork.__qualname__}"
 _VIT_ENTRY = dict(network_class=_NETWORK, configuration="2d", planner="nnfm_planners.nnfm_vit_planner.nnFMViTPlanner",
                   families=_VIT_FAMILIES, token_stride=PATCH, min_axis=PATCH)
-_MEDDINO_RECIPE = ("AdamW, decoder 3e-4 / encoder 3e-5, wd 0.05, 5% warm-up then poly, clip 1 "
-                   "(MedDINOv3 nnU-Net trainer; documentation/design.md)")
-_DINO_RECIPE = "AdamW, decoder 3e-4 / encoder 1e-4, wd 0.05, 5% warm-up then poly, clip 1"
+# AdamW (0.9, 0.98), decoder 3e-4, wd 0.05, 5% linear warm-up then poly, clip 1 (ricklisz/MedDINOv3 nnUNet
+# meddinov3_base_primus_multiscale_Trainer, nnU-Net's Primus recipe; documentation/design.md); the pretrained encoder
+# by weights family: official DINOv3 1e-4, MedDINOv3 (and an nnFM ViT trained before) 3e-5, gently
+VIT_RECIPE = Recipe("AdamW", 3e-4, 0.05, "poly", "ricklisz/MedDINOv3 nnUNet/nnunetv2/training/nnUNetTrainer/dinov3 "
+                    "trainers", encoder_lr={"dinov3_vit": 1e-4, "meddinov3_vit": 3e-5, "meddinov3_primus_nnunet": 3e-5,
+                                            "nnfm_vit": 3e-5}, betas=(0.9, 0.98), grad_clip=1.0,
+                    full_warmup_fraction=0.05, deep_supervision=False)
 _DINOV3_LICENSE = "DINOv3 License (Meta)"
 
 for _name, _trainer in (("dinov3_vits16", "nnFMTrainer_DINOv3_S"), ("dinov3_vitb16", "nnFMTrainer_DINOv3_B"),
@@ -186,10 +191,7 @@ for _name, _trainer in (("dinov3_vits16", "nnFMTrainer_DINOv3_S"), ("dinov3_vitb
     register_encoder(EncoderEntry(
         name=_name, network_kwargs={k: _preset[k] for k in ("vit", "drop_path_rate", "input_norm")},
         trainer=_trainer, scratch_trainer=f"{_trainer}_scratch", weights=_preset["weights"],
-        input_convention=("nnunet: nnU-Net's intensities, grey repeated to RGB (MedDINOv3 primus.py)"
-                          if _preset["input_norm"] == "nnunet" else
-                          "imagenet: planned window -> [0, 1] -> ImageNet mean/std (dinov3/data/transforms.py)"),
-        recipe=_MEDDINO_RECIPE if _name.startswith("med") else _DINO_RECIPE,
+        input_convention={c.name: c for c in (IMAGENET, NNUNET)}[_preset["input_norm"]], recipe=VIT_RECIPE,
         description=("MedDINOv3 ViT-B/16 (CT-3M)" if _name.startswith("med") else
                      f"official DINOv3 ViT-{'S' if 'vits' in _name else 'B'}/16 (LVD-1689M)"),
         license=("derived from DINOv3: DINOv3 License" if _name.startswith("med") else _DINOV3_LICENSE),

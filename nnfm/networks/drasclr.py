@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from torch import nn
 
+from nnfm.conventions import HU_WINDOW
 from nnfm.errors import ConfigurationError
 from nnfm.networks.intensity_window import IntensityWindow
 from nnfm.networks.stride_padding import check_divisible, crop_to
@@ -181,14 +182,18 @@ def tile_location_grid(spatial: Sequence[int], batch: int = 1, device=None, dtyp
 class DrasCLRSegmentationNetwork(nn.Module):
     """DrasCLR encoder (``self.encoder``, the published layout) + nnU-Net's U-Net decoder (``self.decoder``).
 
-    Input: (B, C, D, H, W) nnU-Net-normalised intensities. ``input_window`` (per channel [lower, upper] in those
-    units, from the planner: the authors' [-1024, 240] HU for CT) is clipped and scaled to the encoder's [-1, 1].
+    Input: (B, C, D, H, W) as nnU-Net preprocessed them: raw HU for CT (the ``hu_window`` convention plans
+    NoNormalization), nnU-Net-normalised otherwise. ``input_window`` (per channel [lower, upper] in those units, from
+    the planner: the authors' [-1024, 240] HU for CT) is clipped and scaled to the encoder's [-1, 1].
     Inputs are padded with -1 (the authors pad with -1024 HU, 4_patchify_images.py ``pad_img``) to a multiple of
     32 and outputs cropped back; with ``pad_to_stride=False`` (nnFM plans) other sizes raise PatchSizeError.
     Output: logits (B, num_classes, D, H, W), with deep supervision a list at scales 1, 1/2, 1/4, 1/8, 1/16.
     The decoder is dynamic_network_architectures' ``UNetDecoder`` (transposed convs, 2 conv-norm-act per stage,
     instance norm, LeakyReLU: nnU-Net's defaults) over the encoder's six resolutions.
     """
+    # the one input convention its planner and input stage give the encoder (nnfm/conventions.py)
+    input_norm = HU_WINDOW.name
+    INPUT_NORMS = (HU_WINDOW.name,)
     ndim = 3
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = True,
@@ -257,16 +262,19 @@ class DrasCLRSegmentationNetwork(nn.Module):
 
 
 # ---- registry entries (nnfm/registry.py) ------------------------------------------------------------------
-from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+from nnfm.conventions import Recipe  # noqa: E402
+from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+# The authors publish no fine-tuning script, so their optimiser (batmanlab/DrasCLR train.py: torch.optim.SGD(lr
+# (run_train.sh --lr=0.01), momentum=0.9, weight_decay=1e-4), plain momentum; --cos: lr * 0.5 * (1 + cos(pi e / E)))
+DRASCLR_RECIPE = Recipe("SGD", 1e-2, 1e-4, "cosine", "batmanlab/DrasCLR train.py, run_train.sh", momentum=0.9,
+                        nesterov=False)
 
 _DRASCLR = dict(
     network_class=f"{DrasCLRSegmentationNetwork.__module__}.{DrasCLRSegmentationNetwork.__qualname__}",
     configuration="3d_fullres", planner="nnfm_planners.nnfm_drasclr_planner.nnFMDrasCLRPlanner",
     families=("drasclr",), token_stride=PATCH, min_axis=PATCH,
-    input_convention="hu_window: CT [-1024, 240] HU -> [-1, 1], 1 mm isotropic (DrasCLR data/copd_patch.py, "
-                     "preprocess/4_patchify_images.py); other modalities: planned percentile window -> [-1, 1]",
-    recipe="SGD 1e-2, momentum 0.9, wd 1e-4, cosine (DrasCLR train.py / run_train.sh: the authors' optimiser; "
-           "no fine-tuning script published)")
+    input_convention=HU_WINDOW, recipe=DRASCLR_RECIPE)
 register_encoder(EncoderEntry(
     name="drasclr", network_kwargs={"widths": list(DRASCLR_WIDTHS), "rep_dim": 128, "num_experts": 8,
                                     "num_coordinates": 1},

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from nnfm.conventions import WINDOW255
 from nnfm.errors import ConfigurationError
 from nnfm.networks.intensity_window import IntensityWindow
 from nnfm.networks.stride_padding import check_divisible, crop_to, pad_to_multiple
@@ -98,6 +99,9 @@ class LVMMedSegmentationNetwork(nn.Module):
     Input (B, C, H, W) in nnU-Net's normalised intensities; with ``pad_to_stride`` False every axis must be a
     multiple of 32 (PatchSizeError otherwise), else inputs are zero-padded after the window and outputs cropped.
     """
+    # the one input convention its planner and input stage give the encoder (nnfm/conventions.py)
+    input_norm = WINDOW255.name
+    INPUT_NORMS = (WINDOW255.name,)
     ndim = 2
     stride = STRIDE
     min_size = STRIDE
@@ -146,7 +150,13 @@ class LVMMedSegmentationNetwork(nn.Module):
 
 
 # ---- registry entry (nnfm/registry.py) -------------------------------------------------------------------
-from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+from nnfm.conventions import Recipe  # noqa: E402
+from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+# duyhominhnguyen/LVM-Med segmentation_2d/train_R50_seg_adam_optimizer_2d.py with yaml_data/*_endtoend_R50.yml:
+# Adam lr 1e-4, betas (0.9, 0.999), weight decay 0, no scheduler, gradient norm clipped at 1 (README), one output
+LVMMED_RECIPE = Recipe("Adam", 1e-4, 0.0, "constant", "LVM-Med segmentation_2d/train_R50_seg_adam_optimizer_2d.py, "
+                       "yaml_data/*_endtoend_R50.yml", betas=(0.9, 0.999), grad_clip=1.0, deep_supervision=False)
 
 register_encoder(EncoderEntry(
     name="lvmmed_resnet50",
@@ -155,10 +165,7 @@ register_encoder(EncoderEntry(
     configuration="2d", planner="nnfm_planners.nnfm_lvmmed_planner.nnFMLVMMedPlanner",
     trainer="nnFMTrainer_LVMMed", scratch_trainer="nnFMTrainer_LVMMed_scratch",
     families=("lvmmed_resnet50",), weights="lvmmed_resnet50",
-    input_convention="window -> [0, 255], grey -> RGB (LVM-Med dataloader/dataset_ete.py: per-image min-max to "
-                     "[0, 255], cv2 3-channel read, no mean/std)",
-    recipe="Adam 1e-4, no weight decay, constant lr, clip 1, no deep supervision (LVM-Med "
-           "segmentation_2d/train_R50_seg_adam_optimizer_2d.py, yaml_data/*_endtoend_R50.yml)",
+    input_convention=WINDOW255, recipe=LVMMED_RECIPE,
     token_stride=STRIDE, min_axis=STRIDE,
     description="LVM-Med ResNet-50 (graph-matching SSL on 1.3M medical images) + smp-style U-Net decoder, 2D",
     license="CC BY-NC-ND 2.0 (academic research only; LVM-Med README)",

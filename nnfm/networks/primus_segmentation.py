@@ -18,6 +18,7 @@ from dynamic_network_architectures.building_blocks.patch_encode_decode import Pa
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nnfm.conventions import ZSCORE
 from nnfm.errors import ConfigurationError, PatchSizeError
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.networks.token_decoder import PrimusStyleDecoder, evenly_spaced_blocks, tokens_to_grid
@@ -84,6 +85,9 @@ class PrimusSegmentationNetwork(nn.Module):
     be divisible by 8. Deep supervision is not offered (one full-resolution output), as in nnU-Net's
     own Primus trainers.
     """
+    # the one input convention its planner and input stage give the encoder (nnfm/conventions.py)
+    input_norm = ZSCORE.name
+    INPUT_NORMS = (ZSCORE.name,)
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
                  input_shape: Sequence[int] = (64, 64, 64), embed_dim: int = 864, depth: int = 16,
@@ -143,13 +147,19 @@ class PrimusSegmentationNetwork(nn.Module):
 
 
 # ---- registry entries (nnfm/registry.py) ------------------------------------------------------------------
-from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+from nnfm.conventions import Recipe  # noqa: E402
+from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+# nnU-Net's Primus recipe (MIC-DKFZ/nnUNet nnunetv2/training/nnUNetTrainer/primus/primus_trainers.py AbstractPrimus:
+# AdamW (0.9, 0.98), lr 3e-4, wd 0.05, linear warm-up then poly, clip 1); a pretrained nnssl encoder at 1e-4
+PRIMUS_RECIPE = Recipe("AdamW", 3e-4, 0.05, "poly", "MIC-DKFZ/nnUNet nnunetv2/training/nnUNetTrainer/primus/"
+                       "primus_trainers.py", encoder_lr={"nnssl_primus": 1e-4}, betas=(0.9, 0.98), grad_clip=1.0,
+                       full_warmup_fraction=0.05, deep_supervision=False)
 
 _PRIMUS = dict(network_class=f"{PrimusSegmentationNetwork.__module__}.{PrimusSegmentationNetwork.__qualname__}",
                configuration="3d_fullres", families=("nnssl_primus",), token_stride=PATCH_EMBED_SIZE,
                min_axis=PATCH_EMBED_SIZE,
-               input_convention="zscore: every channel z-scored per image (nnssl default_preprocessor.py)",
-               recipe="AdamW, decoder 3e-4 / encoder 1e-4, wd 0.05, 5% warm-up then poly, clip 1")
+               input_convention=ZSCORE, recipe=PRIMUS_RECIPE)
 register_encoder(EncoderEntry(
     name="primus_m", network_kwargs=PRIMUS_PRESETS["primus_m"],
     planner="nnfm_planners.nnfm_primus_planner.nnFMPrimusPlanner", trainer="nnFMTrainer_Primus",

@@ -20,6 +20,7 @@ import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
+from nnfm.conventions import ZSCORE
 from nnfm.errors import ConfigurationError, PatchSizeError
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.weights.nnssl_adaptation import RESENC_L_TOPOLOGY
@@ -37,6 +38,9 @@ class ResEncSegmentationNetwork(ResidualEncoderUNet):
     X, Y, Z), or with deep supervision a list at 1, 1/2, ... (``deep_supervision_scales``).
     Raises ConfigurationError for a topology that is not a 3D ResEnc U-Net and PatchSizeError for bad inputs.
     """
+    # the one input convention its planner and input stage give the encoder (nnfm/conventions.py)
+    input_norm = ZSCORE.name
+    INPUT_NORMS = (ZSCORE.name,)
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
                  n_stages: int = 6, features_per_stage: Sequence[int] = RESENC_L_TOPOLOGY["features_per_stage"],
@@ -92,16 +96,21 @@ class ResEncSegmentationNetwork(ResidualEncoderUNet):
 
 
 # ---- registry entry (nnfm/registry.py) -------------------------------------------------------------------
-from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+from nnfm.conventions import Recipe  # noqa: E402
+from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+# nnU-Net master's fine-tuning of nnssl checkpoints (MIC-DKFZ/nnUNet nnunetv2/training/nnUNetTrainer/pretraining/
+# pretrainedTrainer.py PretrainedTrainer): SGD 1e-3 (1e-2 without pretrained weights), momentum 0.99 Nesterov,
+# nnU-Net's weight decay 3e-5, 50 of 1000 epochs linear warm-up then poly, deep supervision off
+NNSSL_RECIPE = Recipe("SGD", 1e-3, 3e-5, "poly", "MIC-DKFZ/nnUNet (master) nnunetv2/training/nnUNetTrainer/pretraining/"
+                      "pretrainedTrainer.py", scratch_lr=1e-2, momentum=0.99, full_warmup_fraction=0.05,
+                      deep_supervision=False)
 
 _RESENC = dict(
     network_class=f"{ResEncSegmentationNetwork.__module__}.{ResEncSegmentationNetwork.__qualname__}",
     configuration="3d_fullres", planner="nnfm_planners.nnfm_resenc_planner.nnFMResEncPlanner",
     families=("nnssl_resenc",),
-    input_convention="zscore: every channel z-scored per image (nnssl default_preprocessor.py; nnU-Net master "
-                     "like_nnssl.py)",
-    recipe="SGD 1e-3 (Nesterov 0.99), linear warm-up 5% then poly, no deep supervision (nnU-Net master "
-           "pretrainedTrainer.py)")
+    input_convention=ZSCORE, recipe=NNSSL_RECIPE)
 register_encoder(EncoderEntry(
     name="resenc_l", network_kwargs=RESENC_L_TOPOLOGY, trainer="nnFMTrainer_ResEncL",
     scratch_trainer="nnFMTrainer_ResEncL_scratch", weights="resenc_l_openmind_mae", token_stride=32, min_axis=64,

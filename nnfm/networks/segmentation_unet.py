@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from nnfm.conventions import WINDOW01, ZSCORE
 from nnfm.errors import ConfigurationError
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.networks.intensity_window import IntensityWindow
@@ -48,15 +49,24 @@ class AnatomixSegmentationNetwork(nn.Module):
     network also runs on patch sizes planned for nnU-Net's own U-Net.
     ``num_downs``, ``ngf``, ``encoder_out_channels``, ``norm``, ``norm_eps``, ``pooling``, ``interp`` are the
     encoder's preset (``AnatomixUNet``; the registry entries ``anatomix`` and ``anatomix_dev_unet``).
+    ``input_norm`` (nnfm/conventions.py): "window01" clips nnU-Net's intensities to ``input_window`` and scales
+    them to [0, 1] (anatomix's own input); "zscore" feeds nnU-Net's per-image z-scores as they are (what nnFM's
+    MAE pretraining saw). The planner sets it from the weights' recorded convention.
     """
+    INPUT_NORMS = (WINDOW01.name, ZSCORE.name)
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = True,
                  num_downs: int = 4, ngf: int = 16, encoder_out_channels: int = 16, norm: str = "batch",
                  norm_eps: float = 1e-5, pooling: str = "Max", interp: str = "nearest",
                  input_window: Optional[Sequence[Sequence[float]]] = None,
                  pad_to_stride: bool = True, strides: Optional[Sequence[Sequence[int]]] = None,
-                 zero_is_background: Optional[Sequence[bool]] = None, **unused_nnunet_kwargs):
+                 zero_is_background: Optional[Sequence[bool]] = None, input_norm: str = WINDOW01.name,
+                 **unused_nnunet_kwargs):
         super().__init__()
+        if input_norm not in self.INPUT_NORMS:
+            raise ConfigurationError(f"input_norm must be one of {self.INPUT_NORMS} (nnfm/conventions.py), got "
+                                     f"{input_norm!r}; re-run nnFM_plan_and_preprocess.")
+        self.input_norm = input_norm
         self.num_downs = num_downs
         self.stride = 2 ** num_downs
         # reflect padding needs >= 2 voxels per axis at the bottleneck
@@ -68,8 +78,10 @@ class AnatomixSegmentationNetwork(nn.Module):
                 raise ConfigurationError(
                     f"The anatomix U-Net pools 2x2x2 {num_downs} times; the plans say strides={strides}. "
                     f"Re-plan with nnFM_plan_and_preprocess or remove 'strides' from arch_kwargs.")
-        # anatomix's input: each volume min-max scaled to [0, 1], background 0 (see IntensityWindow)
-        self.input_window = IntensityWindow(input_channels, input_window, zero_is_background=zero_is_background)
+        # anatomix's input: each volume min-max scaled to [0, 1], background 0 (see IntensityWindow); z-scores as
+        # they are for weights pretrained on them (padding with 0 is then the mean, as in that pretraining)
+        self.input_window = IntensityWindow(input_channels, input_window, zero_is_background=zero_is_background) \
+            if input_norm == WINDOW01.name else nn.Identity()
         self.encoder = AnatomixUNet(input_channels, encoder_out_channels, num_downs, ngf, norm, norm_eps=norm_eps,
                                     pooling=pooling, interp=interp)
         # deep supervision taps the finest num_downs-1 decoder levels below full resolution
@@ -84,7 +96,7 @@ class AnatomixSegmentationNetwork(nn.Module):
         spatial = x.shape[2:]
         x = self.input_window(x)
         if self.pad_to_stride:
-            # padding after the window: zeros are the darkest intensity the encoder knows
+            # padding after the window: zeros are the darkest intensity (window01) or the mean (zscore)
             x = pad_to_multiple(x, self.stride, minimum=self.min_size)
         else:
             check_divisible(spatial, self.stride, self.min_size)
@@ -120,7 +132,12 @@ class AnatomixSegmentationNetwork(nn.Module):
 
 
 # ---- registry entry (nnfm/registry.py) -------------------------------------------------------------------
-from nnfm.registry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+from nnfm.conventions import Recipe  # noqa: E402
+from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+
+# neel-dey/anatomix anatomix/segmentation/train_segmentation.py: torch.optim.Adam(..., opt.lr (2e-4), weight_decay=0),
+# CosineAnnealingLR(T_max=n_epochs) stepped per epoch; chosen over nnU-Net's SGD by measurement (benchmarks.md)
+ANATOMIX_RECIPE = Recipe("Adam", 2e-4, 0.0, "cosine", "neel-dey/anatomix anatomix/segmentation/train_segmentation.py")
 
 register_encoder(EncoderEntry(
     name="anatomix",
@@ -133,8 +150,7 @@ register_encoder(EncoderEntry(
     # budgets, and no real data seen, so they suit any dataset (issue 12, documentation/benchmarks.md).
     # -w anatomix_mae_hippocampus: the MAE weights (offline); -w anatomix: the authors' published weights (a download)
     scratch_trainer="nnFMTrainer_scratch", families=("anatomix_unet",), weights="anatomix_synth_nnfm",
-    input_convention="window01: [0, 1], background 0 (anatomix/segmentation/segmentation_utils.py)",
-    recipe="Adam 2e-4, no weight decay, cosine (anatomix/segmentation/train_segmentation.py)",
+    input_convention=WINDOW01, recipe=ANATOMIX_RECIPE,
     token_stride=16, min_axis=32,
     description="anatomix 3D U-Net (Dey et al., ICLR 2025), pretrained on synthetic volumes only",
     license="MIT", status="trains + predicts; loader tested on the published layout"))

@@ -1,8 +1,9 @@
 """Pretraining checkpoints: a resumable training state, and the exported anatomix weights.
 
 ``checkpoint_latest.pth``: step, encoder, heads, optimizer, RNG states, settings, loss history.
-``anatomix_synth.pth``: bare AnatomixUNet state_dict (keys ``model.<i>.*``), the file nnFM's
-trainer loads with ``nnFM_WEIGHTS``. Both are written to a temporary file and renamed, so a run
+``anatomix_synth.pth``: ``{"state_dict": AnatomixUNet state_dict (keys ``model.<i>.*``), "nnfm_input_convention":
+"window01"}`` (the synthetic volumes are in [0, 1], anatomix's input; nnfm/weights/input_convention.py), the file
+nnFM's trainer loads with ``-w`` / ``nnFM_WEIGHTS``. Both are written to a temporary file and renamed, so a run
 killed mid-save leaves the previous checkpoint intact.
 """
 import os
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
+
+from nnfm.conventions import WINDOW01
+from nnfm.weights.input_convention import with_convention
 
 LATEST = "checkpoint_latest.pth"
 EXPORT = "anatomix_synth.pth"
@@ -49,7 +53,7 @@ def save_training_checkpoint(out_dir: Path, step: int, model, optimizer, setting
         "settings": settings,
         "loss_history": [float(x) for x in loss_history],
     }, out_dir / LATEST)
-    _atomic_save(encoder_state_dict(model.encoder), out_dir / EXPORT)
+    _atomic_save(with_convention(encoder_state_dict(model.encoder), WINDOW01.name), out_dir / EXPORT)
 
 
 def load_training_checkpoint(out_dir: Path) -> Dict[str, Any]:

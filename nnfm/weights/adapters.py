@@ -3,19 +3,36 @@
 An adapter changes tensors whose meaning survives a change of shape (a position embedding on a
 new patch grid) and returns ``{key: how}`` for the load report's ``adapted``. It drops a key only when
 the key carries nothing the network could hold (all-zero biases of a network without biases), and says so.
+Its type is ``nnfm.weights.families.Adapter``, the field of the family record that names it.
 """
-from typing import Any, Callable, Dict
+from typing import Any, Dict, Tuple
 
 import torch
 
 from nnfm.errors import CheckpointMismatchError
+from nnfm.weights.families import StateDict
 from nnfm.weights.pos_embed import checkpoint_token_grid, cubic_grid, resize_pos_embed_3d
 
-StateDict = Dict[str, torch.Tensor]
-# (mapped, target module, target state dict, the whole checkpoint as read) -> {key: how}
-Adapter = Callable[[StateDict, torch.nn.Module, StateDict, Any], Dict[str, str]]
-
 POS_EMBED_KEY = "eva.pos_embed"
+
+
+def adapt_stem_channels(weight: torch.Tensor, channels: int, dim: int = 1) -> Tuple[torch.Tensor, str]:
+    """Map a stem conv's input channels (axis ``dim``): 1 -> C (repeat / C), C -> 1 (sum), RGB -> C (mean,
+    repeat / C). Raises ValueError for any other change. ``load_pretrained`` applies it to a family's
+    ``stem_key``; adapters apply it to the other image-facing convolutions of a stem."""
+    if dim != 1:  # e.g. DrasCLR's [experts, out, in, k, k, k]: adapt with the input axis in front, then put it back
+        adapted, how = adapt_stem_channels(weight.movedim(dim, 1), channels)
+        return adapted.movedim(1, dim).contiguous(), how
+    have = weight.shape[1]
+    if have == 1:
+        repeated = weight.repeat(1, channels, *([1] * (weight.dim() - 2))) / channels
+        return repeated, f"1 -> {channels} (repeat / {channels})"
+    if channels == 1:
+        return weight.sum(dim=1, keepdim=True), f"{have} -> 1 (sum)"
+    if have == 3:
+        mean = weight.mean(dim=1, keepdim=True)
+        return mean.repeat(1, channels, *([1] * (weight.dim() - 2))) * (3 / channels), f"3 -> {channels} (RGB mean)"
+    raise ValueError
 
 
 def _target_grid(module: torch.nn.Module, num_tokens: int) -> list:

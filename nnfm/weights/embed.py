@@ -3,8 +3,11 @@
 ``python -m nnfm.weights.embed SRC NAME --provenance FACTS.json --folder nnfm/weights/embedded`` (run from the
 repository, so the file lands where it is committed) reads SRC (any layout ``load_pretrained`` reads; its state
 dict is unwrapped), stores its floating-point tensors as float16 in ``FOLDER/NAME.safetensors`` (half the bytes;
-``load_pretrained`` casts back to the network's dtype), writes ``NAME.json`` beside it (the facts given, the fp16 rounding error, the sha256) and prints the
-sha256 for the registry entry (``register_embedded_weights(NAME, ..., sha256)`` in ``nnfm/weights/registry.py``).
+``load_pretrained`` casts back to the network's dtype) with the input convention it was pretrained with in the
+file's metadata (recorded in SRC by nnFM's pretraining, or ``--input-convention``), writes ``NAME.json`` beside it
+(the facts given, the convention, the fp16 rounding error, the sha256) and prints the sha256 and convention for
+the registry entry (``register_embedded_weights(NAME, ..., sha256, input_convention=...)`` in
+``nnfm/weights/registry.py``).
 """
 import argparse
 import hashlib
@@ -14,7 +17,10 @@ from typing import Dict
 
 import torch
 
-from nnfm.weights.checkpoint_io import read_state_dict
+from nnfm.conventions import CONVENTIONS, get_convention
+from nnfm.errors import ConfigurationError
+from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
+from nnfm.weights.input_convention import CONVENTION_KEY, recorded_convention
 
 
 def to_fp16(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -22,10 +28,22 @@ def to_fp16(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
 
 
-def embed(source: Path, name: str, facts: dict, folder: Path) -> dict:
+def embed(source: Path, name: str, facts: dict, folder: Path, input_convention: str = None) -> dict:
+    """ConfigurationError when neither SRC nor ``input_convention`` says what the weights were pretrained on, or
+    when the two disagree."""
     from safetensors.torch import save_file
 
-    state, unwrapped = read_state_dict(source)
+    checkpoint = read_checkpoint(source)
+    recorded = recorded_convention(source, checkpoint)
+    if input_convention is not None and recorded is not None and input_convention != recorded:
+        raise ConfigurationError(f"{source} records input convention {recorded!r}; --input-convention says "
+                                 f"{input_convention!r}. Leave the flag out: the file's record is what it saw.")
+    convention = input_convention or recorded
+    if convention is None:
+        raise ConfigurationError(f"{source} does not record its input convention; pass --input-convention NAME "
+                                 f"(one of {', '.join(CONVENTIONS)}: what the weights were pretrained on).")
+    get_convention(convention)
+    state, unwrapped = unwrap_state_dict(checkpoint)
     half = to_fp16(state)
     # fp16 keeps 11 significant bits: the rounding error relative to each value is at most 2^-11 (except where a
     # value is below fp16's normal range, about 6e-5, where the absolute error is what is left)
@@ -33,10 +51,11 @@ def embed(source: Path, name: str, facts: dict, folder: Path) -> dict:
                 for k, v in state.items() if v.is_floating_point())
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.safetensors"
-    save_file(half, str(target))
+    save_file(half, str(target), metadata={CONVENTION_KEY: convention})
     target.chmod(0o644)  # safetensors writes owner-only files; an installed package must be readable by all
     sha = hashlib.sha256(target.read_bytes()).hexdigest()
-    record = dict(facts, name=name, file=target.name, sha256=sha, tensors=len(half), unwrapped=unwrapped,
+    record = dict(facts, name=name, file=target.name, sha256=sha, input_convention=convention, tensors=len(half),
+                  unwrapped=unwrapped,
                   source_sha256=hashlib.sha256(Path(source).read_bytes()).hexdigest(),
                   fp16_max_relative_rounding_error=worst, bytes=target.stat().st_size)
     (folder / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -51,9 +70,13 @@ def main(argv=None) -> None:
                         help="JSON of facts to keep beside the file (how it was made, on what, licence)")
     parser.add_argument("--folder", type=Path, required=True,
                         help="where to write (the repository's nnfm/weights/embedded, to commit the file)")
+    parser.add_argument("--input-convention", choices=sorted(CONVENTIONS), default=None,
+                        help="what the weights were pretrained on, where SRC does not record it (nnFM's exports do)")
     args = parser.parse_args(argv)
-    record = embed(args.source, args.name, json.loads(args.provenance.read_text()), args.folder)
-    print(json.dumps({k: record[k] for k in ("file", "sha256", "bytes", "fp16_max_relative_rounding_error")}, indent=1))
+    record = embed(args.source, args.name, json.loads(args.provenance.read_text()), args.folder,
+                   args.input_convention)
+    print(json.dumps({k: record[k] for k in ("file", "sha256", "input_convention", "bytes",
+                                             "fp16_max_relative_rounding_error")}, indent=1))
 
 
 if __name__ == "__main__":

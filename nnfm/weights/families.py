@@ -2,44 +2,61 @@
 
 A family is the key layout one group of authors' code writes (anatomix's ``model.*``, nnssl's ``eva.*`` +
 ``down_projection.*``, DINOv3's bare backbone, ...). ``load_pretrained`` detects the family of a state dict
-with :func:`detect_family` (records are tried in registration order: more specific layouts first), maps it
-with the record's ``filter``, lets its ``adapter`` change shapes whose meaning survives (position embeddings)
-and adapts the input channels of ``stem_key``. An encoder's registry entry (nnfm/registry.py) lists the
-families its network loads.
+with :func:`detect_family`, maps it with the record's ``filter``, lets its ``adapter`` change shapes whose
+meaning survives (position embeddings) and adapts the input channels of ``stem_key``. An encoder's registry
+entry (nnfm/registry.py) lists the families its network loads.
+
+This module is the registry only and imports no filter: each record is registered beside its filter
+(nnfm/weights/filters*.py), and ``nnfm/weights/__init__.py`` imports every filter module, so that importing
+anything from ``nnfm.weights`` registers all families before one is looked up (timm's pattern: the registry
+module is a leaf, the package imports the modules that register).
+
+A record says what its files are (``description``), never which encoder or trainer loads them: that is the encoder
+registry's (``EncoderEntry.families``). The registry imports the network modules, which import this package, so
+this module cannot import it; the registry installs its lookup here instead (:func:`set_family_encoders`), and
+:func:`use_of` words what fits a family from it (the wrong-family errors of nnfm/weights/loading.py).
+
+Detection tries the records in :func:`families` order: the order their ``detect_before`` declares (a layout that
+another family's detection also takes is tried first), other ties by name, so that it never depends on which
+module was imported first. tests/test_weight_families.py checks that every overlap on a published layout is
+declared.
 """
-import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from nnfm.weights.adapters import Adapter, adapt_nnssl_primus, adapt_vit_qkv_bias
-from nnfm.weights.filters_drasclr import drasclr_filter
-from nnfm.weights.filters import (VIT_FAMILIES, Filter, StateDict, anatomix_filter, dinov3_filter, meddinov3_filter,
-                                  meddinov3_primus_filter, nnfm_vit_filter, nnssl_primus_filter)
-from nnfm.weights.filters_anatomix_dev import ANATOMIX_DEV_USE, check_anatomix_dev_preset, has_instance_norm_biases
-from nnfm.weights.filters_lvmmed import adapt_lvmmed, lvmmed_filter
-from nnfm.weights.filters_primus_v2 import STEM_KEY as _PRIMUS_V2_STEM, adapt_primus_v2, is_primus_v2, primus_v2_filter
-from nnfm.weights.filters_resenc import STEM_KEY as _RESENC_STEM, adapt_nnssl_resenc, nnssl_resenc_filter
+StateDict = Dict[str, torch.Tensor]
+# (state dict) -> (mapped, {dropped key: why}): nnfm/weights/filters.py
+Filter = Callable[[StateDict], Tuple[StateDict, Dict[str, str]]]
+# (mapped, target module, target state dict, the whole checkpoint as read) -> {key: how}: nnfm/weights/adapters.py
+Adapter = Callable[[StateDict, torch.nn.Module, StateDict, Any], Dict[str, str]]
 
 
 @dataclass(frozen=True)
 class CheckpointFamily:
     """``detect(keys, state)`` says whether a state dict has this layout; ``filter`` maps it to the network's
-    names (returning the keys it drops on purpose, with reasons); ``use`` names what fits it (error messages).
-    ``filter`` None: recognised, so that a wrong-family error can say what the file is, but not loadable."""
+    names (returning the keys it drops on purpose, with reasons); ``description`` says what a file of it is, as a
+    noun phrase ("an nnssl / nnU-Net ResidualEncoderUNet"), never which encoder or trainer loads it (:func:`use_of`
+    adds that from the encoder registry). ``filter`` None: recognised, so that a wrong-family error can say what the
+    file is, but not loadable.
+    ``detect_before``: the families whose ``detect`` also takes this family's files, so this one is tried first."""
     name: str
     detect: Callable[[set, StateDict], bool]
-    use: str
+    description: str
     filter: Optional[Filter] = None
     stem_key: Optional[str] = None
     adapter: Optional[Adapter] = None
     # axis of the stem weight that holds the input channels (1 for a plain conv; 2 for DrasCLR's
     # location-conditioned conv, whose weight is [experts, out, in, k, k, k])
     stem_in_dim: int = 1
+    detect_before: Tuple[str, ...] = ()
 
 
 _FAMILIES: Dict[str, CheckpointFamily] = {}
+# family name -> the user-facing encoder entries (nnfm.encoder_entry.EncoderEntry) whose ``families`` list it;
+# installed by nnfm/registry.py (dependency inversion: the registry imports this package, never the reverse)
+_FAMILY_ENCODERS: Optional[Callable[[str], Sequence[Any]]] = None
 
 
 def register_family(family: CheckpointFamily) -> CheckpointFamily:
@@ -54,78 +71,58 @@ def get_family(name: str) -> Optional[CheckpointFamily]:
 
 
 def families() -> List[CheckpointFamily]:
-    return list(_FAMILIES.values())
+    """The registered families in detection order: every ``detect_before`` kept (names not registered are
+    ignored), otherwise by name. Raises ValueError when the declarations form a cycle."""
+    after = {name: {n for n in f.detect_before if n in _FAMILIES} for name, f in _FAMILIES.items()}
+    waiting = {name: sum(name in later for later in after.values()) for name in _FAMILIES}
+    order = []
+    while len(order) < len(_FAMILIES):
+        ready = sorted(n for n, count in waiting.items() if count == 0 and n not in order)
+        if not ready:
+            raise ValueError(f"Checkpoint families' detect_before declarations form a cycle, among: "
+                             f"{', '.join(sorted(n for n in _FAMILIES if n not in order))}.")
+        order.append(ready[0])
+        for name in after[ready[0]]:
+            waiting[name] -= 1
+    return [_FAMILIES[name] for name in order]
 
 
 def detect_family(state: StateDict) -> Optional[str]:
-    """The name of the first registered family whose layout ``state`` has, or None."""
+    """The name of the first family (in :func:`families` order) whose layout ``state`` has, or None."""
     keys = set(state)
-    return next((f.name for f in _FAMILIES.values() if f.detect(keys, state)), None)
+    return next((f.name for f in families() if f.detect(keys, state)), None)
 
 
-def _has(keys: set, *prefixes: str) -> bool:
+def has_prefix(keys: set, *prefixes: str) -> bool:
+    """Whether any key starts with one of ``prefixes`` (the usual ``detect`` test)."""
     return any(k.startswith(prefixes) for k in keys)
 
 
-_ANATOMIX_KEY = re.compile(r"^(encoder\.)?model\.\d+\.")
+def set_family_encoders(lookup: Optional[Callable[[str], Sequence[Any]]]) -> None:
+    """Install the encoder registry's answer to "which encoders load family F" (nnfm/registry.py calls this)."""
+    global _FAMILY_ENCODERS
+    _FAMILY_ENCODERS = lookup
 
 
-def _is_anatomix(keys: set, state: StateDict) -> bool:
-    first = state.get("model.0.weight", state.get("encoder.model.0.weight", torch.empty(0)))
-    return bool(keys) and sum(bool(_ANATOMIX_KEY.match(k)) for k in keys) >= len(keys) // 2 and first.dim() == 5
+def fit_command(name: str) -> str:
+    """The command that fine-tunes a file of family ``name``: each user-facing registered encoder that loads it,
+    with its trainer, e.g. "plan with nnFM_plan_and_preprocess -d ID -e resenc_l and train with -tr
+    nnFMTrainer_ResEncL". Where the encoder registry has not been loaded in this process, where to look them up."""
+    if _FAMILY_ENCODERS is None:
+        return (f"plan with nnFM_plan_and_preprocess -d ID -e ENCODER and train with its trainer, for an ENCODER whose "
+                f"checkpoint families include '{name}': python -m nnfm.registry --markdown lists each encoder's "
+                f"families and trainer")
+    entries = sorted(_FAMILY_ENCODERS(name), key=lambda e: e.name)
+    if not entries:
+        return f"no registered nnFM encoder loads '{name}' files"
+    if len(entries) == 1:
+        return f"plan with nnFM_plan_and_preprocess -d ID -e {entries[0].name} and train with -tr {entries[0].trainer}"
+    return ("plan with nnFM_plan_and_preprocess -d ID -e ENCODER and train with its trainer, one of: "
+            + "; ".join(f"-e {e.name} with -tr {e.trainer}" for e in entries))
 
 
-_VIT_STEM = "patch_embed.proj.weight"
-_VIT_USE = "a DINOv3 / MedDINOv3 ViT encoder (nnFMTrainer_MedDINOv3 / _DINOv3_B / _DINOv3_S)"
-
-# order: layouts that contain another's keys come first (a MedDINOv3 teacher has backbone.blocks.*, ...)
-register_family(CheckpointFamily(
-    "meddinov3_vit", lambda k, s: _has(k, "dino_head.", "ibot_head.") or _has(k, "backbone.blocks."),
-    _VIT_USE, meddinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
-register_family(CheckpointFamily(
-    "meddinov3_primus_nnunet", lambda k, s: _has(k, "dino_encoder."),
-    "the MedDINOv3 Primus_Multiscale network's encoder: " + _VIT_USE, meddinov3_primus_filter, _VIT_STEM,
-    adapt_vit_qkv_bias))
-register_family(CheckpointFamily(
-    "dinov3_vit", lambda k, s: "rope_embed.periods" in k or ("cls_token" in k and _has(k, "blocks.0.attn.qkv")),
-    _VIT_USE, dinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
-register_family(CheckpointFamily(
-    "nnfm_vit", lambda k, s: "encoder.reg_token" in k or
-    ("encoder.cls_token" in k and _has(k, "decoder.decode.", "decoder.seg_layers.")),
-    "an nnFM ViT network (nnFMTrainer_MedDINOv3 / _DINOv3_*)", nnfm_vit_filter, _VIT_STEM))
-# DNA PrimusV2 / V3 (anatomix-dev-vit, nnU-Net's PrimusV2/V3 trainers): before nnssl_primus, which has eva.* too
-register_family(CheckpointFamily(
-    "primus_v2", is_primus_v2, "a PrimusV2/V3 network (nnFMTrainer_AnatomixDevViT, nnFMTrainer_PrimusV2* / _PrimusV3*)",
-    primus_v2_filter, _PRIMUS_V2_STEM, adapt_primus_v2))
-register_family(CheckpointFamily(
-    "nnssl_primus", lambda k, s: _has(k, "eva.", "down_projection.", "encoder.eva."),
-    "nnFMTrainer_Primus (nnssl Primus-M 3D ViT)", nnssl_primus_filter, "down_projection.proj.weight",
-    adapt_nnssl_primus))
-register_family(CheckpointFamily(
-    "drasclr", lambda k, s: _has(k, "encoder_q.", "encoder_k.") or any("._routing_fn.fc." in key for key in k),
-    "the DrasCLR encoder: plan with nnFM_plan_and_preprocess -d ID -e drasclr and train with -tr nnFMTrainer_DrasCLR",
-    drasclr_filter, "conv1.weight", stem_in_dim=2))
-register_family(CheckpointFamily(
-    "lvmmed_resnet50", lambda k, s: bool({"conv1.weight", "encoder.conv1.weight"} & k)
-    and _has(k, "layer1.0.conv1.", "encoder.layer1.0.conv1."),
-    "nnFMTrainer_LVMMed (LVM-Med 2D ResNet-50, torchvision layout)", lvmmed_filter, "conv1.weight", adapt_lvmmed))
-# anatomix-dev (nnfm/weights/filters_anatomix_dev.py) before anatomix_unet, whose detection takes any
-# model.<idx>.* layout: only the dev file's instance norm gives the convolutions biases
-register_family(CheckpointFamily(
-    "anatomix_dev_unet", lambda k, s: _is_anatomix(k, s) and has_instance_norm_biases(k), ANATOMIX_DEV_USE,
-    anatomix_filter, "model.0.weight", check_anatomix_dev_preset))
-register_family(CheckpointFamily(
-    "anatomix_unet", _is_anatomix, "the anatomix U-Net: plan with nnFM_plan_and_preprocess -d ID -e anatomix and "
-    "train with -tr nnFMTrainer", anatomix_filter, "model.0.weight"))
-
-
-# nnssl / OpenMind ResEnc-L and every nnU-Net ResidualEncoderUNet state dict (encoder.stem.* + encoder.stages.*;
-# a PlainConvUNet has no encoder.stem, a Primus has eva.*): issue 15
-
-register_family(CheckpointFamily(
-    "nnssl_resenc", lambda k, s: "encoder.stem.convs.0.conv.weight" in k and _has(k, "encoder.stages.")
-    or "stem.convs.0.conv.weight" in k and _has(k, "stages.0.blocks."),
-    "nnFMTrainer_ResEncL (nnssl / nnU-Net ResidualEncoderUNet)", nnssl_resenc_filter, _RESENC_STEM,
-    adapt_nnssl_resenc))
-
-assert set(VIT_FAMILIES) <= set(_FAMILIES)
+def use_of(name: str) -> str:
+    """What fits a file of family ``name``, for error messages: what the file is and :func:`fit_command`."""
+    record = _FAMILIES.get(name)
+    what = record.description if record else f"a '{name}' checkpoint"
+    return f"{what} ({fit_command(name)})"

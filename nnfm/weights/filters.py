@@ -1,15 +1,16 @@
-"""timm-style checkpoint filters (foreign key names -> the network's names); nnfm/weights/families.py
-holds the family records that use them.
+"""timm-style checkpoint filters (foreign key names -> the network's names), each with the checkpoint family
+record that uses it (nnfm/weights/families.py): anatomix U-Net, nnssl Primus, DINOv3 / MedDINOv3 / nnFM ViTs.
 
 A filter takes the unwrapped state dict and returns ``(mapped, intentionally_dropped)`` where
 ``intentionally_dropped`` maps each key it leaves out on purpose to the reason (never silent).
 """
-from typing import Callable, Dict, Tuple
+import re
+from typing import Dict, Tuple
 
 import torch
 
-StateDict = Dict[str, torch.Tensor]
-Filter = Callable[[StateDict], Tuple[StateDict, Dict[str, str]]]
+from nnfm.weights.adapters import adapt_nnssl_primus, adapt_vit_qkv_bias
+from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
 
 
 def anatomix_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
@@ -25,6 +26,21 @@ def anatomix_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
         else:
             mapped[key] = value  # left for the strict comparison to report as unexpected
     return mapped, dropped
+
+
+_ANATOMIX_KEY = re.compile(r"^(encoder\.)?model\.\d+\.")
+
+
+def is_anatomix(keys: set, state: StateDict) -> bool:
+    """Mostly ``model.<idx>.*`` keys (``encoder.model.<idx>.*`` in a full nnFM network) and a 3D stem: the flat
+    ``nn.Sequential`` of anatomix's ``Unet`` (neel-dey/anatomix anatomix/model/network.py), whatever its norm."""
+    first = state.get("model.0.weight", state.get("encoder.model.0.weight", torch.empty(0)))
+    return bool(keys) and sum(bool(_ANATOMIX_KEY.match(k)) for k in keys) >= len(keys) // 2 and first.dim() == 5
+
+
+# anatomix-dev's layout is taken by this detection too: its family (filters_anatomix_dev.py) is tried first
+register_family(CheckpointFamily(
+    "anatomix_unet", is_anatomix, "the anatomix U-Net", anatomix_filter, "model.0.weight"))
 
 
 # nnssl MAE keys outside the encoder (nnssl adaptation plan: key_to_encoder 'eva', key_to_stem 'down_projection')
@@ -53,6 +69,13 @@ def nnssl_primus_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
             else:
                 dropped[key] = reason
     return mapped, dropped
+
+
+# PrimusV2/V3 files have eva.* too: their family (filters_primus_v2.py) is tried first
+register_family(CheckpointFamily(
+    "nnssl_primus", lambda k, s: has_prefix(k, "eva.", "down_projection.", "encoder.eva."),
+    "an nnssl Primus-M 3D ViT", nnssl_primus_filter, "down_projection.proj.weight",
+    adapt_nnssl_primus))
 
 
 # ---- DINOv3 / MedDINOv3 ViTs -> timm's DINOv3 port (timm.models.eva, vit_*_patch16_dinov3[_qkvb]) ----------
@@ -199,5 +222,24 @@ def nnfm_vit_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
             mapped[key] = value
     return mapped, dropped
 
+
+_VIT_STEM = "patch_embed.proj.weight"
+_VIT = "a DINOv3 / MedDINOv3 ViT encoder"
+
+# each ViT layout has its own prefix (backbone. / dino_encoder. / bare / encoder.): no detection takes another's
+register_family(CheckpointFamily(
+    "meddinov3_vit", lambda k, s: has_prefix(k, "dino_head.", "ibot_head.", "backbone.blocks."),
+    _VIT, meddinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
+register_family(CheckpointFamily(
+    "meddinov3_primus_nnunet", lambda k, s: has_prefix(k, "dino_encoder."),
+    "the MedDINOv3 Primus_Multiscale network's encoder, " + _VIT, meddinov3_primus_filter, _VIT_STEM,
+    adapt_vit_qkv_bias))
+register_family(CheckpointFamily(
+    "dinov3_vit", lambda k, s: "rope_embed.periods" in k or ("cls_token" in k and has_prefix(k, "blocks.0.attn.qkv")),
+    _VIT, dinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
+register_family(CheckpointFamily(
+    "nnfm_vit", lambda k, s: "encoder.reg_token" in k or
+    ("encoder.cls_token" in k and has_prefix(k, "decoder.decode.", "decoder.seg_layers.")),
+    "an nnFM ViT network", nnfm_vit_filter, _VIT_STEM))
 
 VIT_FAMILIES = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")

@@ -8,7 +8,8 @@ instance norm (``use_bias = norm == 'instance'``), which has no parameters or bu
 
 The preset (depth, width, output channels, norm) can be read back from the shapes; pooling, upsampling mode
 and the norm epsilon cannot (they have no parameters), which is why each published file has one registry
-encoder whose preset fixes them (nnfm/networks/anatomix_dev_unet.py).
+encoder whose preset fixes them (nnfm/networks/anatomix_dev_unet.py). The files load with anatomix's own filter
+(nnfm/weights/filters.py ``anatomix_filter``); the family record below adds the preset check.
 """
 import re
 from typing import Any, Dict, Optional
@@ -16,13 +17,10 @@ from typing import Any, Dict, Optional
 import torch
 
 from nnfm.errors import CheckpointMismatchError
-
-StateDict = Dict[str, torch.Tensor]
+from nnfm.weights.families import CheckpointFamily, StateDict, register_family
+from nnfm.weights.filters import anatomix_filter, is_anatomix
 
 _CONV_WEIGHT = re.compile(r"^model\.(\d+)\.weight$")
-# what the wrong-family error says fits a file of this family (nnfm.weights.loading.load_pretrained)
-ANATOMIX_DEV_USE = ("the anatomix-dev U-Net: plan with nnFM_plan_and_preprocess -d ID -e anatomix_dev_unet and "
-                    "train with -tr nnFMTrainer_anatomixDev")
 
 
 def _strip_encoder(key: str) -> str:
@@ -68,11 +66,13 @@ def _describe(preset: dict) -> str:
 
 
 def encoders_for_preset(preset: dict) -> list:
-    """Registered encoders whose network_kwargs build an anatomix U-Net of ``preset``'s shapes."""
-    from nnfm.registry import encoders  # the registry imports the network modules, which import nnfm.weights
+    """Registered encoders whose network_kwargs build an anatomix U-Net of ``preset``'s shapes. Called while a
+    network loads weights, so its module (and the anatomix ones, which it imports) has registered its entries; the
+    leaf record module is read, not nnfm.registry, which imports the network modules (no import cycle)."""
+    from nnfm.encoder_entry import registered_encoders
 
     matches = []
-    for entry in encoders():
+    for entry in registered_encoders():
         kwargs = entry.network_kwargs
         if "num_downs" not in kwargs or "ngf" not in kwargs:
             continue
@@ -106,3 +106,10 @@ def check_anatomix_dev_preset(mapped: StateDict, module: torch.nn.Module, target
     raise CheckpointMismatchError(
         f"CheckpointMismatchError: the checkpoint is an anatomix U-Net with {_describe(have)}, but this network was "
         f"built with {_describe(need)}. Fix: {fix}.")
+
+
+# before anatomix_unet, whose detection takes any model.<idx>.* layout: only the dev file's instance norm gives the
+# convolutions biases
+register_family(CheckpointFamily(
+    "anatomix_dev_unet", lambda k, s: is_anatomix(k, s) and has_instance_norm_biases(k), "the anatomix-dev U-Net",
+    anatomix_filter, "model.0.weight", check_anatomix_dev_preset, detect_before=("anatomix_unet",)))

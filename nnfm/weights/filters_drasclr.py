@@ -7,7 +7,7 @@ extract_feature.py keeps), ``encoder_k.*`` (momentum encoder), ``queue`` and ``q
 """
 from typing import Dict, Tuple
 
-from nnfm.weights.filters import StateDict
+from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
 
 # models/builder.py (DrasCLR) and extract_feature.py, batmanlab/DrasCLR@2d07e07
 _ENCODER_K = ("MoCo momentum (key) encoder: an exponential moving average of encoder_q that only produces the "
@@ -40,3 +40,9 @@ def drasclr_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
         else:
             mapped[key] = value  # bare encoder keys; anything else is left for the strict comparison to report
     return mapped, dropped
+
+
+register_family(CheckpointFamily(
+    "drasclr", lambda k, s: has_prefix(k, "encoder_q.", "encoder_k.") or any("._routing_fn.fc." in key for key in k),
+    "the DrasCLR encoder",
+    drasclr_filter, "conv1.weight", stem_in_dim=2))

@@ -8,7 +8,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-StateDict = Dict[str, torch.Tensor]
+from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
 
 _FC_REASON = ("classification head of torchvision's ResNet-50; LVM-Med's ResNetEncoder deletes fc and avgpool "
               "(segmentation_models_pytorch_example/encoders/resnet.py) and the segmentation decoder is new")
@@ -48,3 +48,9 @@ def adapt_lvmmed(mapped: StateDict, module: torch.nn.Module, target: StateDict, 
             mapped[key] = torch.zeros_like(value)
             adapted[key] = "absent from the file: BatchNorm counter set to 0 (unused with momentum 0.1)"
     return adapted
+
+
+register_family(CheckpointFamily(
+    "lvmmed_resnet50", lambda k, s: bool({"conv1.weight", "encoder.conv1.weight"} & k)
+    and has_prefix(k, "layer1.0.conv1.", "encoder.layer1.0.conv1."),
+    "the LVM-Med 2D ResNet-50 in torchvision's layout", lvmmed_filter, "conv1.weight", adapt_lvmmed))

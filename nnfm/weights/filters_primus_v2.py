@@ -8,15 +8,21 @@ nnU-Net's ``nnUNet_PrimusV2*_Trainer`` / ``nnUNet_PrimusV3*_Trainer`` checkpoint
 ``PrimusV2SegmentationNetwork`` (``encoder.*`` + ``decoder.*``). The filter keeps the encoder part and names
 every key it leaves out with its reason; the adapter resizes the position embedding to the network's token
 grid (register rows kept) and adapts the tokenizer's other input-channel convolutions along with its stem.
+
+``up_projection.*`` (DNA's ``PatchDecode`` output head: anatomix-dev-vit's 32 dense feature channels) loads into
+a network built with ``keep_up_projection=True``, whose encoder holds one, and is dropped with its reason for any
+other. A filter sees the checkpoint only, so it keeps the head provisionally (in ``mapped`` and, with its reason,
+in the dropped keys) and the adapter, which sees the network, settles it: loaded (reason withdrawn) or removed
+from ``mapped`` (reason kept).
 """
 from typing import Any, Dict, Tuple
 
 import torch
 
 from nnfm.errors import CheckpointMismatchError
+from nnfm.weights.adapters import adapt_stem_channels
+from nnfm.weights.families import CheckpointFamily, StateDict, register_family
 from nnfm.weights.pos_embed import checkpoint_token_grid, resize_pos_embed_3d
-
-StateDict = Dict[str, torch.Tensor]
 
 POS_EMBED_KEY = "eva.pos_embed"
 REGISTER_KEY = "register_tokens"
@@ -27,10 +33,14 @@ STEM_KEY = "down_projection.stem.blocks.0.conv1.conv.weight"
 # (``conv`` and ``all_modules.0``: one tensor, two keys)
 _STEM_BLOCK = "down_projection.stem.blocks.0."
 
+# the output head of DNA Primus (PatchDecode); the encoder of a keep_up_projection network holds it
+HEAD_PREFIX = "up_projection."
+
 _REASONS = {
-    "up_projection.": "pretraining / task decoder of the checkpoint (DNA PatchDecode: anatomix-dev-vit's up-projection "
-                      "to its 32 dense feature channels, or an nnU-Net Primus trainer's segmentation head); nnFM "
-                      "decodes with multi-scale token aggregation and a new head",
+    HEAD_PREFIX: "pretraining / task decoder of the checkpoint (DNA PatchDecode: anatomix-dev-vit's up-projection "
+                 "to its 32 dense feature channels, or an nnU-Net Primus trainer's segmentation head); nnFM "
+                 "decodes with multi-scale token aggregation and a new head (a network built with "
+                 "keep_up_projection=True keeps anatomix-dev-vit's)",
     "mask_token": "DNA Primus buffer that fills the patches removed by patch dropout in MAE-style pretraining; never "
                   "used in segmentation (patch_drop_rate 0) and not part of the encoder",
     "decoder.decode.": "segmentation decoder of an nnFM PrimusV2/V3 network; re-initialised for the new task",
@@ -46,15 +56,32 @@ def is_primus_v2(keys: set, state: StateDict = None) -> bool:
     return stem and any(k.startswith(("eva.", "encoder.eva.")) for k in keys)
 
 
+class _Mapped(dict):
+    """The filter's mapped state dict, with the up-projection it holds provisionally: ``head`` {mapped name:
+    checkpoint key} and ``dropped``, the very dict of dropped keys the filter returned (the load report's
+    ``intentionally_dropped``: ``load_pretrained`` hands it to the report as it is), for the adapter to settle
+    (:func:`_settle_up_projection`; tests/test_primus_v2.py checks the report of both outcomes)."""
+
+    def __init__(self, dropped: Dict[str, str]):
+        super().__init__()
+        self.head: Dict[str, str] = {}
+        self.dropped = dropped
+
+
 def primus_v2_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
     """``down_projection.*``, ``eva.*``, ``register_tokens`` as they are (``encoder.`` prefix of an nnFM network
-    removed); ``up_projection.*``, ``mask_token`` and decoders dropped with their reasons; anything else is left
-    for the strict comparison to report as unexpected."""
-    mapped, dropped = {}, {}
+    removed); ``mask_token`` and decoders dropped with their reasons; ``up_projection.*`` (an nnFM network's
+    ``encoder.up_projection.*`` too) provisionally both mapped and dropped with its reason, for the adapter to
+    settle against the network; anything else is left for the strict comparison to report as unexpected."""
+    dropped: Dict[str, str] = {}
+    mapped = _Mapped(dropped)
     for key, value in state.items():
         name = key[len("encoder."):] if key.startswith("encoder.") else key
         if name.startswith(("down_projection.", "eva.")) or name == REGISTER_KEY:
             mapped[name] = value
+            continue
+        if name.startswith(HEAD_PREFIX):
+            mapped[name], mapped.head[name], dropped[key] = value, key, _REASONS[HEAD_PREFIX]
             continue
         reason = next((why for prefix, why in _REASONS.items() if key.startswith(prefix)), None)
         if reason is None:
@@ -94,8 +121,6 @@ def _adapt_stem_companions(mapped: StateDict, target: StateDict) -> Dict[str, st
     """Adapt the image-facing convolutions besides ``STEM_KEY`` (its alias, the skip projection and its alias) the
     way ``load_pretrained`` adapts ``STEM_KEY`` itself. Where the channel change cannot be mapped nothing is
     changed here: ``load_pretrained`` then refuses the stem with a ChannelMismatchError."""
-    from nnfm.weights.loading import adapt_stem_channels  # loading imports the family records
-
     stem, wanted = mapped.get(STEM_KEY), target.get(STEM_KEY)
     if stem is None or wanted is None or stem.shape[1] == wanted.shape[1]:
         return {}
@@ -111,9 +136,34 @@ def _adapt_stem_companions(mapped: StateDict, target: StateDict) -> Dict[str, st
     return {key: how for key, (_, how) in new.items()}
 
 
+def _settle_up_projection(mapped: StateDict, target: StateDict) -> None:
+    """A network whose encoder holds an ``up_projection`` (keep_up_projection=True) loads the checkpoint's: its
+    reasons are withdrawn from the dropped keys. Any other network leaves it out: removed from ``mapped``, the
+    reasons stay."""
+    head = getattr(mapped, "head", None)
+    if not head:
+        return
+    if any(k.startswith(HEAD_PREFIX) for k in target):
+        for key in head.values():
+            mapped.dropped.pop(key, None)
+    else:
+        for name in head:
+            del mapped[name]
+    head.clear()
+
+
 def adapt_primus_v2(mapped: StateDict, module: torch.nn.Module, target: StateDict, checkpoint: Any = None) -> Dict[str, str]:
-    """The family's adapter (nnfm/weights/adapters.py contract): position embedding on the network's token grid,
-    image-facing tokenizer convolutions on the network's input channels. Returns ``{key: how}``."""
+    """The family's adapter (nnfm/weights/adapters.py contract): the up-projection loaded or left out as the network
+    holds one or not, position embedding on the network's token grid, image-facing tokenizer convolutions on the
+    network's input channels. Returns ``{key: how}``."""
+    _settle_up_projection(mapped, target)
     adapted = _resize_pos_embed(mapped, module, target, checkpoint)
     adapted.update(_adapt_stem_companions(mapped, target))
     return adapted
+
+
+# DNA PrimusV2 / V3 (anatomix-dev-vit, nnU-Net's PrimusV2/V3 trainers): before nnssl_primus, whose detection takes
+# their eva.* keys too
+register_family(CheckpointFamily(
+    "primus_v2", is_primus_v2, "a PrimusV2/V3 network",
+    primus_v2_filter, STEM_KEY, adapt_primus_v2, detect_before=("nnssl_primus",)))

@@ -12,10 +12,10 @@ from typing import Any, Dict, Tuple
 import torch
 
 from nnfm.errors import CheckpointMismatchError
+from nnfm.weights.adapters import adapt_stem_channels
+from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
 from nnfm.weights.nnssl_adaptation import (RESENC_KEY_TO_ENCODER, RESENC_KEY_TO_STEM, nnssl_adaptation,
                                            read_adaptation_plan)
-
-StateDict = Dict[str, torch.Tensor]
 
 _ALIAS_REASON = ("alias of encoder.* (dynamic_network_architectures' UNetDecoder keeps a reference to the encoder, "
                  "so the state dict lists it twice); loaded from encoder.*")
@@ -57,8 +57,6 @@ def adapt_nnssl_resenc(mapped: StateDict, module: torch.nn.Module, target: State
     Raises CheckpointMismatchError when the plan names other encoder / stem prefixes or another topology than
     the network was built with (the fix: plan with this checkpoint, ``nnFM_plan_and_preprocess -w FILE``).
     """
-    from nnfm.weights.loading import adapt_stem_channels
-
     plan = read_adaptation_plan(checkpoint)
     adapted = {}
     adaptation = nnssl_adaptation(checkpoint) if plan is not None else None
@@ -93,3 +91,11 @@ def adapt_nnssl_resenc(mapped: StateDict, module: torch.nn.Module, target: State
             continue  # load_pretrained raises ChannelMismatchError on the stem key
         adapted[key] = how + " (every keys_to_in_proj kernel, as nnU-Net master's PretrainedTrainer)"
     return adapted
+
+
+# nnssl / OpenMind ResEnc-L and every nnU-Net ResidualEncoderUNet state dict (encoder.stem.* + encoder.stages.*;
+# a PlainConvUNet has no encoder.stem, a Primus has eva.*): issue 15
+register_family(CheckpointFamily(
+    "nnssl_resenc", lambda k, s: "encoder.stem.convs.0.conv.weight" in k and has_prefix(k, "encoder.stages.")
+    or "stem.convs.0.conv.weight" in k and has_prefix(k, "stages.0.blocks."),
+    "an nnssl / nnU-Net ResidualEncoderUNet", nnssl_resenc_filter, STEM_KEY, adapt_nnssl_resenc))

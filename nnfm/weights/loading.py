@@ -6,19 +6,16 @@ import torch
 
 from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, ChecksumMismatchError,
                          WeightsUnavailableError, WrongCheckpointFamilyError)
+from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.download import cache_dir, download_entry, sha256_of, verify_sha256
-from nnfm.weights.families import detect_family, get_family
+from nnfm.weights.families import detect_family, fit_command, get_family, use_of
+from nnfm.weights.input_convention import recorded_convention
+from nnfm.weights.random_init import is_random_init
 from nnfm.weights.registry import available_weights, embedded_path, get_weights_entry
 from nnfm.weights.report import LoadReport
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
-# the spellings of "no pretrained weights, keep the random initialisation" (-w, nnFM_WEIGHTS, the plans' nnfm.weights)
-RANDOM_INIT = ("random", "none", "scratch")
-
-
-def is_random_init(source) -> bool:
-    return source is None or str(source).lower() in RANDOM_INIT
 
 
 def check_weights_source(source, families: Sequence[str]) -> None:
@@ -37,7 +34,7 @@ def check_weights_source(source, families: Sequence[str]) -> None:
         raise WrongCheckpointFamilyError(
             f"Weights '{source}' are of the {entry.family} family; this encoder loads {', '.join(families)}. "
             f"Fix: -w one of {', '.join(n for f in families for n in available_weights(f)) or 'random'}, "
-            f"or -e the encoder they belong to (python -m nnfm.registry lists both).")
+            f"or, to use these weights, {fit_command(entry.family)}.")
 
 
 def _not_found(source) -> WeightsUnavailableError:
@@ -82,23 +79,6 @@ def _embedded_file(entry) -> Tuple[Path, str]:
     return path, sha
 
 
-def adapt_stem_channels(weight: torch.Tensor, channels: int, dim: int = 1) -> Tuple[torch.Tensor, str]:
-    """Map a stem conv's input channels (axis ``dim``): 1 -> C (repeat / C), C -> 1 (sum), RGB -> C (mean,
-    repeat / C)."""
-    if dim != 1:  # e.g. DrasCLR's [experts, out, in, k, k, k]: adapt with the input axis in front, then put it back
-        adapted, how = adapt_stem_channels(weight.movedim(dim, 1), channels)
-        return adapted.movedim(1, dim).contiguous(), how
-    have = weight.shape[1]
-    if have == 1:
-        return weight.repeat(1, channels, *([1] * (weight.dim() - 2))) / channels, f"1 -> {channels} (repeat / {channels})"
-    if channels == 1:
-        return weight.sum(dim=1, keepdim=True), f"{have} -> 1 (sum)"
-    if have == 3:
-        mean = weight.mean(dim=1, keepdim=True)
-        return mean.repeat(1, channels, *([1] * (weight.dim() - 2))) * (3 / channels), f"3 -> {channels} (RGB mean)"
-    raise ValueError
-
-
 def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence[str]] = "anatomix_unet",
                     adapt_input_channels: bool = True) -> LoadReport:
     """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise.
@@ -117,11 +97,13 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
         registered = sorted({n for f in families for n in available_weights(f)})
         raise WrongCheckpointFamilyError(
             f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs {needed}. "
-            f"That checkpoint fits {record.use if record else 'no nnFM network'}; for this network use weights from "
+            f"That checkpoint fits {use_of(found) if record else 'no nnFM network'}; for this network use weights from "
             f"the registry ({', '.join(registered) or 'none registered'}) or a {needed} file.")
     family = found
     mapped, dropped = record.filter(state)
-    report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped)
+    entry = get_weights_entry(str(source))
+    report = LoadReport(str(source), str(path), sha, family, intentionally_dropped=dropped, unwrapped=unwrapped,
+                        input_convention=recorded_convention(path, checkpoint) or (entry and entry.input_convention))
     target = module.state_dict()
     if record.adapter is not None:  # e.g. position embeddings resized to the network's patch grid
         report.adapted.update(record.adapter(mapped, module, target, checkpoint))

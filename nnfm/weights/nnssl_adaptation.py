@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from nnfm.errors import ConfigurationError
+from nnfm.weights.random_init import is_random_init
 
 # nnU-Net master's "ResEncL" preset (MIC-DKFZ/nnUNet nnunetv2/utilities/get_network_via_name.py
 # ``get_network_from_name('ResEncL')``; the same as nnssl's architecture_registry.get_res_enc_l)
@@ -154,7 +155,6 @@ def adaptation_for_planning(weights: Optional[str]) -> NnsslAdaptation:
     """
     from nnfm.weights.checkpoint_io import read_checkpoint
     from nnfm.weights.download import cache_dir
-    from nnfm.weights.loading import is_random_init
     from nnfm.weights.registry import get_weights_entry
 
     if is_random_init(weights):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from nnfm.conventions import HU_WINDOW, IMAGENET, NNUNET, WINDOW01, WINDOW255, ZSCORE
+
 
 @dataclass(frozen=True)
 class WeightsEntry:
@@ -26,6 +28,12 @@ class WeightsEntry:
     # shipped inside the package (nnfm/weights/embedded/<filename>): used offline, never downloaded; ``url`` is
     # then how it was made, and ``sha256`` is required
     embedded: bool = False
+    # the file's state-dict layout: a JSON file of ../shared/checkpoint_layouts (keys, shapes, container; its
+    # README.md says how each was made); the tests load and detect the family from it without a download
+    layout: Optional[str] = None
+    # what the encoder saw in pretraining (a name of nnfm/conventions.py CONVENTIONS); the planner feeds it that
+    # (nnfm/weights/input_convention.py). None: unknown, the encoder's convention is assumed
+    input_convention: Optional[str] = None
 
 
 _REGISTRY: Dict[str, WeightsEntry] = {}
@@ -72,7 +80,7 @@ _ANATOMIX_CITE = ("Dey et al., Learning general-purpose biomedical volume repres
                   "randomized synthesis, ICLR 2025")
 
 register_weights(WeightsEntry(
-    name="anatomix", family="anatomix_unet",
+    name="anatomix", input_convention=WINDOW01.name, family="anatomix_unet", layout="anatomix_unet.json",
     url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix.pth", sha256=None,
     filename="anatomix.pth",
     description="anatomix 3D U-Net (num_downs=4, ngf=16, 16-ch output) pretrained on synthetic volumes only. "
@@ -88,6 +96,8 @@ register_weights(WeightsEntry(
 register_embedded_weights(
     "anatomix_mae_hippocampus", "nnFM_pretrain mae",
     "89f39defe9197a18ad3092c047465830ef68646b8d14dc9f6eb151a07012b0ae", family="anatomix_unet",
+    input_convention=ZSCORE.name,  # nnFM_pretrain mae z-scores every image (nnfm/pretraining/mae/cases.py)
+    layout="anatomix_unet.json",  # anatomix's U-Net, pretrained by nnFM
     description="nnFM's dataset-adaptive anatomix U-Net: masked-image reconstruction as nnssl's MAE on the images "
                 "of 160 MSD Hippocampus MRI cases (labels never read; the 40 cases nnFM_benchmark --test-cases 40 "
                 "holds out with case seed 0 were never seen), 850 steps of batch 4 at 32x48x32 on a 2-core CPU, "
@@ -104,6 +114,8 @@ register_embedded_weights(
 register_embedded_weights(
     "anatomix_synth_nnfm", "nnFM_pretrain synth",
     "d73dde9e3710f627757c15dbfb164f71c51e23fda671c818670ed1b59f44e2f1", family="anatomix_unet",
+    input_convention=WINDOW01.name,  # synthetic volumes in [0, 1], as anatomix's
+    layout="anatomix_unet.json",  # anatomix's U-Net, pretrained by nnFM
     description="nnFM's synthetic-data anatomix U-Net: voxel SupCon on random label ensembles with anatomix's "
                 "pretraining recipe (6 conv taps, 3-layer batch-norm heads, uniform voxel sampling, AdamW 2e-4, "
                 "weight decay 1e-5), 500 steps of batch 2 at 32^3 on a 2-core CPU (12 min), stored in fp16. "
@@ -112,14 +124,15 @@ register_embedded_weights(
     citation="nnFM; recipe of " + _ANATOMIX_CITE)
 
 register_weights(WeightsEntry(
-    name="anatomix+brains", family="anatomix_unet",
+    name="anatomix+brains", input_convention=WINDOW01.name, family="anatomix_unet",
+    layout="anatomix_unet.json",  # anatomix.pth's architecture
     url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix+brains.pth", sha256=None,
     filename="anatomix+brains.pth",
     description="anatomix variant with brain label maps in its synthesis (same architecture); sha256 not published.",
     license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
 
 register_weights(WeightsEntry(
-    name="primus_m_openmind_mae", family="nnssl_primus",
+    name="primus_m_openmind_mae", input_convention=ZSCORE.name, family="nnssl_primus", layout="nnssl_primus_m.json",
     url="https://huggingface.co/AnonRes/PrimusM-OpenMind-MAE/resolve/main/checkpoint_final.pth", sha256=None,
     filename="PrimusM-OpenMind-MAE_checkpoint_final.pth",
     description="nnssl Primus-M (Eva, embed 864, depth 16, 12 heads, 8^3 patches) MAE-pretrained on the OpenMind "
@@ -138,21 +151,21 @@ _DINOV3_NOTE = ("Official DINOv3 backbone (LVD-1689M), bare state dict with qkv 
                 "sha256 is not published.")
 
 register_weights(WeightsEntry(
-    name="dinov3_vits16", family="dinov3_vit",
+    name="dinov3_vits16", input_convention=IMAGENET.name, family="dinov3_vit", layout="dinov3_vits16.json",
     url="https://dl.fbaipublicfiles.com/dinov3/dinov3_vits16/dinov3_vits16_pretrain_lvd1689m-08c60483.pth",
     sha256=None, sha256_prefix="08c60483", filename="dinov3_vits16_pretrain_lvd1689m-08c60483.pth",
     description="DINOv3 ViT-S/16 (21.6M parameters). " + _DINOV3_NOTE.format(p="08c60483"),
     license=_DINOV3_LICENSE, citation=_DINOV3_CITE, in_channels=3))
 
 register_weights(WeightsEntry(
-    name="dinov3_vitb16", family="dinov3_vit",
+    name="dinov3_vitb16", input_convention=IMAGENET.name, family="dinov3_vit", layout="dinov3_vitb16.json",
     url="https://dl.fbaipublicfiles.com/dinov3/dinov3_vitb16/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
     sha256=None, sha256_prefix="73cec8be", filename="dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
     description="DINOv3 ViT-B/16 (85.7M parameters). " + _DINOV3_NOTE.format(p="73cec8be"),
     license=_DINOV3_LICENSE, citation=_DINOV3_CITE, in_channels=3))
 
 register_weights(WeightsEntry(
-    name="meddinov3_vitb16", family="meddinov3_vit",
+    name="meddinov3_vitb16", input_convention=NNUNET.name, family="meddinov3_vit", layout="meddinov3_vitb16.json",
     url="https://huggingface.co/ricklisz123/MedDINOv3-ViTB-16-CT-3M/resolve/main/model.pth",
     sha256=None, filename="meddinov3_vitb16_ct3m_model.pth",
     description="MedDINOv3 ViT-B/16: DINOv3 ViT-B continued on CT-3M (3.87M CT slices), no qkv bias, "
@@ -164,7 +177,7 @@ register_weights(WeightsEntry(
              "arXiv:2509.02379 (2025)", in_channels=3))
 
 register_weights(WeightsEntry(
-    name="anatomix-dev", family="anatomix_dev_unet",
+    name="anatomix-dev", input_convention=WINDOW01.name, family="anatomix_dev_unet", layout="anatomix_dev_unet.json",
     url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix-dev.pth", sha256=None,
     filename="anatomix-dev.pth",
     description="anatomix-dev: the authors' experimental larger 3D U-Net (94.4M parameters; num_downs=5, ngf=32, "
@@ -176,7 +189,7 @@ register_weights(WeightsEntry(
     license="MIT (anatomix repository)", citation=_ANATOMIX_CITE))
 
 register_weights(WeightsEntry(
-    name="anatomix-dev-vit", family="primus_v2",
+    name="anatomix-dev-vit", input_convention=WINDOW01.name, family="primus_v2", layout="anatomix_dev_vit.json",
     url="https://huggingface.co/neeldey/anatomix/resolve/main/anatomix-dev-vit.pth", sha256=None,
     filename="anatomix-dev-vit.pth",
     description="anatomix-dev-vit: a PrimusV2-S 3D ViT (embed 396, depth 12, 6 heads, 8^3 tokens, 8 register tokens, "
@@ -188,7 +201,7 @@ register_weights(WeightsEntry(
 
 # ---- issue 15: nnssl / OpenMind ResEnc-L, LVM-Med ResNet-50 --------------------------------------------------
 register_weights(WeightsEntry(
-    name="resenc_l_openmind_mae", family="nnssl_resenc",
+    name="resenc_l_openmind_mae", input_convention=ZSCORE.name, family="nnssl_resenc", layout="nnssl_resenc_l.json",
     url="https://huggingface.co/MIC-DKFZ/ResEncL-OpenMind-MAE/resolve/main/checkpoint_final.pth", sha256=None,
     filename="ResEncL-OpenMind-MAE_checkpoint_final.pth",
     description="nnssl ResEnc-L (nnU-Net's ResidualEncoderUNet: 6 stages, 32..320 features, blocks 1-3-4-6-6-6) "
@@ -205,7 +218,7 @@ LVMMED_LICENSE = ("CC BY-NC-ND 2.0 (Attribution-NonCommercial-NoDerivs 2.0 Gener
                   "academic research use only, commercial use needs the authors' permission)")
 
 register_weights(WeightsEntry(
-    name="lvmmed_resnet50", family="lvmmed_resnet50",
+    name="lvmmed_resnet50", input_convention=WINDOW255.name, family="lvmmed_resnet50", layout="lvmmed_resnet50.json",
     url="https://drive.google.com/uc?export=download&id=11Uamq4bT_AbTf8sigIctIAnQJN4EethW", sha256=None,
     filename="lvmmed_resnet.torch",
     description="LVM-Med ResNet-50 (torchvision layout without fc), self-supervised by second-order graph matching on "
@@ -218,7 +231,7 @@ register_weights(WeightsEntry(
              "Second-order Graph Matching, NeurIPS 2023 (arXiv:2306.11925)", in_channels=3))
 
 register_weights(WeightsEntry(
-    name="drasclr_copdgene", family="drasclr",
+    name="drasclr_copdgene", input_convention=HU_WINDOW.name, family="drasclr", layout="drasclr_encoder.json",
     url="https://drive.usercontent.google.com/download?id=1C3jUUfPZDmeufy3kcH_ShdTSknFs0bih&export=download&confirm=t",
     sha256=None, filename="drasclr_copdgene_checkpoint.pth.tar",
     description="DrasCLR encoder MoCo-pretrained on COPDGene inspiratory lung CT (1 mm isotropic 32^3 patches at 581 "

@@ -16,6 +16,9 @@ class LoadReport:
     intentionally_dropped: Dict[str, str] = field(default_factory=dict)
     adapted: Dict[str, str] = field(default_factory=dict)
     unwrapped: List[str] = field(default_factory=list)
+    # the input convention the weights were pretrained with (nnfm/conventions.py), from the file or its registry
+    # entry; None: recorded nowhere (the encoder's own is assumed)
+    input_convention: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -32,7 +35,8 @@ class LoadReport:
             return [f"  {title} ({len(items)}):"] + shown
 
         lines = [f"weights {self.source} -> {self.path}", f"  sha256 {self.sha256}",
-                 f"  family {self.family}; unwrapped: {', '.join(self.unwrapped) or 'nothing'}",
+                 f"  family {self.family}; unwrapped: {', '.join(self.unwrapped) or 'nothing'}; input convention "
+                 f"{self.input_convention or 'not recorded (assumed the encoder convention)'}",
                  f"  loaded {len(self.loaded)}, missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
                  f"shape-mismatched {len(self.shape_mismatched)}, intentionally dropped "
                  f"{len(self.intentionally_dropped)}, adapted {len(self.adapted)}"]

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nnfm.conventions import NNUNET
 from nnfm.errors import ConfigurationError
 from nnfm.pretraining.checkpoints import _atomic_save, restore_rng_state, rng_state
 from nnfm.pretraining.dino.backbone import MaskableDinoViT, load_dinov3_weights
@@ -28,6 +29,7 @@ from nnfm.pretraining.dino.masking import global_crop_masks
 from nnfm.pretraining.dino.meta_arch import DinoSSL, LossSettings, SSLBranch
 from nnfm.pretraining.dino.schedules import cosine, linear_warmup
 from nnfm.pretraining.distributed import DistributedContext, distributed_run
+from nnfm.weights.input_convention import CONVENTION_KEY
 
 LATEST = "checkpoint_latest.pth"
 EXPORT = "meddinov3_teacher.pth"
@@ -204,7 +206,9 @@ def _save(out_dir: Path, step: int, model: DinoSSL, optimizer, config: DinoPretr
                   "optimizer": optimizer.state_dict(), "rng": rng_state(), "settings": _settings_snapshot(config),
                   "loss_history": history}, out_dir / LATEST)
     teacher = model.teacher
-    _atomic_save(meddinov3_checkpoint(teacher.backbone, teacher.dino_head, teacher.ibot_head), out_dir / EXPORT)
+    # pretrained on nnU-Net's normalised intensities (backbone.py): the ViT presets plan "nnunet" for this file
+    _atomic_save(dict(meddinov3_checkpoint(teacher.backbone, teacher.dino_head, teacher.ibot_head),
+                      **{CONVENTION_KEY: NNUNET.name}), out_dir / EXPORT)
 
 
 def _train(config: DinoPretrainConfig, context: DistributedContext) -> Dict:

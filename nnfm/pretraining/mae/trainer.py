@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nnfm.conventions import ZSCORE
 from nnfm.errors import ConfigurationError
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.pretraining.checkpoints import _atomic_save, encoder_state_dict, restore_rng_state, rng_state
@@ -34,6 +35,7 @@ from nnfm.pretraining.loss_curve import write_loss_curve
 from nnfm.pretraining.mae.cases import ImageReader, case_filter, select_cases
 from nnfm.pretraining.mae.data import PatchStream
 from nnfm.pretraining.mae.masking import MASK_BLOCK, MASK_RATIO, block_mask, masked_mse
+from nnfm.weights.input_convention import with_convention
 
 LATEST = "checkpoint_latest.pth"
 EXPORT = "anatomix_mae.pth"
@@ -147,7 +149,8 @@ def _save(out_dir: Path, step: int, model: MAEModel, optimizer, snapshot: Dict, 
                   "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
                   "optimizer": optimizer.state_dict(), "rng": rng_state(), "settings": snapshot,
                   "loss_history": [float(x) for x in history]}, out_dir / LATEST)
-    _atomic_save(encoder_state_dict(export), out_dir / EXPORT)
+    # pretrained on per-image z-scores (cases.py): fine-tuning and feature extraction feed it the same
+    _atomic_save(with_convention(encoder_state_dict(export), ZSCORE.name), out_dir / EXPORT)
 
 
 def train_mae(config: MAEPretrainConfig) -> Dict:

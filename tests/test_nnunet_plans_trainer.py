@@ -1,0 +1,102 @@
+"""Pretrained weights into nnU-Net's own plans (issue 27, deliverable 2): nnFMTrainer_nnUNetPlans and the
+shape-fitting load (nnfm/weights/shape_fit.py) from a network of another topology."""
+import json
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+from conftest import predict_held_back, run_cli
+from nnfm.errors import CheckpointMismatchError
+from nnfm.networks.anatomix_unet import AnatomixUNet
+from nnfm.weights.shape_fit import load_fitting
+
+
+def plain_unet(input_channels: int, features, kernels, strides, num_classes: int = 3) -> PlainConvUNet:
+    """nnU-Net's PlainConvUNet as get_network_from_plans builds it for 3d_fullres (instance norm, LeakyReLU)."""
+    return PlainConvUNet(input_channels, len(features), list(features), torch.nn.Conv3d, kernels, strides, 2,
+                         num_classes, 2, conv_bias=True, norm_op=torch.nn.InstanceNorm3d,
+                         norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=torch.nn.LeakyReLU,
+                         nonlin_kwargs={"inplace": True}, deep_supervision=True)
+
+
+# a "pretraining" topology: 5 stages, isotropic 3^3 kernels; the dataset's plans: 4 stages, a 1x3x3 first stage
+PRETRAINED = dict(features=[32, 64, 128, 256, 320], kernels=[[3, 3, 3]] * 5, strides=[[1, 1, 1]] + [[2, 2, 2]] * 4)
+PLANNED = dict(features=[32, 64, 128, 256], kernels=[[1, 3, 3]] + [[3, 3, 3]] * 3,
+               strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]])
+
+
+def test_every_fitting_tensor_is_loaded_and_every_other_keeps_nnunets_init_with_its_reason(tmp_path):
+    torch.manual_seed(0)
+    source = plain_unet(1, **PRETRAINED)
+    path = tmp_path / "pretrained.pth"
+    torch.save({"network_weights": source.state_dict()}, path)  # nnU-Net's checkpoint layout
+    network = plain_unet(2, **PLANNED, num_classes=4)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    report = load_fitting(network, path, "sha", "pretrained.pth")
+    state, file = network.state_dict(), source.state_dict()
+    # stage 0: 1x3x3 kernels here, 3^3 in the file: the centre slice; its first conv also 1 -> 2 input channels
+    stem = "encoder.stages.0.0.convs.0.conv.weight"
+    assert "1 -> 2 (repeat / 2)" in report.adapted[stem]
+    second = "encoder.stages.0.0.convs.1.conv.weight"
+    assert "centre slice" in report.adapted[second] and torch.equal(state[second], file[second][:, :, 1:2])
+    # deeper stages of the same widths load as they are; the 5th stage and its decoder are unused
+    deep = "encoder.stages.3.0.convs.0.conv.weight"
+    assert deep in report.loaded and torch.equal(state[deep], file[deep])
+    assert "encoder.stages.4.0.convs.0.conv.weight" in report.unused
+    # the dataset's classes: nnU-Net's initialisation, with the reason
+    assert all(torch.equal(state[k], before[k]) for k in report.initialised)
+    assert all("segmentation layer" in why for k, why in report.initialised.items() if ".seg_layers." in k)
+    assert not any(".seg_layers." in k for k in report.loaded)
+    # the decoder's shared stages shifted by one (4 vs 5 stages): shapes differ, kept, each with its reason
+    assert any(why.startswith("shape") for why in report.initialised.values())
+    assert 0.3 < report.loaded_fraction < 1 and "pretrained" in report.format()
+    # every tensor decided once, under its first name (DNA registers some modules twice: all_modules, decoder.encoder)
+    names = set(report.loaded) | set(report.adapted) | set(report.initialised)
+    assert names <= set(state) and len(names) == len({v.data_ptr() for v in state.values()})
+    assert torch.equal(state["decoder.encoder.stages.0.0.convs.0.conv.weight"], state[stem])  # the alias too
+
+
+def test_a_file_of_another_architecture_is_refused_with_both_key_layouts(tmp_path):
+    path = tmp_path / "anatomix.pth"
+    torch.save(AnatomixUNet().state_dict(), path)
+    with pytest.raises(CheckpointMismatchError, match="Nothing in .* fits PlainConvUNet.*model.0.weight.*encoder"):
+        load_fitting(plain_unet(1, **PLANNED), path, "sha")
+
+
+@pytest.mark.e2e
+def test_nnunets_own_plans_start_from_weights_of_another_topology(hippocampus, nnunet_env, tmp_path):
+    """nnUNetv2_train -tr nnFMTrainer_nnUNetPlans -p nnUNetPlans with nnFM_WEIGHTS = a 5-stage PlainConvUNet (nnU-Net
+    plans Hippocampus with 4): the fitting tensors are loaded, the log and nnfm_pretrained.json say which, and
+    nnUNetv2_predict runs on the trained model. Weights that saw anatomix's [0, 1] input are refused."""
+    if not (hippocampus["preprocessed"] / "nnUNetPlans.json").is_file():
+        run_cli(["nnUNetv2_plan_and_preprocess", "-d", hippocampus["id"], "-c", "3d_fullres", "-np", 1], nnunet_env)
+    weights = tmp_path / "pretrained.pth"
+    torch.save({"network_weights": plain_unet(1, **PRETRAINED).state_dict(), "nnfm_input_convention": "zscore"},
+               weights)
+    trainer = "nnFMTrainer_nnUNetPlans"
+    run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", trainer, "-p", "nnUNetPlans", "-device",
+             "cpu"], dict(nnunet_env, nnFM_WEIGHTS=str(weights)))
+    fold = hippocampus["results"] / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+    provenance = json.loads((fold / "nnfm_pretrained.json").read_text())
+    assert provenance["weights"] == str(weights) and provenance["input_convention"] == "zscore"
+    assert provenance["loaded_fraction"] > 0.3 and provenance["report"]["loaded"]
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "shape-fitting load into the plans' network" in log and "SGD (momentum 0.99, Nesterov); lr 0.01" in log
+    predict_held_back(hippocampus, nnunet_env, tmp_path, trainer, "nnUNetPlans", "3d_fullres")
+    window = tmp_path / "window01.pth"
+    torch.save({"network_weights": plain_unet(1, **PRETRAINED).state_dict(), "nnfm_input_convention": "window01"},
+               window)
+    result = run_cli(["nnUNetv2_train", hippocampus["id"], "3d_fullres", 1, "-tr", trainer, "-p", "nnUNetPlans",
+                      "-device", "cpu"], dict(nnunet_env, nnFM_WEIGHTS=str(window)), check=False)
+    assert result.returncode != 0 and "pretrained on input convention `window01`" in result.stdout + result.stderr
+
+
+def test_the_benchmark_trains_it_on_nnunets_own_plans_with_the_weights_given():
+    """nnFM_benchmark's trainer table is built from every trainer class; one of nnU-Net's own network (no registered
+    encoder) made the whole table raise 'Unknown encoder None' before it knew such trainers."""
+    from nnfm.benchmark.trainer_table import TrainerSpec, trainer_table
+
+    trainer_table.cache_clear()
+    assert trainer_table()["nnFMTrainer_nnUNetPlans"] == TrainerSpec("nnUNetPlans", None, pretrained=True)
+    assert trainer_table()["nnFMTrainer_nnUNetPlans_scratch"] == TrainerSpec("nnUNetPlans", None, pretrained=False)

@@ -1,0 +1,122 @@
+"""nnFMTrainer_nnUNetPlans: nnU-Net's own dataset-specific network and recipe, started from pretrained weights.
+
+    nnFM_WEIGHTS=FILE nnUNetv2_train DATASET 3d_fullres FOLD -tr nnFMTrainer_nnUNetPlans      (-p nnUNetPlans)
+
+The network is what nnU-Net plans for the dataset (``nnUNetPlans``: PlainConvUNet or ResidualEncoderUNet, any number
+of stages, any kernel sizes), built by nnU-Net's ``get_network_from_plans`` and initialised as nnU-Net does. Then
+every tensor of FILE whose name and shape fit is loaded (nnfm/weights/shape_fit.py: input channels and 1-thick
+kernels adapted; the rest keeps nnU-Net's initialisation, each with its reason in the log and in
+``nnfm_pretrained.json``). FILE is any PlainConvUNet / ResidualEncoderUNet state dict: an nnU-Net
+``checkpoint_final.pth`` of another dataset, an nnssl ResEnc release, or nnFM's pretrained networks. nnU-Net 2.8.1's
+``-pretrained_weights`` needs the very same network; nnU-Net master's ``DynamicPretrainedTrainer`` (unreleased)
+does this reconciliation at load time.
+
+Everything else is nnUNetTrainer's: its recipe (SGD lr 1e-2, momentum 0.99 Nesterov, weight decay 3e-5, poly;
+nnunetv2 2.8.1 nnUNetTrainer.configure_optimizers), deep supervision, loss, augmentation, validation and
+prediction, so that against ``nnUNetTrainer`` the initialisation is the only difference. nnFM's budgets
+(``nnFM_EPOCHS`` / ``nnFM_ITERATIONS``) and provenance apply as for every nnFM trainer. The weights' input convention
+must be what nnU-Net's normalisation gives (``nnunet``, or ``zscore`` where every channel is z-scored per image).
+"""
+import os
+from typing import Optional
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnfm.conventions import NNUNET, ZSCORE, Recipe, get_convention
+from nnfm.errors import ConfigurationError
+from nnfm.weights.random_init import is_random_init
+from nnfm_trainers.nnfm_trainer import nnFMTrainer
+
+# nnunetv2 2.8.1 nnUNetTrainer.__init__ / configure_optimizers (initial_lr, weight_decay) and PolyLRScheduler
+NNUNET_RECIPE = Recipe("SGD", 1e-2, 3e-5, "poly", "nnunetv2 2.8.1 nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py",
+                       momentum=0.99)
+
+
+class nnFMTrainer_nnUNetPlans(nnFMTrainer):
+    encoder = None  # nnU-Net's own network, not a registered encoder preset
+    base_recipe = NNUNET_RECIPE
+    shape_fit_report = None
+
+    # ---- network: nnU-Net's ------------------------------------------------------------------------
+    @classmethod
+    def check_planned_encoder(cls, configuration_manager) -> None:
+        planned = (configuration_manager.configuration.get("nnfm") or {}).get("encoder")
+        if planned is not None:
+            raise ConfigurationError(
+                f"nnFMTrainer_nnUNetPlans trains nnU-Net's own network from nnU-Net's plans; these plans were made by "
+                f"nnFM for encoder {planned!r}. Fix: -p nnUNetPlans (nnUNetv2_plan_and_preprocess -d ID), or train "
+                f"these plans with the encoder's trainer (python -m nnfm.registry lists it).")
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        cls.check_planned_encoder(configuration_manager)
+        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_output_channels, enable_deep_supervision)
+
+    def _get_deep_supervision_scales(self):
+        return nnUNetTrainer._get_deep_supervision_scales(self)
+
+    # ---- weights: fitted by shape ----------------------------------------------------------------------
+    @property
+    def encoder_family(self) -> tuple:
+        return ()  # any PlainConvUNet / ResidualEncoderUNet state dict: matched by name and shape, not by family
+
+    @property
+    def default_weights(self) -> Optional[str]:
+        return None  # no registry default: nnFM_WEIGHTS names the file
+
+    def weights_source(self) -> Optional[str]:
+        source = os.environ.get("nnFM_WEIGHTS") if self.use_pretrained else None
+        return None if is_random_init(source) else source
+
+    def _prepare_network(self) -> None:
+        if self._network_prepared:
+            return
+        if not self._resuming:
+            self._load_pretrained_encoder(self._bare_network())
+        self._network_prepared = True
+
+    def _load_pretrained_encoder(self, net) -> None:
+        from batchgenerators.utilities.file_and_folder_operations import join, save_json
+
+        from nnfm.weights.loading import resolve_checkpoint
+        from nnfm.weights.shape_fit import load_fitting
+
+        source = self.weights_source()
+        if source is None:
+            provenance = {"encoder": None, "weights": None, "sha256": None,
+                          "note": "nnU-Net's own initialisation (no pretrained weights: set nnFM_WEIGHTS=FILE)"}
+            self.print_to_log_file("nnFM: nnU-Net's network with nnU-Net's initialisation (nnFM_WEIGHTS not set).")
+        else:
+            path, sha = resolve_checkpoint(source)
+            report = load_fitting(net, path, sha, source)
+            self._check_convention(report.input_convention, source)
+            self.shape_fit_report = report
+            self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
+            provenance = {"encoder": None, "weights": source, "sha256": sha, "path": str(path),
+                          "input_convention": report.input_convention,
+                          "loaded_fraction": round(report.loaded_fraction, 4),
+                          "via": "nnFM_WEIGHTS, shape-fitting load into the plans' network"}
+        provenance.update(trainer=self.__class__.__name__, fold=self.fold)
+        self._set_provenance(provenance)
+        if self.local_rank == 0:
+            full = dict(provenance, report=self.shape_fit_report.to_dict() if self.shape_fit_report else None)
+            save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
+
+    def _check_convention(self, recorded: Optional[str], source) -> None:
+        """nnU-Net's network sees nnU-Net's normalisation: weights pretrained on other intensities are refused."""
+        schemes = set(self.configuration_manager.normalization_schemes)
+        fits = {NNUNET.name} | ({ZSCORE.name} if schemes == {"ZScoreNormalization"} and
+                                not any(self.configuration_manager.use_mask_for_norm) else set())
+        if recorded is not None and recorded not in fits:
+            raise ConfigurationError(
+                f"Weights {source} were pretrained on input convention {get_convention(recorded).summary()}; "
+                f"nnU-Net's network here is fed nnU-Net's normalisation ({', '.join(sorted(schemes))}), which fits "
+                f"{' or '.join(sorted(fits))} only. Fix: weights pretrained on nnU-Net's intensities, or an nnFM "
+                f"encoder that applies '{recorded}' (nnFM_plan_and_preprocess -d ID -e ENCODER -w {source}).")
+
+
+class nnFMTrainer_nnUNetPlans_scratch(nnFMTrainer_nnUNetPlans):
+    """nnU-Net's initialisation whatever nnFM_WEIGHTS says: nnUNetTrainer's run through nnFM's budgets."""
+    use_pretrained = False
