@@ -264,12 +264,16 @@ class nnFMTrainer(nnUNetTrainer):
                                f"{self.encoder_lr():g}, weight decay {self.weight_decay:g}")
         return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
 
-    def train_step(self, batch: dict) -> dict:
-        """nnU-Net's train_step (nnunetv2 2.8.1 nnUNetTrainer.train_step, which clips at 12) with the recipe's
-        gradient clipping where it names one."""
+    @property
+    def grad_clip(self) -> float:
+        """Max gradient norm: the recipe's, else nnU-Net's train_step value (12)."""
         clip = self.recipe().grad_clip
-        if clip is None:
-            return super().train_step(batch)
+        return 12.0 if clip is None else clip
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's train_step (nnunetv2 2.8.1 nnUNetTrainer.train_step) with the recipe's gradient clipping and
+        this trainer's autocast (``_autocast``: nnU-Net's fp16 on CUDA; the ViT trainers' bf16)."""
+        clip = self.grad_clip
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \

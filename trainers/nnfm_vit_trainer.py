@@ -91,36 +91,10 @@ class nnFMViTTrainer(nnFMTrainer):
                                f"weight decay {self.weight_decay}, grad clip {self.grad_clip}, {precision}")
         return optimizer, FineTuneLRScheduler(optimizer, self.fine_tune_schedule())
 
-    @property
-    def grad_clip(self) -> float:
-        clip = self.recipe().grad_clip
-        return 12.0 if clip is None else clip  # None: nnU-Net's train_step value
-
     def _autocast(self):
         if self.device.type != "cuda":
             return dummy_context()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.use_bf16 else torch.float16)
-
-    def train_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        target = batch["target"]
-        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
-            else target.to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            output = self.network(data)
-            loss = self.loss(output, target)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
-            self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy()}
 
     def validation_step(self, batch: dict) -> dict:
         # nnU-Net's autocast inside picks up the enclosing dtype (bf16 here)
