@@ -1,5 +1,8 @@
 """nnFMResEncPlanner: 3d_fullres plans for an nnssl-pretrained ResEnc U-Net (nnFMPlans_resenc_l).
 
+A small subclass of nnFMFixedTopologyPlanner (planners/nnfm_dna_planner.py: patch, batch, memory and normalisation
+for a fixed nnU-Net U-Net), which it gives the topology and starting patch of the checkpoint's nnssl adaptation plan.
+
 Decision: the network is nnU-Net's ``ResidualEncoderUNet`` with the FIXED topology of the checkpoint, not the
 topology nnU-Net's ResEnc planner would search for the dataset. The weights fix the number of stages, the
 features, the residual blocks and the 3x3x3 kernels; the strides are not in the weights, but the pretrained
@@ -20,51 +23,26 @@ adaptation plan's architecture into the plans). So:
   multiple of the total stride (32) and at least twice it; then nnFM's memory search shrinks it for the GPU
   target (nnU-Net master keeps 160^3 and batch 2; nnFM keeps nnU-Net's batch rules).
 """
-from typing import Sequence
-
 import torch
 
-from nnfm.errors import ConfigurationError
-from nnfm.networks.resenc_segmentation import total_stride
-from nnfm.planning.memory import estimate_training_memory
 from nnfm.weights.nnssl_adaptation import adaptation_for_planning
-from nnfm_planners.nnfm_planner import nnFMPlanner
+from nnfm_planners.nnfm_dna_planner import nnFMFixedTopologyPlanner
 
 
-class nnFMResEncPlanner(nnFMPlanner):
+class nnFMResEncPlanner(nnFMFixedTopologyPlanner):
+    """nnFMFixedTopologyPlanner with the topology and the starting patch of the weights' nnssl adaptation plan."""
+
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = None,
                  overwrite_target_spacing=None, suppress_transpose: bool = False,
                  encoder: str = "resenc_l", weights=None):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
-                         plans_name or f"nnFMPlans_{encoder}", overwrite_target_spacing, suppress_transpose,
-                         encoder, weights)
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose, encoder, weights)
         self.adaptation = adaptation_for_planning(self.weights)
         self.network_kwargs = dict(self.network_kwargs, **self.adaptation.topology)
-        strides = total_stride(self.network_kwargs["strides"])
-        if len(set(strides)) != 1:
-            raise ConfigurationError(f"The checkpoint's topology downsamples the axes by {strides}; nnFM plans "
-                                     f"isotropic ResEnc topologies only (all nnssl presets are isotropic).")
-        self._stride = strides[0]
+        self.check_isotropic()  # the checkpoint's topology
         self.initial_patch_voxels = float(torch.tensor(self.adaptation.recommended_downstream_patchsize,
                                                        dtype=torch.float64).prod())
-
-    @property
-    def stride(self) -> int:
-        return self._stride
-
-    @property
-    def min_axis(self) -> int:
-        return 2 * self._stride  # instance norm needs more than one voxel at the bottleneck
-
-    def estimate(self, patch_size: Sequence[int], num_input_channels: int, num_classes: int):
-        def build():
-            with torch.device("meta"):  # ResEnc-L has 102M parameters: no allocation, no initialisation
-                return self.network_class(num_input_channels, num_classes, False, **self.network_kwargs)
-        return estimate_training_memory(build, num_input_channels, patch_size, bytes_per_activation=2)
-
-    def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
-        return dict(self.network_kwargs)
 
     def extra_plans_fields(self, estimate) -> dict:
         return {"nnssl_adaptation": self.adaptation.to_plans(),

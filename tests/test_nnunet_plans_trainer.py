@@ -48,9 +48,15 @@ def test_every_fitting_tensor_is_loaded_and_every_other_keeps_nnunets_init_with_
     assert all(torch.equal(state[k], before[k]) for k in report.initialised)
     assert all("segmentation layer" in why for k, why in report.initialised.items() if ".seg_layers." in k)
     assert not any(".seg_layers." in k for k in report.loaded)
-    # the decoder's shared stages shifted by one (4 vs 5 stages): shapes differ, kept, each with its reason
-    assert any(why.startswith("shape") for why in report.initialised.values())
-    assert 0.3 < report.loaded_fraction < 1 and "pretrained" in report.format()
+    # the decoder's levels matched by resolution (4 vs 5 stages): the network's top level (index 2) is the file's
+    # index 3; the 1x2x2 transposed convolution of the anisotropic level keeps nnU-Net's init, with its reason
+    top, level1 = "decoder.stages.2.convs.1.conv.weight", "decoder.stages.1.convs.0.conv.weight"
+    assert "centre slice" in report.adapted[top]  # 1x3x3 here as the first encoder stage
+    assert torch.equal(state[top], file["decoder.stages.3.convs.1.conv.weight"][:, :, 1:2])
+    assert level1 in report.loaded and torch.equal(state[level1], file["decoder.stages.2.convs.0.conv.weight"])
+    assert "shape [64, 32, 2, 2, 2]" in report.initialised["decoder.transpconvs.2.weight"]
+    assert "decoder.stages.0.convs.0.conv.weight" in report.unused and "matched by resolution" in report.format()
+    assert 0.8 < report.loaded_fraction < 1 and "pretrained" in report.format()
     # every tensor decided once, under its first name (DNA registers some modules twice: all_modules, decoder.encoder)
     names = set(report.loaded) | set(report.adapted) | set(report.initialised)
     assert names <= set(state) and len(names) == len({v.data_ptr() for v in state.values()})

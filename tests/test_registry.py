@@ -12,7 +12,7 @@ import torch
 from conftest import LAYOUTS, published_checkpoint_from_layout
 from nnfm.errors import ConfigurationError
 from nnfm.registry import encoder_names, encoder_table_markdown, encoders, get_encoder
-from nnfm.weights import get_weights_entry, load_pretrained
+from nnfm.weights import get_weights_entry, load_pretrained, pretrained_target
 from nnfm.weights.families import get_family
 
 # an input shape the encoder accepts at its published size (ViTs: the pretraining grid)
@@ -58,7 +58,7 @@ def test_every_encoders_default_weights_layout_loads_strictly(name, tmp_path):
     path = tmp_path / "published.pth"
     torch.save(published_checkpoint_from_layout(LAYOUTS / layout), path)
     network = _build(entry, input_channels=1)
-    report = load_pretrained(network.encoder, path, family=entry.families)
+    report = load_pretrained(pretrained_target(network), path, family=entry.families)
     assert report.ok and report.loaded and not report.missing and not report.unexpected
     assert report.family == get_weights_entry(entry.weights).family
 

@@ -22,14 +22,12 @@ from typing import Optional
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnfm.conventions import NNUNET, ZSCORE, Recipe, get_convention
+from nnfm.conventions import NNUNET, ZSCORE, get_convention
 from nnfm.errors import ConfigurationError
+# nnUNetTrainer's recipe, stated once beside nnU-Net's networks (nnunetv2 2.8.1 nnUNetTrainer.py; its source there)
+from nnfm.networks.dna_unet import NNUNET_RECIPE
 from nnfm.weights.random_init import is_random_init
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
-
-# nnunetv2 2.8.1 nnUNetTrainer.__init__ / configure_optimizers (initial_lr, weight_decay) and PolyLRScheduler
-NNUNET_RECIPE = Recipe("SGD", 1e-2, 3e-5, "poly", "nnunetv2 2.8.1 nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py",
-                       momentum=0.99)
 
 
 class nnFMTrainer_nnUNetPlans(nnFMTrainer):

@@ -182,9 +182,10 @@ class nnFMTrainer(nnUNetTrainer):
                           "note": "random initialisation (no pretrained weights)"}
             self.print_to_log_file("nnFM: encoder randomly initialised (no pretrained weights).")
         else:
-            from nnfm.weights import load_pretrained
+            from nnfm.weights import load_pretrained, pretrained_target
 
-            report = load_pretrained(net.encoder, source, family=self.encoder_family)
+            # the encoder, or what the network's checkpoints hold besides (PlainConvUNet: all but seg_layers)
+            report = load_pretrained(pretrained_target(net), source, family=self.encoder_family)
             # the plans must feed the network what the weights saw (ConfigurationError naming both otherwise)
             check_fed_convention(net, report.input_convention, source, self.encoder, self.configuration_name)
             self.pretrained_report = report

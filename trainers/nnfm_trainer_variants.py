@@ -6,6 +6,7 @@ each is the recipe of the authors named, applied to the same network and nnU-Net
 import torch
 
 from nnfm.conventions import Recipe
+from nnfm.networks.dna_unet import NNUNET_RECIPE
 from nnfm.networks.resenc_segmentation import NNSSL_RECIPE
 from nnfm.networks.segmentation_unet import ANATOMIX_RECIPE
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
@@ -20,8 +21,7 @@ class nnFMTrainer_SGD(nnFMTrainer):
     """nnU-Net's from-scratch recipe on the pretrained network: SGD lr 1e-2, momentum 0.99 (Nesterov),
     weight decay 3e-5, poly decay from epoch 0; no frozen or warm-up epochs
     (nnunetv2 2.8.1, nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py, ``configure_optimizers``)."""
-    base_recipe = Recipe("SGD", 1e-2, 3e-5, "poly", "nnunetv2 2.8.1 nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py",
-                         momentum=0.99)
+    base_recipe = NNUNET_RECIPE  # nnfm/networks/dna_unet.py, with its source
 
 
 class nnFMTrainer_noWarmup(nnFMTrainer_SGD):

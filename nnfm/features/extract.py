@@ -207,7 +207,7 @@ def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict],
     import pydoc
 
     from nnfm.networks.from_plans import build_network
-    from nnfm.weights import is_random_init, load_pretrained
+    from nnfm.weights import is_random_init, load_pretrained, pretrained_target
     from nnfm.weights.input_convention import check_fed_convention, planned_convention
 
     if arch_kwargs is not None:
@@ -222,7 +222,7 @@ def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict],
     network = build_network(entry.network_class, kwargs, [], num_channels, 1, False)
     report = None
     if not is_random_init(weights):
-        report = load_pretrained(network.encoder, weights, family=entry.families)
+        report = load_pretrained(pretrained_target(network), weights, family=entry.families)
         check_fed_convention(network, report.input_convention, weights, entry.name, entry.configuration)
     return network.eval(), report
 

@@ -7,30 +7,27 @@ an nnssl checkpoint's encoder loads key for key, and a checkpoint of this networ
 checkpoint. ``network.encoder`` is the part pretrained weights go into (stem + stages); the decoder is
 nnU-Net's ``UNetDecoder`` (transposed convolutions, one conv block per stage, deep-supervision heads).
 
+Two registry entries build it: ``resenc_l`` (nnssl's ResEnc-L weights, planner planners/nnfm_resenc_planner.py) and
+``resenc_unet`` (nnU-Net's ResEnc pattern cut at 5 stages, ``RESENC_UNET_TOPOLOGY``, for nnFM's own pretraining;
+planned by planners/nnfm_dna_planner.py like ``plainconv_unet``, nnfm/networks/plainconv_segmentation.py).
+
 Topology (preset ``RESENC_L_TOPOLOGY``): nnU-Net master's "ResEncL" (MIC-DKFZ/nnUNet
 nnunetv2/utilities/get_network_via_name.py): 6 stages, features 32-64-128-256-320-320, 3x3x3 kernels,
 isotropic stride 2 after the first stage, [1, 3, 4, 6, 6, 6] residual blocks, conv bias, instance norm
 (eps 1e-5, affine), LeakyReLU, one decoder conv per stage. Every patch axis must be a multiple of the total
 stride (32) and at least twice it (instance norm needs more than one voxel at the bottleneck).
 """
-import math
-from typing import List, Sequence
+from typing import Sequence
 
-import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
 from nnfm.conventions import ZSCORE
-from nnfm.errors import ConfigurationError, PatchSizeError
-from nnfm.networks.stride_padding import check_divisible
+from nnfm.networks.dna_unet import FixedTopologyUNet, check_topology
 from nnfm.weights.nnssl_adaptation import RESENC_L_TOPOLOGY
 
-def total_stride(strides: Sequence[Sequence[int]]) -> List[int]:
-    """Per-axis product of the stage strides (the factor every patch axis must be a multiple of)."""
-    return [int(math.prod(axis)) for axis in zip(*strides)]
 
-
-class ResEncSegmentationNetwork(ResidualEncoderUNet):
+class ResEncSegmentationNetwork(FixedTopologyUNet, ResidualEncoderUNet):
     """nnU-Net's 3D ResidualEncoderUNet from plain kwargs: ``(input_channels, num_classes, deep_supervision,
     **topology)``.
 
@@ -49,55 +46,22 @@ class ResEncSegmentationNetwork(ResidualEncoderUNet):
                  n_blocks_per_stage: Sequence[int] = RESENC_L_TOPOLOGY["n_blocks_per_stage"],
                  n_conv_per_stage_decoder: Sequence[int] = RESENC_L_TOPOLOGY["n_conv_per_stage_decoder"],
                  conv_bias: bool = True, norm_eps: float = 1e-5, **unused_nnunet_kwargs):
-        lists = {"features_per_stage": features_per_stage, "kernel_sizes": kernel_sizes, "strides": strides,
-                 "n_blocks_per_stage": n_blocks_per_stage}
-        wrong = [f"{k} has {len(v)}" for k, v in lists.items() if len(v) != n_stages]
-        if len(n_conv_per_stage_decoder) != n_stages - 1:
-            wrong.append(f"n_conv_per_stage_decoder has {len(n_conv_per_stage_decoder)} (needs n_stages - 1)")
-        if wrong or any(len(k) != 3 for k in kernel_sizes) or any(len(s) != 3 for s in strides):
-            raise ConfigurationError(
-                f"ResEncSegmentationNetwork is a 3D U-Net with {n_stages} stages: {'; '.join(wrong) or 'kernels and strides need 3 axes'}. "
-                f"Re-plan with nnFM_plan_and_preprocess -e resenc_l.")
+        check_topology("ResEncSegmentationNetwork", "resenc_l (or resenc_unet)", n_stages,
+                       {"features_per_stage": features_per_stage, "kernel_sizes": kernel_sizes, "strides": strides,
+                        "n_blocks_per_stage": n_blocks_per_stage}, n_conv_per_stage_decoder, kernel_sizes, strides,
+                       unused_nnunet_kwargs)
         super().__init__(input_channels, n_stages, list(features_per_stage), nn.Conv3d,
                          [list(k) for k in kernel_sizes], [list(s) for s in strides], list(n_blocks_per_stage),
                          num_classes, list(n_conv_per_stage_decoder), conv_bias, nn.InstanceNorm3d,
                          {"eps": norm_eps, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True},
                          deep_supervision)
-        self.strides_per_stage = [list(s) for s in strides]
-        self.stride_per_axis = total_stride(strides)
-        # nnFMTrainer checks the planned patch against these (pad_to_stride False: no silent padding)
-        self.stride = max(self.stride_per_axis)
-        self.min_size = 2 * self.stride
-        self.pad_to_stride = False
-        self.ndim = 3
-
-    @property
-    def deep_supervision_scales(self) -> List[List[float]]:
-        """nnU-Net's scales: 1 at full resolution, then the inverse cumulative strides of the decoder levels."""
-        scales, factor = [], [1.0, 1.0, 1.0]
-        for stride in self.strides_per_stage[:-1]:
-            factor = [f / s for f, s in zip(factor, stride)]
-            scales.append(list(factor))
-        return scales
-
-    def check_patch(self, spatial: Sequence[int]) -> None:
-        """PatchSizeError unless every axis is a multiple of its stride and at least twice it."""
-        if len(set(self.stride_per_axis)) == 1:
-            check_divisible(spatial, self.stride, self.min_size)
-            return
-        bad = [(s, m) for s, m in zip(spatial, self.stride_per_axis) if s % m or s < 2 * m]
-        if bad:
-            raise PatchSizeError(f"Patch {list(spatial)} does not fit per-axis strides {self.stride_per_axis}: "
-                                 f"every axis must be a multiple of its stride and at least twice it.")
-
-    def forward(self, x: torch.Tensor):
-        self.check_patch(x.shape[2:])
-        return super().forward(x)
+        self._set_patch_rules(strides)
 
 
 # ---- registry entry (nnfm/registry.py) -------------------------------------------------------------------
 from nnfm.conventions import Recipe  # noqa: E402
 from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
+from nnfm.networks.dna_unet import NNUNET_RECIPE  # noqa: E402
 
 # nnU-Net master's fine-tuning of nnssl checkpoints (MIC-DKFZ/nnUNet nnunetv2/training/nnUNetTrainer/pretraining/
 # pretrainedTrainer.py PretrainedTrainer): SGD 1e-3 (1e-2 without pretrained weights), momentum 0.99 Nesterov,
@@ -117,3 +81,32 @@ register_encoder(EncoderEntry(
     description="nnssl / OpenMind ResEnc-L (nnU-Net's ResidualEncoderUNet, MAE on 114k brain MRI)",
     license="CC-BY-4.0 (model card of MIC-DKFZ/ResEncL-OpenMind-MAE)",
     status="loader tested on the published layout; trains at tiny size only on CPU", **_RESENC))
+
+
+# nnU-Net's ResEnc pattern cut at 5 stages, the fixed pretraining topology of nnFM's own ResEnc weights (issue 27):
+# features 32 doubling to nnU-Net's 3D cap of 320 (nnunetv2 2.8.1 default_experiment_planner.py UNet_base_num_features
+# 32, UNet_max_features_3d 320), 3x3x3 kernels, isotropic stride 2 after the first stage, residual blocks 1-3-4-6-6 and
+# one decoder conv per stage (nnunetv2 2.8.1 experiment_planners/residual_unets/residual_encoder_unet_planners.py
+# UNet_blocks_per_stage_encoder / _decoder), conv bias, instance norm eps 1e-5 (default_experiment_planner.py
+# arch_kwargs). Total stride 16: every patch axis a multiple of 16 and at least 32 (CPU pretraining crops 32^3).
+RESENC_UNET_TOPOLOGY = {
+    "n_stages": 5,
+    "features_per_stage": [32, 64, 128, 256, 320],
+    "kernel_sizes": [[3, 3, 3]] * 5,
+    "strides": [[1, 1, 1]] + [[2, 2, 2]] * 4,
+    "n_blocks_per_stage": [1, 3, 4, 6, 6],
+    "n_conv_per_stage_decoder": [1, 1, 1, 1],
+    "conv_bias": True,
+    "norm_eps": 1e-5,
+}
+register_encoder(EncoderEntry(
+    name="resenc_unet", network_class=_RESENC["network_class"], network_kwargs=RESENC_UNET_TOPOLOGY,
+    configuration="3d_fullres", planner="nnfm_planners.nnfm_dna_planner.nnFMFixedTopologyPlanner",
+    trainer="nnFMTrainer_ResEncUNet", scratch_trainer="nnFMTrainer_ResEncUNet_scratch",
+    # nnssl's family: its filter loads stem + encoder only (nnfm/weights/filters_resenc.py), the decoder starts anew
+    families=("nnssl_resenc",), weights=None, token_stride=16, min_axis=32,
+    # the weights nnFM pretrains for it see per-image z-scored volumes (nnFM_pretrain synth --encoder resenc_unet)
+    input_convention=ZSCORE, recipe=NNUNET_RECIPE,
+    description="nnU-Net's ResidualEncoderUNet at a fixed 5-stage topology (nnU-Net's ResEnc blocks 1-3-4-6-6)",
+    license="no weights (architecture: dynamic-network-architectures, Apache-2.0)",
+    status="random init (nnFM's pretrained weights to come); DNA's keys, planner and loader tested, not trained here"))

@@ -42,3 +42,33 @@ def measure_input_window(dataset: Dict[str, dict], reader_writer_class, schemes:
         per_case.append(lows_highs)
     window = np.median(np.asarray(per_case, dtype=np.float64), axis=0)
     return [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in window]
+
+
+def measure_preprocessed_window(folder: str, use_mask: Sequence[bool], max_cases: int = MAX_CASES,
+                                seed: int = 1234) -> List[List[float]]:
+    """``measure_input_window`` on nnU-Net's preprocessed cases (already cropped and normalised: the network's own
+    units): median over up to ``max_cases`` cases (all cases of the folder, a seeded choice, so every fold of a model
+    gets the same window) of each channel's 0.5 / 99.5 percentiles, inside the nonzero mask (seg >= 0) for the
+    channels nnU-Net normalises there. ValueError for an empty folder or a channel constant in every case."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    dataset_class = infer_dataset_class(folder)
+    keys = sorted(dataset_class.get_identifiers(folder))
+    if not keys:
+        raise ValueError(f"no preprocessed cases in {folder}")
+    rng = np.random.default_rng(seed)
+    keys = [keys[i] for i in sorted(rng.choice(len(keys), min(max_cases, len(keys)), replace=False))]
+    dataset = dataset_class(folder, keys)
+    per_case = []
+    for key in keys:
+        data, seg, _, _ = dataset.load_case(key)
+        inside = np.asarray(seg[0]) >= 0
+        lows_highs = []
+        for c, masked in enumerate(use_mask):
+            channel = np.asarray(data[c], dtype=np.float32)
+            lows_highs.append(np.percentile(channel[inside] if masked else channel.ravel(), PERCENTILES))
+        per_case.append(lows_highs)
+    window = np.median(np.asarray(per_case, dtype=np.float64), axis=0)
+    if any(hi <= lo for lo, hi in window):
+        raise ValueError(f"a channel of the cases in {folder} has no intensity range (window {window.tolist()})")
+    return [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in window]

@@ -1,9 +1,9 @@
-"""Pretraining checkpoints: a resumable training state, and the exported anatomix weights.
+"""Pretraining checkpoints: a resumable training state, and the exported weights.
 
 ``checkpoint_latest.pth``: step, encoder, heads, optimizer, RNG states, settings, loss history.
-``anatomix_synth.pth``: ``{"state_dict": AnatomixUNet state_dict (keys ``model.<i>.*``), "nnfm_input_convention":
-"window01"}`` (the synthetic volumes are in [0, 1], anatomix's input; nnfm/weights/input_convention.py), the file
-nnFM's trainer loads with ``-w`` / ``nnFM_WEIGHTS``. Both are written to a temporary file and renamed, so a run
+``anatomix_synth.pth`` (``<encoder>_synth.pth`` for another encoder): ``{"state_dict": the network's state_dict
+(anatomix: keys ``model.<i>.*``), "nnfm_input_convention": "window01" | "zscore"}`` (the intensities the network was
+pretrained on; nnfm/weights/input_convention.py), the file nnFM's trainers load with ``-w`` / ``nnFM_WEIGHTS``. Both are written to a temporary file and renamed, so a run
 killed mid-save leaves the previous checkpoint intact.
 """
 import os
@@ -13,7 +13,6 @@ from typing import Any, Dict
 
 import torch
 
-from nnfm.conventions import WINDOW01
 from nnfm.weights.input_convention import with_convention
 
 LATEST = "checkpoint_latest.pth"
@@ -37,11 +36,26 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 
 
 def encoder_state_dict(encoder: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    """A CPU copy of ``encoder``'s state dict in which names of one tensor stay one tensor (dynamic-network-
+    architectures registers modules under several names: ``all_modules``, the decoder's ``encoder``), so the file
+    holds each tensor once, as ``torch.save(network.state_dict())`` does."""
+    copies: Dict[int, torch.Tensor] = {}
+    out = {}
+    for key, value in encoder.state_dict().items():
+        ident = value.data_ptr() if value.numel() else id(value)
+        if ident not in copies:
+            copies[ident] = value.detach().cpu().clone()
+        out[key] = copies[ident]
+    return out
+
+
+def export_name(encoder: str) -> str:
+    """File name of the exported weights of a synthetic SupCon run on ``encoder``."""
+    return EXPORT if encoder == "anatomix" else f"{encoder}_synth.pth"
 
 
 def save_training_checkpoint(out_dir: Path, step: int, model, optimizer, settings: Dict[str, Any],
-                             loss_history) -> None:
+                             loss_history, export: str, input_convention: str) -> None:
     """``model`` is the (unwrapped) SupConPretrainingModel."""
     out_dir = Path(out_dir)
     _atomic_save({
@@ -53,7 +67,7 @@ def save_training_checkpoint(out_dir: Path, step: int, model, optimizer, setting
         "settings": settings,
         "loss_history": [float(x) for x in loss_history],
     }, out_dir / LATEST)
-    _atomic_save(with_convention(encoder_state_dict(model.encoder), WINDOW01.name), out_dir / EXPORT)
+    _atomic_save(with_convention(encoder_state_dict(model.encoder), input_convention), out_dir / export)
 
 
 def load_training_checkpoint(out_dir: Path) -> Dict[str, Any]:

@@ -21,13 +21,20 @@ from nnfm.flags import parse_args
 def _add_synth(subparsers) -> None:
     from nnfm.pretraining.supcon_heads import HEADS
     from nnfm.pretraining.supcon_model import ANATOMIX_TAPS, SAMPLINGS
-    from nnfm.pretraining.synth_trainer import LR_SCHEDULES
+    from nnfm.pretraining.synth_trainer import CONVENTIONS, LR_SCHEDULES
     p = subparsers.add_parser("synth", help="anatomix-style voxel SupCon pretraining on synthetic volumes",
-                              description="Pretrain the anatomix U-Net on synthetic label ensembles with anatomix's "
-                                          "recipe (defaults: neel-dey/anatomix pretraining/scripts/"
-                                          "pretrain_anatomix.py); writes DIR/anatomix_synth.pth (use with "
-                                          "nnFM_WEIGHTS=...) and DIR/checkpoint_latest.pth (for --resume).")
+                              description="Pretrain a 3D encoder network (default: the anatomix U-Net; also "
+                                          "plainconv_unet, resenc_unet: nnU-Net's own networks) on synthetic label "
+                                          "ensembles with anatomix's recipe (defaults: neel-dey/anatomix "
+                                          "pretraining/scripts/pretrain_anatomix.py); writes DIR/anatomix_synth.pth "
+                                          "(DIR/<encoder>_synth.pth; use with -w / nnFM_WEIGHTS=...) and "
+                                          "DIR/checkpoint_latest.pth (for --resume).")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--encoder", default="anatomix",
+                   help="registry encoder whose network is pretrained (python -m nnfm.registry lists them)")
+    p.add_argument("--input-convention", default=None, choices=CONVENTIONS,
+                   help="intensities the network sees: window01 (the synthetic [0, 1] views, anatomix's) or zscore "
+                        "(each view z-scored, what nnU-Net's normalisation feeds); default: the encoder's")
     p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (also the target when resuming)")
     p.add_argument("--batch-size", type=int, default=1, help="samples per step and process (x2 views); anatomix: 1")
     p.add_argument("--size", type=int, default=128, help="cube edge in voxels (multiple of 16, >= 32); anatomix: 128")
@@ -44,9 +51,11 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=0.33)
     p.add_argument("--voxels-per-layer", type=int, default=512)
     p.add_argument("--head-dim", type=int, default=256)
-    p.add_argument("--taps", nargs="+", type=int, default=list(ANATOMIX_TAPS),
-                   help="U-Net layer indices whose outputs the loss is applied to (anatomix: conv outputs "
-                        "27 31 38 45 52 65; nnFM's earlier taps: 65 57 50)")
+    p.add_argument("--taps", nargs="+", default=None,
+                   help="where the loss is applied: anatomix U-Net layer indices (default: its conv outputs "
+                        f"{' '.join(map(str, ANATOMIX_TAPS))}; nnFM's earlier taps: 65 57 50), or submodule names of "
+                        "another encoder's network (default: the bottleneck, the stage above it and every decoder "
+                        "level, nnfm/pretraining/taps.py)")
     p.add_argument("--sampling", default="uniform", choices=SAMPLINGS,
                    help="voxel positions: uniform without replacement (anatomix) or label-balanced (nnFM's earlier)")
     p.add_argument("--head", default="anatomix", choices=sorted(HEADS),
@@ -60,19 +69,20 @@ def _add_synth(subparsers) -> None:
 
 
 def _run_synth(args) -> int:
+    from nnfm.errors import ConfigurationError
     from nnfm.pretraining.synth_trainer import SynthPretrainConfig, train_synth
     if args.size % 16 or args.size < 32:
         raise SystemExit(f"--size must be a multiple of 16 and >= 32 (the U-Net pools 4 times), got {args.size}")
     config = SynthPretrainConfig(
-        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, size=args.size, workers=args.workers,
+        out_dir=args.out, encoder=args.encoder, input_convention=args.input_convention, steps=args.steps, batch_size=args.batch_size, size=args.size, workers=args.workers,
         labels_dir=args.labels_dir, real_label_prob=args.real_label_prob, seed=args.seed, resume=args.resume,
         lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
         temperature=args.temperature, voxels_per_layer=args.voxels_per_layer, head_dim=args.head_dim,
-        taps=tuple(args.taps), sampling=args.sampling, head=args.head, init=args.init,
+        taps=_taps(args.taps), sampling=args.sampling, head=args.head, init=args.init,
         checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.no_progress)
     try:
         summary = train_synth(config)
-    except ValueError as error:          # bad taps/settings: the message says what to change
+    except (ValueError, ConfigurationError) as error:  # bad taps/settings: the message says what to change
         raise SystemExit(f"nnFM_pretrain synth: {error}") from None
     history = summary.pop("loss_history")
     if summary["world_size"] == 1 or _is_main_process():
@@ -80,6 +90,13 @@ def _run_synth(args) -> int:
         summary["loss_last"] = history[-1] if history else None
         print(json.dumps(summary, indent=1))
     return 0
+
+
+def _taps(values):
+    """--taps as given: layer indices (anatomix) or submodule names; None: the encoder's defaults."""
+    if not values:
+        return None
+    return tuple(int(v) if v.isdigit() else v for v in values)
 
 
 def _is_main_process() -> bool:
@@ -216,18 +233,20 @@ def _run_dino_checked(args) -> int:
 
 
 def _add_mae(subparsers) -> None:
-    p = subparsers.add_parser("mae", help="masked-image reconstruction of the anatomix U-Net on nnU-Net data",
+    p = subparsers.add_parser("mae", help="masked-image reconstruction of an encoder network on nnU-Net data",
                               description="nnssl-style MAE for CNNs (75%% of 16^3 blocks zeroed, MSE on masked "
                                           "voxels, SGD 1e-2 / poly) on the images of an nnU-Net preprocessed "
                                           "dataset; labels are never read. Writes DIR/anatomix_mae.pth (anatomix "
-                                          "layout, for nnFM_WEIGHTS / -w), DIR/checkpoint_latest.pth (--resume) "
-                                          "and DIR/loss_curve.png.")
+                                          "layout; DIR/<encoder>_mae.pth for --encoder, for nnFM_WEIGHTS / -w), "
+                                          "DIR/checkpoint_latest.pth (--resume) and DIR/loss_curve.png.")
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("-d", "--dataset", help="nnU-Net dataset id or name (under $nnUNet_preprocessed)")
     data.add_argument("--data-folder", help="a preprocessed folder (*.b2nd / *.npz / *.npy) instead of -d/-c/-p")
     p.add_argument("-c", "--configuration", default="3d_fullres", help="nnU-Net configuration whose images are used")
     p.add_argument("-p", "--plans", default=None, help="plans identifier (default: nnUNetPlans, else any *Plans*)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--encoder", default="anatomix",
+                   help="registry encoder whose network is pretrained (3D; e.g. plainconv_unet, resenc_unet)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="CASE", help="case identifiers never to read")
     p.add_argument("--exclude-split", default=None, metavar="FILE",
                    help="JSON: a list of case ids, an nnU-Net splits file (the val cases of --split-fold) or "
@@ -269,7 +288,7 @@ def _run_mae_checked(args) -> int:
         raise ConfigurationError(f"no plans describe {folder}; pass --patch Z Y X (multiples of 16)")
     exclude = list(args.exclude) + (read_exclusions(args.exclude_split, args.split_fold) if args.exclude_split else [])
     config = MAEPretrainConfig(
-        out_dir=args.out, data_folder=folder, patch=tuple(patch), batch_size=batch_size or 2, steps=args.steps,
+        out_dir=args.out, data_folder=folder, encoder=args.encoder, patch=tuple(patch), batch_size=batch_size or 2, steps=args.steps,
         exclude=tuple(sorted(set(exclude))), mask_ratio=args.mask_ratio, mask_block=args.mask_block, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
         bn_recalibration_batches=args.bn_recalibration_batches, seed=args.seed, resume=args.resume,

@@ -1,9 +1,10 @@
-"""AnatomixUNet + per-tap projection heads + the voxel SupCon objective, as one module.
+"""A tapped network + per-tap projection heads + the voxel SupCon objective, as one module.
 
-One module so that DDP sees every trainable parameter in a single forward. Only ``encoder`` is
-exported as pretrained weights; the heads exist for the pretext task.
+One module so that DDP sees every trainable parameter in a single forward. Only ``encoder`` (the tapped
+network: the anatomix U-Net, or any registered encoder's network, nnfm/pretraining/taps.py) is exported as
+pretrained weights; the heads exist for the pretext task.
 
-Taps are indices into the U-Net's flat ``model`` Sequential (the published layer order, see
+For the anatomix U-Net, taps are indices into the U-Net's flat ``model`` Sequential (the published layer order, see
 ``nnfm/networks/anatomix_unet.py``); a tap's feature is the output of that layer. Defaults follow
 neel-dey/anatomix, ``pretraining/scripts/pretrain_anatomix.py`` (``--nce_layers 27,31,38,45,52,65``):
 six convolution outputs, taken *before* their batch norm and ReLU:
@@ -20,17 +21,16 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.pretraining.supcon import gather_voxels, sample_uniform_indices, sample_voxel_indices, supcon_loss
 from nnfm.pretraining.supcon_heads import HEADS
+from nnfm.pretraining.taps import ANATOMIX_TAPS, AnatomixTaps, ModuleTaps, Tap, tap_channels, tapped_features  # noqa: F401
 
-ANATOMIX_TAPS = (27, 31, 38, 45, 52, 65)
 SAMPLINGS = ("uniform", "balanced")
 
 
 @dataclass
 class SupConSettings:
-    taps: Tuple[int, ...] = ANATOMIX_TAPS
+    taps: Tuple[Tap, ...] = ANATOMIX_TAPS  # module names for a registered encoder's network (taps.py)
     voxels_per_layer: int = 512      # anatomix --num_patches 512: positions per sample and tap (2 anchors each)
     head_dim: int = 256              # anatomix --netF_nc 256
     temperature: float = 0.33        # anatomix --nce_T 0.33
@@ -38,52 +38,26 @@ class SupConSettings:
     head: str = "anatomix"           # anatomix: 3-layer MLP with batch norm; "plain": nnFM's earlier 2-layer MLP
 
 
-def tap_channels(encoder: AnatomixUNet, tap: int) -> int:
-    """Channels of layer ``tap``'s output; ValueError for a layer index out of range or a pooling layer."""
-    if not 0 <= tap < len(encoder.model):
-        raise ValueError(f"tap {tap} is not a layer of the U-Net (0..{len(encoder.model) - 1})")
-    for layer in reversed(list(encoder.model)[:tap + 1]):   # norm/ReLU keep the channels of the conv before
-        if isinstance(layer, nn.Conv3d):
-            if tap in encoder.upsample_at:
-                raise ValueError(f"tap {tap} is an upsampling layer; tap a convolution, norm or ReLU")
-            return layer.out_channels
-        if isinstance(layer, (nn.MaxPool3d, nn.Upsample)):
-            raise ValueError(f"tap {tap} is a pooling/upsampling layer; tap a convolution, norm or ReLU")
-    raise ValueError(f"tap {tap} has no convolution before it")
-
-
-def tapped_features(encoder: AnatomixUNet, x: torch.Tensor, taps: Tuple[int, ...]) -> Dict[int, torch.Tensor]:
-    """Outputs of the layers ``taps`` for input ``x`` (N, C, Z, Y, X), as anatomix's ``Unet.forward(x, layers)``.
-
-    A tapped conv output is safe from the in-place ReLUs (they act on the batch norm's new tensor);
-    any other tapped output is cloned, so a following in-place ReLU cannot change it.
-    """
-    wanted, found, skips = set(taps), {}, []
-    for index, layer in enumerate(encoder.model):
-        x = layer(x)
-        if index in encoder.upsample_at:
-            x = torch.cat((skips.pop(), x), dim=1)
-        elif index in encoder.skip_after:
-            skips.append(x)
-        if index in wanted:
-            found[index] = x if isinstance(layer, nn.Conv3d) else x.clone()
-        if len(found) == len(wanted):
-            break                      # nothing after the last tap contributes to the loss
-    return found
+def head_key(tap: Tap) -> str:
+    """ModuleDict key of a tap's head ("27"; "decoder-stages-3" for a module name: keys cannot hold dots)."""
+    return str(tap).replace(".", "-")
 
 
 class SupConPretrainingModel(nn.Module):
-    def __init__(self, encoder: AnatomixUNet = None, settings: SupConSettings = None):
+    """``tapper``: an AnatomixTaps (the default, the anatomix U-Net) or ModuleTaps (nnfm/pretraining/taps.py)."""
+
+    def __init__(self, encoder: nn.Module = None, settings: SupConSettings = None, tapper=None):
         super().__init__()
-        self.encoder = encoder or AnatomixUNet()
+        self.tapper = tapper or AnatomixTaps(encoder)
+        self.encoder = self.tapper.network
         self.settings = settings or SupConSettings()
         if self.settings.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.settings.sampling!r}")
         if self.settings.head not in HEADS:
             raise ValueError(f"head must be one of {sorted(HEADS)}, got {self.settings.head!r}")
         head = HEADS[self.settings.head]
-        self.taps = tuple(int(t) for t in self.settings.taps)
-        self.heads = nn.ModuleDict({str(t): head(tap_channels(self.encoder, t), self.settings.head_dim)
+        self.taps = tuple(int(t) if isinstance(self.tapper, AnatomixTaps) else str(t) for t in self.settings.taps)
+        self.heads = nn.ModuleDict({head_key(t): head(self.tapper.channels(t), self.settings.head_dim)
                                     for t in self.taps})
 
     def _indices(self, level_labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -99,7 +73,7 @@ class SupConPretrainingModel(nn.Module):
         anatomix averages its per-layer losses with equal weights (``--nce_weights 1,1,1,1,1,1``).
         """
         batch = view1.shape[0]
-        features = tapped_features(self.encoder, torch.cat([view1, view2]), self.taps)
+        features = self.tapper.features(torch.cat([view1, view2]), self.taps)
         losses: Dict[str, torch.Tensor] = {}
         for tap in self.taps:
             feature = features[tap]
@@ -112,7 +86,7 @@ class SupConPretrainingModel(nn.Module):
             voxels = torch.cat([gather_voxels(feature[:batch], index), gather_voxels(feature[batch:], index)], dim=1)
             voxel_labels = level_labels.reshape(batch, -1).gather(1, index).repeat(1, 2)
             rows = voxels.reshape(-1, voxels.shape[-1]).float()   # (B * 2N, C): one batch-norm batch, as anatomix
-            projected = self.heads[str(tap)](rows).reshape(batch, voxels.shape[1], -1)
-            losses[str(tap)] = supcon_loss(projected, voxel_labels, self.settings.temperature)
+            projected = self.heads[head_key(tap)](rows).reshape(batch, voxels.shape[1], -1)
+            losses[head_key(tap)] = supcon_loss(projected, voxel_labels, self.settings.temperature)
         total = torch.stack(list(losses.values())).mean()
         return total, {k: v.detach() for k, v in losses.items()}

@@ -79,6 +79,13 @@ def _embedded_file(entry) -> Tuple[Path, str]:
     return path, sha
 
 
+def pretrained_target(network: torch.nn.Module) -> torch.nn.Module:
+    """The module a network's pretrained checkpoints load into: its ``pretrained_part()`` where it defines one
+    (nnU-Net's U-Nets, nnfm/networks/dna_unet.py: a PlainConvUNet loads encoder and decoder), else ``encoder``."""
+    part = getattr(network, "pretrained_part", None)
+    return part() if callable(part) else network.encoder
+
+
 def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence[str]] = "anatomix_unet",
                     adapt_input_channels: bool = True) -> LoadReport:
     """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise.

@@ -12,12 +12,18 @@ that step for nnU-Net 2.8.1, as nnFM does it:
 - a convolution kernel that is 1 along an axis where the file's is odd-sized (nnU-Net plans 1x3x3 kernels for
   anisotropic stages) takes the file kernel's centre slice along that axis (a 3-tap filter restricted to its
   centre tap: what the pretrained filter does on an image that is constant across that axis);
+- the decoder's levels are matched by resolution, not by index: dynamic-network-architectures numbers
+  ``decoder.stages`` / ``transpconvs`` / ``seg_layers`` from the deepest level, so a file with more (or fewer)
+  stages than the plans holds the same full-resolution level under another index; the network's decoder level
+  ``i`` takes the file's ``i + (file levels - network levels)`` (the encoder's stages are numbered from the input
+  and match by index);
 - everything else keeps nnU-Net's initialisation (``InitWeights_He``, applied by ``get_network_from_plans``):
   the segmentation layers (the dataset's classes, as nnU-Net's own rule), stages or blocks the pretrained
   topology does not have, and tensors whose features differ.
 """
+import re
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -27,6 +33,8 @@ from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.input_convention import recorded_convention
 
 SEG_LAYERS = ".seg_layers."  # nnU-Net's own skip rule (nnunetv2/run/load_pretrained_weights.py)
+# dynamic_network_architectures UNetDecoder: per-level module lists, index 0 = the deepest level
+_DECODER_LEVEL = re.compile(r"^(decoder\.(?:stages|transpconvs|seg_layers))\.(\d+)\.")
 
 
 @dataclass
@@ -42,6 +50,7 @@ class ShapeFitReport:
     initialised: Dict[str, str] = field(default_factory=dict)
     unused: Dict[str, str] = field(default_factory=dict)
     unwrapped: List[str] = field(default_factory=list)
+    decoder_levels: Optional[str] = None
 
     @property
     def loaded_fraction(self) -> float:
@@ -59,7 +68,7 @@ class ShapeFitReport:
 
         lines = [f"weights {self.source} -> {self.path} (shape-fitting load into the plans' network)",
                  f"  sha256 {self.sha256}; input convention {self.input_convention or 'not recorded'}; unwrapped: "
-                 f"{', '.join(self.unwrapped) or 'nothing'}",
+                 f"{', '.join(self.unwrapped) or 'nothing'}; decoder levels: {self.decoder_levels or 'by index'}",
                  f"  loaded {len(self.loaded)}, adapted {len(self.adapted)}, kept nnU-Net's initialisation "
                  f"{len(self.initialised)}, unused from the file {len(self.unused)} ({self.loaded_fraction:.0%} of the "
                  f"network outside its segmentation layers is pretrained)"]
@@ -86,6 +95,31 @@ def _centre_slices(weight: torch.Tensor, target: Sequence[int]) -> Optional[torc
     return weight.contiguous()
 
 
+def _alias_groups(state: Dict[str, torch.Tensor]) -> Dict[str, List[str]]:
+    """First name of each tensor -> its other names (one storage, several keys)."""
+    aliases: Dict[int, List[str]] = {}
+    for key, value in state.items():
+        aliases.setdefault(value.data_ptr() if value.numel() else id(value), []).append(key)
+    return {names[0]: names[1:] for names in aliases.values()}
+
+
+def _decoder_levels(keys) -> int:
+    """Number of decoder levels (distinct ``decoder.transpconvs.<i>``) among ``keys``; 0 for another layout."""
+    return len({m.group(2) for m in map(_DECODER_LEVEL.match, keys) if m and m.group(1).endswith("transpconvs")})
+
+
+def _level_aligned(target_keys, file_keys) -> Callable[[str], str]:
+    """Network key -> file key with the decoder's levels matched by resolution (module docstring)."""
+    offset = _decoder_levels(file_keys) - _decoder_levels(target_keys)
+
+    def file_key(key: str) -> str:
+        match = _DECODER_LEVEL.match(key)
+        if not match or not offset:
+            return key
+        return f"{match.group(1)}.{int(match.group(2)) + offset}.{key[match.end():]}"
+    return file_key
+
+
 def _stem_key(target: Dict[str, torch.Tensor]) -> Optional[str]:
     """The network's input convolution: its first weight with a kernel (nnU-Net's encoders build it first)."""
     return next((k for k, v in target.items() if k.endswith("weight") and v.dim() >= 4), None)
@@ -103,11 +137,12 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
                             recorded_convention(path, checkpoint), unwrapped=unwrapped)
     # dynamic-network-architectures registers some modules twice (``all_modules``, the decoder's reference to the
     # encoder): one tensor, several names. Each tensor is decided once, under its first name, for all of them
-    aliases: Dict[int, List[str]] = {}
-    for key, value in target.items():
-        aliases.setdefault(value.data_ptr() if value.numel() else id(value), []).append(key)
-    canonical = {names[0]: names[1:] for names in aliases.values()}
+    canonical = _alias_groups(target)
     stem = _stem_key(target)
+    file_key = _level_aligned(target, state)
+    if _decoder_levels(target) != _decoder_levels(state) and _decoder_levels(state):
+        report.decoder_levels = (f"matched by resolution (the file's {_decoder_levels(state)}, the network's "
+                                 f"{_decoder_levels(target)}, from the full-resolution level up)")
     merged = {}
     for key, value in target.items():
         if key not in canonical:
@@ -115,10 +150,11 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
         if SEG_LAYERS in key:
             report.initialised[key] = "segmentation layer: the dataset's own classes (nnU-Net's rule too)"
             continue
-        if key not in state:
+        source_key = file_key(key)
+        if source_key not in state:
             report.initialised[key] = "not in the file: a stage, block or layer the pretrained topology does not have"
             continue
-        weights = state[key]
+        weights = state[source_key]
         if weights.shape == value.shape:
             merged[key] = weights
             report.loaded.append(key)
@@ -140,8 +176,9 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
             report.adapted[key] = "; ".join(how)
             continue
         report.initialised[key] = f"shape {list(weights.shape)} in the file, {list(value.shape)} here"
+    aligned = {file_key(k) for k in target}
     report.unused = {k: "not in this network (a deeper stage, another block count or a pretraining head)"
-                     for k in state if k not in target}
+                     for k in _alias_groups(state) if k not in aligned}
     merged.update({alias: merged[key] for key in list(merged) for alias in canonical[key]})
     if not merged:
         raise CheckpointMismatchError(

@@ -1,4 +1,6 @@
-"""Masked-image reconstruction pretraining of AnatomixUNet (single process or torchrun/DDP).
+"""Masked-image reconstruction pretraining (single process or torchrun/DDP) of the anatomix U-Net or of any
+registered 3D encoder network with a dense output (``encoder``: nnU-Net's PlainConvUNet / ResidualEncoderUNet at
+their fixed topologies, ...).
 
 Recipe (sources, MIC-DKFZ/nnssl):
 - masking, loss: ``BaseMAETrainer.py`` + ``loss/mse_loss.py`` (see ``masking.py``): 75 % of 16^3 blocks zeroed
@@ -11,6 +13,9 @@ dense variant of ``BaseMAETrainer`` (zeroed blocks), because the export must sta
 its layers are used unchanged. Its batch-norm running statistics then describe masked inputs, so before every
 export they are re-estimated on unmasked patches (``bn_recalibration_batches``; nnFM's addition).
 A 1x1x1 convolution maps the U-Net's 16 output channels to the 1 reconstructed channel; it is not exported.
+Another encoder's network is built with one output class and its own segmentation layer reconstructs the image
+(as nnssl's MAE trainers build their ResEnc with ``num_output_channels`` = input channels); the whole network is
+exported (loaders drop the segmentation layers, nnU-Net's rule). Instance-norm networks need no recalibration.
 """
 import copy
 import math
@@ -28,7 +33,6 @@ from tqdm import tqdm
 
 from nnfm.conventions import ZSCORE
 from nnfm.errors import ConfigurationError
-from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.pretraining.checkpoints import _atomic_save, encoder_state_dict, restore_rng_state, rng_state
 from nnfm.pretraining.distributed import DistributedContext, distributed_run
 from nnfm.pretraining.loss_curve import write_loss_curve
@@ -41,10 +45,16 @@ LATEST = "checkpoint_latest.pth"
 EXPORT = "anatomix_mae.pth"
 
 
+def export_name(encoder: str) -> str:
+    """File name of the exported weights of an MAE run on ``encoder``."""
+    return EXPORT if encoder == "anatomix" else f"{encoder}_mae.pth"
+
+
 @dataclass
 class MAEPretrainConfig:
     out_dir: str
     data_folder: str
+    encoder: str = "anatomix"                       # a registry encoder (3D, dense output)
     patch: Tuple[int, int, int] = (160, 160, 160)   # nnssl BaseMAETrainer: config_plan.patch_size = (160, 160, 160)
     batch_size: int = 2                             # per process (nnssl: the plan's batch size)
     steps: int = 1000
@@ -65,16 +75,28 @@ class MAEPretrainConfig:
     progress: bool = True
 
     # settings that must not change under --resume (they define the run)
-    RUN_DEFINING = ("seed", "patch", "batch_size", "exclude", "mask_ratio", "mask_block", "data_folder")
+    RUN_DEFINING = ("encoder", "seed", "patch", "batch_size", "exclude", "mask_ratio", "mask_block", "data_folder")
 
 
 class MAEModel(nn.Module):
-    """AnatomixUNet (exported) + a 1x1x1 conv to one reconstructed channel. (B, 1, Z, Y, X) -> same shape."""
+    """``encoder`` (exported) + what maps its dense output to one reconstructed channel. (B, 1, Z, Y, X) -> same.
 
-    def __init__(self):
+    anatomix: its U-Net + a 1x1x1 conv (16 -> 1); another registry encoder: its network with one output class."""
+
+    def __init__(self, encoder: str = "anatomix"):
         super().__init__()
-        self.encoder = AnatomixUNet()
-        self.head = nn.Conv3d(self.encoder.out_channels, 1, kernel_size=1)
+        from nnfm.pretraining.taps import pretraining_network
+
+        self.encoder = pretraining_network(encoder)
+        if encoder == "anatomix":
+            self.head = nn.Conv3d(self.encoder.out_channels, 1, kernel_size=1)
+        else:
+            self.head = nn.Identity()   # the network's segmentation layer (1 class) is the reconstruction head
+
+    @property
+    def stride(self) -> int:
+        """What every patch edge must be a multiple of (the U-Net's total downsampling)."""
+        return int(getattr(self.encoder, "stride", 16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
@@ -97,10 +119,10 @@ def _snapshot(config: MAEPretrainConfig) -> Dict:
     return snapshot
 
 
-def _check_settings(config: MAEPretrainConfig) -> None:
-    if any(p % 16 for p in config.patch):
-        raise ConfigurationError(f"--patch {tuple(config.patch)}: every edge must be a multiple of 16 "
-                                 f"(the U-Net pools 4 times)")
+def _check_settings(config: MAEPretrainConfig, stride: int = 16) -> None:
+    if any(p % stride for p in config.patch):
+        raise ConfigurationError(f"--patch {tuple(config.patch)}: every edge must be a multiple of {stride} "
+                                 f"(the total downsampling of {config.encoder}'s network)")
     if any(p % config.mask_block for p in config.patch):
         raise ConfigurationError(f"--patch {tuple(config.patch)}: every edge must be a multiple of --mask-block "
                                  f"{config.mask_block}")
@@ -118,7 +140,7 @@ def _check_resume(saved: Dict, config: MAEPretrainConfig) -> None:
 
 
 def recalibrated_encoder(model: MAEModel, cases: List[str], config: MAEPretrainConfig,
-                         device: torch.device) -> AnatomixUNet:
+                         device: torch.device) -> nn.Module:
     """A copy of the U-Net whose batch-norm running statistics are the plain average over
     ``bn_recalibration_batches`` unmasked batches (fixed samples of stream 1: the same at every export).
 
@@ -144,13 +166,13 @@ def recalibrated_encoder(model: MAEModel, cases: List[str], config: MAEPretrainC
 
 
 def _save(out_dir: Path, step: int, model: MAEModel, optimizer, snapshot: Dict, history: List[float],
-          export: AnatomixUNet) -> None:
+          export: nn.Module, export_file: str) -> None:
     _atomic_save({"step": step, "model": encoder_state_dict(model.encoder),
                   "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
                   "optimizer": optimizer.state_dict(), "rng": rng_state(), "settings": snapshot,
                   "loss_history": [float(x) for x in history]}, out_dir / LATEST)
     # pretrained on per-image z-scores (cases.py): fine-tuning and feature extraction feed it the same
-    _atomic_save(with_convention(encoder_state_dict(export), ZSCORE.name), out_dir / EXPORT)
+    _atomic_save(with_convention(encoder_state_dict(export), ZSCORE.name), out_dir / export_file)
 
 
 def train_mae(config: MAEPretrainConfig) -> Dict:
@@ -170,7 +192,8 @@ def _train(config: MAEPretrainConfig, context: DistributedContext) -> Dict:
     torch.manual_seed(config.seed)   # identical initial weights on every rank
     random.seed(config.seed)
     np.random.seed(config.seed)
-    model = MAEModel()
+    model = MAEModel(config.encoder)
+    _check_settings(config, model.stride)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)
     start_step, history = 0, []
@@ -221,12 +244,12 @@ def _train(config: MAEPretrainConfig, context: DistributedContext) -> Dict:
         if step % config.checkpoint_every == 0 or step == config.steps:
             export = recalibrated_encoder(model, cases, config, context.device)
             if context.is_main:
-                _save(out_dir, step, model, optimizer, snapshot, history, export)
+                _save(out_dir, step, model, optimizer, snapshot, history, export, export_name(config.encoder))
                 write_loss_curve(out_dir, history, ylabel="masked-voxel MSE")
             context.barrier()
     bar.close()
     elapsed = time.time() - started
     return {"start_step": start_step, "step": step, "loss_history": history, "seconds": elapsed,
             "seconds_per_step": elapsed / max(1, step - start_step), "checkpoint": str(out_dir / LATEST),
-            "weights": str(out_dir / EXPORT), "world_size": context.world_size,
+            "weights": str(out_dir / export_name(config.encoder)), "world_size": context.world_size,
             **case_filter(cases, excluded, config.exclude)}

@@ -1,0 +1,70 @@
+"""nnU-Net ``PlainConvUNet`` state dicts (dynamic_network_architectures) -> the whole network but its seg layers.
+
+A PlainConvUNet state dict holds ``encoder.stages.<stage>.<i>.convs.<conv>.{conv,norm,all_modules.<n>}.*`` (the
+first stage is the stem: no ``encoder.stem``, unlike a ResidualEncoderUNet), ``decoder.stages.*``,
+``decoder.transpconvs.*``, ``decoder.seg_layers.*`` and ``decoder.encoder.*`` (the decoder's reference to the encoder,
+the same tensors again). It comes bare, or as nnU-Net's ``checkpoint_final.pth`` (``network_weights``, unwrapped by
+nnfm/weights/checkpoint_io.py ``unwrap_state_dict``, ``_orig_mod.`` of a compiled network stripped there too).
+
+As nnU-Net's own ``-pretrained_weights`` (nnunetv2 2.8.1 nnunetv2/run/load_pretrained_weights.py: every key but
+those containing ``.seg_layers.``), everything is loaded, encoder and decoder, except the per-class
+``decoder.seg_layers.*`` (the dataset's classes), which keep nnU-Net's initialisation. The network's
+``pretrained_part()`` (nnfm/networks/dna_unet.py ``NetworkWithoutSegLayers``) has exactly the loaded keys.
+"""
+from typing import Any, Dict, Tuple
+
+import torch
+
+from nnfm.weights.adapters import adapt_stem_channels
+from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
+
+STEM_KEY = "encoder.stages.0.0.convs.0.conv.weight"
+# the same kernel under DNA's ConvDropoutNormReLU.all_modules (DNA PlainConvUNet.keys_to_in_proj lists both)
+STEM_ALIAS = "encoder.stages.0.0.convs.0.all_modules.0.weight"
+_SEG_REASON = ("segmentation layers of the dataset the file was trained on (its classes): re-initialised for the new "
+               "task, as nnU-Net's -pretrained_weights (nnunetv2/run/load_pretrained_weights.py skips .seg_layers.)")
+_ALIAS_REASON = ("alias of encoder.* (dynamic_network_architectures' UNetDecoder keeps a reference to the encoder, "
+                 "so the state dict lists it twice); loaded from encoder.*")
+
+
+def nnunet_plainconv_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
+    """Every key as it is but ``decoder.seg_layers.*`` and the ``decoder.encoder.*`` alias (each dropped with its
+    reason); a key the network lacks is left for the strict comparison to report."""
+    mapped, dropped = {}, {}
+    for key, value in state.items():
+        if key.startswith("decoder.seg_layers."):
+            dropped[key] = _SEG_REASON
+        elif key.startswith("decoder.encoder."):
+            dropped[key] = _ALIAS_REASON
+        else:
+            mapped[key] = value
+    return mapped, dropped
+
+
+def adapt_plainconv_stem_alias(mapped: StateDict, module: torch.nn.Module, target: StateDict,
+                               checkpoint: Any = None) -> Dict[str, str]:
+    """Adapt the stem kernel's ``all_modules.0`` alias to the network's input channels as ``load_pretrained`` adapts
+    ``STEM_KEY`` itself (1 -> N repeat / N, N -> 1 sum, RGB -> N). Where that cannot be mapped nothing changes here:
+    ``load_pretrained`` then refuses the stem with a ChannelMismatchError."""
+    source, wanted = mapped.get(STEM_ALIAS), target.get(STEM_ALIAS)
+    if source is None or wanted is None or source.dim() != wanted.dim() or source.shape == wanted.shape \
+            or source.shape[0] != wanted.shape[0] or source.shape[2:] != wanted.shape[2:]:
+        return {}
+    try:
+        mapped[STEM_ALIAS], how = adapt_stem_channels(source, wanted.shape[1])
+    except ValueError:
+        return {}
+    return {STEM_ALIAS: how}
+
+
+def is_nnunet_plainconv(keys: set, state: StateDict = None) -> bool:
+    """A PlainConvUNet: its first stage's first conv under ``encoder.stages`` and no ResEnc stem (``encoder.stem.*``
+    is ``nnssl_resenc``'s, nnfm/weights/filters_resenc.py), with DNA's ``UNetDecoder``."""
+    return STEM_KEY in keys and not has_prefix(keys, "encoder.stem.") and has_prefix(keys, "decoder.stages.")
+
+
+# no other family's detection takes these files: nnssl_resenc needs encoder.stem.* (or a bare stem.*), the others
+# their own prefixes (tests/test_dna_unet_encoders.py checks every registered family against one)
+register_family(CheckpointFamily(
+    "nnunet_plainconv", is_nnunet_plainconv, "an nnU-Net PlainConvUNet (dynamic-network-architectures)",
+    nnunet_plainconv_filter, STEM_KEY, adapt_plainconv_stem_alias))
