@@ -106,3 +106,18 @@ def test_the_benchmark_trains_it_on_nnunets_own_plans_with_the_weights_given():
     trainer_table.cache_clear()
     assert trainer_table()["nnFMTrainer_nnUNetPlans"] == TrainerSpec("nnUNetPlans", None, pretrained=True)
     assert trainer_table()["nnFMTrainer_nnUNetPlans_scratch"] == TrainerSpec("nnUNetPlans", None, pretrained=False)
+    assert trainer_table()["nnFMTrainer_nnUNetPlans_nnssl"] == TrainerSpec("nnUNetPlans", None, pretrained=True)
+
+
+def test_the_nnssl_variant_changes_only_the_recipe_to_nnunet_masters_fine_tuning():
+    """nnFMTrainer_nnUNetPlans_nnssl: PretrainedTrainer's lr 1e-3 with a 5% warm-up (pretrained), 1e-2 from scratch,
+    deep supervision on as nnU-Net's own network; everything else is nnFMTrainer_nnUNetPlans'."""
+    from nnfm_trainers.nnfm_nnunet_plans_trainer import nnFMTrainer_nnUNetPlans, nnFMTrainer_nnUNetPlans_nnssl
+
+    base, variant = nnFMTrainer_nnUNetPlans.recipe(), nnFMTrainer_nnUNetPlans_nnssl.recipe()
+    assert (base.initial_lr(True), variant.initial_lr(True), variant.initial_lr(False)) == (1e-2, 1e-3, 1e-2)
+    assert variant.full_warmup_fraction == 0.05 and base.full_warmup_fraction == 0 and variant.deep_supervision
+    assert (variant.optimizer, variant.momentum, variant.weight_decay) == (base.optimizer, base.momentum,
+                                                                          base.weight_decay)
+    overridden = set(vars(nnFMTrainer_nnUNetPlans_nnssl)) - {"__module__", "__doc__", "__qualname__"}
+    assert overridden == {"base_recipe", "recipe_changes"}

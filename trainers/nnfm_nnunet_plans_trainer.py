@@ -26,6 +26,7 @@ from nnfm.conventions import NNUNET, ZSCORE, get_convention
 from nnfm.errors import ConfigurationError
 # nnUNetTrainer's recipe, stated once beside nnU-Net's networks (nnunetv2 2.8.1 nnUNetTrainer.py; its source there)
 from nnfm.networks.dna_unet import NNUNET_RECIPE
+from nnfm.networks.resenc_segmentation import NNSSL_RECIPE
 from nnfm.weights.random_init import is_random_init
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
@@ -118,3 +119,11 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
 class nnFMTrainer_nnUNetPlans_scratch(nnFMTrainer_nnUNetPlans):
     """nnU-Net's initialisation whatever nnFM_WEIGHTS says: nnUNetTrainer's run through nnFM's budgets."""
     use_pretrained = False
+
+
+class nnFMTrainer_nnUNetPlans_nnssl(nnFMTrainer_nnUNetPlans):
+    """nnU-Net master's recipe for fine-tuning pretrained weights (PretrainedTrainer, NNSSL_RECIPE with its source:
+    SGD lr 1e-3, 5% linear warm-up, then poly) instead of nnUNetTrainer's lr 1e-2 from the first step, which can wash
+    pretrained filters out; deep supervision kept, as nnU-Net's own network is trained with it."""
+    base_recipe = NNSSL_RECIPE
+    recipe_changes = {"deep_supervision": True}
