@@ -79,13 +79,18 @@ def check_feature_convention(convention: str, network_class: type, schemes: Sequ
     fits = feature_conventions(schemes, use_mask)
     applicable = [n for n in getattr(network_class, "INPUT_NORMS", ()) if n in fits]
     if convention not in applicable:
+        fed = (f"nnU-Net's normalised input ({', '.join(sorted(set(schemes)))}"
+               f"{', inside the nonzero mask' if any(use_mask) else ''})")
+        can = (f"from which it can produce {' or '.join(applicable)} only" if applicable else
+               f"from which none of the conventions it takes ({', '.join(getattr(network_class, 'INPUT_NORMS', ()))}) "
+               f"can be produced")
+        fix = (f"weights pretrained on {' or '.join(applicable)} (nnFM_FEATURE_WEIGHTS; python -m nnfm.registry lists "
+               f"them), or another encoder (nnFM_FEATURE_ENCODER)" if applicable else
+               "another encoder (nnFM_FEATURE_ENCODER, e.g. anatomix)")
         raise ConfigurationError(
             f"{what} were pretrained on input convention {get_convention(convention).summary()}. The frozen feature "
-            f"encoder ({network_class.__name__}) is fed nnU-Net's normalised input ({', '.join(sorted(set(schemes)))}"
-            f"{', inside the nonzero mask' if any(use_mask) else ''}), from which it can produce "
-            f"{' or '.join(applicable) or 'no convention of its own'} only; fed anything else the features would "
-            f"shift silently. Fix: weights pretrained on {' or '.join(applicable) or 'another convention'} "
-            f"(nnFM_FEATURE_WEIGHTS; python -m nnfm.registry lists them), or another encoder (nnFM_FEATURE_ENCODER).")
+            f"encoder ({network_class.__name__}) is fed {fed}, {can}; fed anything else the features would shift "
+            f"silently. Fix: {fix}.")
 
 
 def build_feature_encoder(network_class_name: str, preset_kwargs: dict, num_input_channels: int,
