@@ -39,3 +39,12 @@ class CheckpointMismatchError(NNFMError):
 
 class ChannelMismatchError(CheckpointMismatchError):
     """The checkpoint's input channels cannot be adapted to the dataset's channels."""
+
+
+class DatasetError(NNFMError):
+    """The dataset's files cannot be planned or trained on as they are (non-finite voxels, undeclared or only
+    background labels, channels on different grids, degenerate statistics); the message names each file and the fix."""
+
+
+class FoldInUseError(NNFMError):
+    """A fold is being trained by another live process, or is finished and would be overwritten."""

@@ -15,10 +15,20 @@ def plans_name_for(encoder: str) -> str:
     return get_encoder(encoder).plans_name
 
 
+def plan_command(dataset_id: int, encoder: str, weights: str = None, *options) -> str:
+    """The ``nnFM_plan_and_preprocess`` line for this dataset, encoder and weights (the advice of planning errors)."""
+    import shlex
+
+    parts = ["nnFM_plan_and_preprocess", "-d", str(dataset_id), "-e", encoder]
+    if weights is not None:
+        parts += ["-w", str(weights)]
+    return " ".join(shlex.quote(p) for p in parts + [str(o) for o in options])
+
+
 def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str = None,
                         gpu_memory_target_gb: float = 8, num_processes: int = 2, preprocess: bool = True,
                         verify_dataset_integrity: bool = False, hires: int = None, vit_kwargs: str = None,
-                        overwrite_target_spacing=None) -> str:
+                        overwrite_target_spacing=None, check_dataset: bool = True, clean: bool = False) -> str:
     require_nnunet_paths()
     try:
         entry = get_encoder(encoder)
@@ -26,14 +36,18 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
         raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     from nnfm.errors import NNFMError
     from nnfm.weights import check_weights_source
+    from nnfm.weights.loading import resolve_weights_folder
     try:  # a wrong -w stops here, not after fingerprinting and preprocessing, at nnUNetv2_train
+        weights, note = resolve_weights_folder(weights)  # a downloaded snapshot folder: its only checkpoint
+        if note:
+            print(f"nnFM: {note}")
         check_weights_source(weights or entry.weights, entry.families)  # what the planner will store
     except NNFMError as error:
         raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     import pydoc
-    from batchgenerators.utilities.file_and_folder_operations import isfile, join
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
-    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
     try:
@@ -41,20 +55,44 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     except RuntimeError as error:  # nnU-Net's own message names the folders it searched
         raise SystemExit(f"nnFM_plan_and_preprocess -d {dataset_id}: {error}\nFix: convert the dataset into "
                          f"nnUNet_raw first (e.g. nnUNetv2_convert_MSD_dataset -i TaskXX_Name), or pass its id.") from None
-    if not isfile(join(nnUNet_preprocessed, dataset_name, "dataset_fingerprint.json")):
+    preprocessed = join(nnUNet_preprocessed, dataset_name)
+    if check_dataset:  # every image and label map, before nnU-Net's fingerprint (nnfm/planning/dataset_checks.py)
+        from nnfm.planning.dataset_checks import CHECK_FILE
+        from nnfm.planning.dataset_checks import check_dataset as run_dataset_check
+        try:
+            checked = run_dataset_check(join(nnUNet_raw, dataset_name), num_processes,
+                                        cache_file=join(preprocessed, CHECK_FILE))
+        except NNFMError as error:
+            raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
+        print(checked.summary())
+        for warning in checked.warnings:
+            print(f"WARNING (nnFM): {warning}")
+    fingerprint_file = join(preprocessed, "dataset_fingerprint.json")
+    if clean or not isfile(fingerprint_file):
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
                                     check_dataset_integrity=verify_dataset_integrity, clean=True, verbose=False)
+    elif verify_dataset_integrity:  # nnU-Net's own check on request, as nnUNetv2_plan_and_preprocess runs it
+        from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity as nnunet_verify
+        nnunet_verify(join(nnUNet_raw, dataset_name), num_processes)
+    dataset_json = load_json(join(nnUNet_raw, dataset_name, "dataset.json"))
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
+    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
+
+    from nnfm.planning.statistics_checks import check_fingerprint, check_plans
+    channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    try:
+        check_fingerprint(load_json(fingerprint_file), fingerprint_file, len(channel_names),
+                          plan_command(dataset_id, encoder, weights, "--clean"),
+                          [get_normalization_scheme(n) is CTNormalization for n in channel_names.values()])
+    except NNFMError as error:
+        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     planner_class = pydoc.locate(entry.planner)
     plans_name = entry.plans_name
     configuration = entry.configuration
     if configuration == "3d_fullres":  # before any planning or preprocessing work
-        from batchgenerators.utilities.file_and_folder_operations import load_json
-        from nnunetv2.paths import nnUNet_raw
-
         from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
         try:
-            refuse_2d_dataset_for_3d_encoder(load_json(join(nnUNet_preprocessed, dataset_name, "dataset_fingerprint.json")),
-                                             load_json(join(nnUNet_raw, dataset_name, "dataset.json")), encoder)
+            refuse_2d_dataset_for_3d_encoder(load_json(fingerprint_file), dataset_json, encoder)
         except ConfigurationError as error:
             raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     extra = {}
@@ -68,12 +106,24 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     planner = planner_class(dataset_id, gpu_memory_target_gb, plans_name=plans_name, encoder=encoder,
                             weights=weights, **extra)
     plans = planner.plan_experiment()
+    plans_file = join(preprocessed, plans_name + ".json")
+    try:
+        check_plans(plans, configuration, plans_file)
+    except NNFMError as error:
+        if isfile(plans_file):
+            os.remove(plans_file)  # never trained on: nnUNetv2_train finds no plans instead of NaN ones
+        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     config = plans["configurations"][configuration]
     print(f"nnFM plans '{plans_name}' ({configuration}): patch {config['patch_size']}, batch {config['batch_size']}, "
           f"spacing {config['spacing']}, estimated training memory "
           f"{config['nnfm']['estimated_training_memory_gb']} GB (target {gpu_memory_target_gb} GB), "
           f"intensity window {config['architecture']['arch_kwargs'].get('input_window', 'none (z-scored input)')}")
     print(describe_weights(config["nnfm"]["weights"]))
+    from nnfm.planning.patch_padding import padding_warning
+    gpu = [] if gpu_memory_target_gb == 8 else ["-gpu_memory_target", f"{gpu_memory_target_gb:g}"]
+    warning = padding_warning(plans, configuration, dataset_id, plan_command(dataset_id, encoder, weights, *gpu))
+    if warning:
+        print(warning)
     if preprocess:
         preprocess_dataset(dataset_id, plans_name, (configuration,), (num_processes,), verbose=False)
     return plans_name
@@ -109,7 +159,14 @@ def main(argv=None) -> None:
     parser.add_argument("-gpu_memory_target", type=float, default=8, help="GPU memory target in GB (as nnU-Net)")
     parser.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="processes")
     parser.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
-    parser.add_argument("--verify_dataset_integrity", action="store_true")
+    parser.add_argument("--verify_dataset_integrity", action="store_true",
+                        help="also run nnU-Net's own verify_dataset_integrity (nnFM's dataset check runs anyway)")
+    parser.add_argument("--no-dataset-check", action="store_true",
+                        help="skip nnFM's check of every image and label map before the fingerprint (NaN / Inf "
+                             "voxels, undeclared or background-only labels, channel geometry, constant channels); "
+                             "a passed check is remembered while the files are unchanged")
+    parser.add_argument("--clean", action="store_true",
+                        help="extract nnU-Net's dataset fingerprint again even if one exists (as nnU-Net's flag)")
     parser.add_argument("--hires", type=int, default=None, metavar="SIZE",
                         help="ViT encoders: resample slices in-plane so the median slice's longer side is SIZE "
                              "pixels (MedDINOv3's high-resolution setting, e.g. 896)")
@@ -123,7 +180,7 @@ def main(argv=None) -> None:
     for dataset_id in args.dataset:
         plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
                                          not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs,
-                                         args.overwrite_target_spacing)
+                                         args.overwrite_target_spacing, not args.no_dataset_check, args.clean)
         entry = get_encoder(args.encoder)
         print(f"Train with: nnUNetv2_train {dataset_id} {entry.configuration} FOLD -tr {entry.trainer} -p {plans_name}")
 

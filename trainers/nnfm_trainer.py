@@ -23,6 +23,7 @@ from nnfm.networks.from_plans import build_from_configuration
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import get_encoder
+from nnfm.training.fold_guard import OneTrainingPerFold
 from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
 from nnfm.weights.input_convention import check_fed_convention, recorded_convention
@@ -32,7 +33,7 @@ from nnfm.weights.random_init import is_random_init
 from nnfm_planners.dimensionality import check_network_fits_patch
 
 
-class nnFMTrainer(nnUNetTrainer):
+class nnFMTrainer(OneTrainingPerFold, nnUNetTrainer):
     # the encoder this trainer builds (nnfm/registry.py): network, preset, checkpoint families, default weights,
     # input convention and fine-tuning recipe all come from its registry entry
     encoder = "anatomix"
@@ -45,6 +46,8 @@ class nnFMTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         require_nnunet_paths(("nnUNet_preprocessed", "nnUNet_results"))
+        # before nnU-Net writes anything into the fold folder: a running or finished fold is refused here
+        self.refuse_busy_fold(plans, configuration, fold)
         plans, overrides = apply_patch_and_batch_overrides(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
         for line in overrides:
@@ -185,7 +188,8 @@ class nnFMTrainer(nnUNetTrainer):
             from nnfm.weights import load_pretrained, pretrained_target
 
             # the encoder, or what the network's checkpoints hold besides (PlainConvUNet: all but seg_layers)
-            report = load_pretrained(pretrained_target(net), source, family=self.encoder_family)
+            report = load_pretrained(pretrained_target(net), source, family=self.encoder_family,
+                                     replan=self.replan_commands)
             # the plans must feed the network what the weights saw (ConfigurationError naming both otherwise)
             check_fed_convention(net, report.input_convention, source, self.encoder, self.configuration_name)
             self.pretrained_report = report
@@ -201,6 +205,26 @@ class nnFMTrainer(nnUNetTrainer):
         if self.local_rank == 0:
             full = dict(provenance, report=self.pretrained_report.to_dict() if self.pretrained_report else None)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
+
+    def replan_commands(self, vit_kwargs: dict) -> str:
+        """The commands that plan this dataset for weights of another ViT size (``vit_kwargs``, from the file's
+        shapes) and train this fold with this trainer: the advice of a size-mismatch CheckpointMismatchError."""
+        import inspect
+        import json
+
+        from nnfm_planners.plan_and_preprocess import plan_command
+
+        entry = self.encoder_entry()
+        dataset_id = int(self.plans_manager.dataset_name[len("Dataset"):len("Dataset") + 3])
+        train = (f"nnUNetv2_train {dataset_id} {self.configuration_name} {self.fold} -tr {self.__class__.__name__} "
+                 f"-p {entry.plans_name}")
+        if entry.configuration != "2d" or "vit_kwargs" not in inspect.signature(self.network_class()).parameters:
+            return (f"    (encoder {entry.name!r} plans a fixed size: use weights of its size, or -e the encoder of the "
+                    f"file's size: python -m nnfm.registry lists them)")
+        source = self.weights_source()
+        return (f"    $ {plan_command(dataset_id, entry.name, source, '--vit_kwargs', json.dumps(vit_kwargs))}\n"
+                f"    $ {train}" + ("" if not os.environ.get("nnFM_WEIGHTS") else
+                                    "   (the plans then name the weights: nnFM_WEIGHTS is not needed)"))
 
     def _set_provenance(self, provenance: dict) -> None:
         """This fold's provenance into the plans dict that nnU-Net saves in this fold's checkpoints

@@ -104,8 +104,11 @@ def collect_cases(inputs: Sequence[str], endings: Sequence[str]) -> List[Case]:
 
 
 def check_images_are_3d(cases: Sequence[Case]) -> None:
-    """Read every file's header (not its voxels): 3D, one component, same grid for the channels of a case."""
+    """Read every file's header (not its voxels): 3D, one component, and the channels of a case on one grid (size,
+    spacing, origin within half a voxel, direction), as nnU-Net stacks them voxel by voxel."""
     import SimpleITK as sitk
+
+    from nnfm.planning.dataset_checks import DIRECTION_TOLERANCE, ORIGIN_TOLERANCE
 
     for case in cases:
         grids = []
@@ -121,9 +124,69 @@ def check_images_are_3d(cases: Sequence[Case]) -> None:
                 _fail(f"{file} is a {reader.GetDimension()}D image of size {list(size)} with "
                       f"{reader.GetNumberOfComponents()} component(s); the encoders here are 3D and take one 3D volume "
                       f"per channel (several channels: CASE_0000, CASE_0001, ... in one folder).")
-            grids.append(size)
-        if len(set(grids)) > 1:
-            _fail(f"the channels of case {case.name} have different sizes {grids}.")
+            grids.append((file, list(size), list(reader.GetSpacing()), list(reader.GetOrigin()),
+                          list(reader.GetDirection())))
+        first = grids[0]
+        for file, size, spacing, origin, direction in grids[1:]:
+            differences = []
+            if size != first[1]:
+                differences.append(f"size {size} vs {first[1]}")
+            if not np.allclose(spacing, first[2]):
+                differences.append(f"spacing {_rounded(spacing)} vs {_rounded(first[2])} mm")
+            if np.max(np.abs(np.subtract(origin, first[3]))) > ORIGIN_TOLERANCE * min(spacing + first[2]):
+                differences.append(f"origin {_rounded(origin)} vs {_rounded(first[3])} mm")
+            if np.max(np.abs(np.subtract(direction, first[4]))) > DIRECTION_TOLERANCE:
+                differences.append(f"direction {_rounded(direction)} vs {_rounded(first[4])}")
+            if differences:
+                _fail(f"the channels of case {case.name} are on different voxel grids: {file} has "
+                      f"{'; '.join(differences)} of channel 0 ({first[0]}). nnU-Net stacks the channels of a case "
+                      f"voxel by voxel. Fix: resample {Path(file).name} onto channel 0's grid (e.g. SimpleITK: "
+                      f"sitk.Resample(channel, channel_0, sitk.Transform(), sitk.sitkLinear, 0.0), then write it), "
+                      f"or extract the channels as separate cases (one folder each).")
+
+
+def _rounded(values) -> str:
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
+
+
+def check_finite_voxels(cases: Sequence[Case]) -> None:
+    """Read every file's voxels once before any compute: NaN / Inf (NRRD, MHA and others keep them; NIfTI readers
+    turn NaN into 0) would reach the network as NaN features, or a window of NaN."""
+    import SimpleITK as sitk
+
+    bad = []
+    for case in cases:
+        for c, file in enumerate(case.files):
+            array = sitk.GetArrayViewFromImage(sitk.ReadImage(file))
+            finite = np.isfinite(array)
+            if not finite.all():
+                n_nan = int(np.count_nonzero(np.isnan(array)))
+                bad.append(f"{file} (channel {c}): {n_nan} NaN and {int(array.size - finite.sum()) - n_nan} Inf of "
+                           f"{array.size} voxels")
+    if bad:
+        listed = "\n".join(f"    {line}" for line in bad[:10]) + (f"\n    ... and {len(bad) - 10} more" if len(bad) > 10
+                                                                   else "")
+        _fail(f"{len(bad)} input image(s) hold non-finite voxels (NaN / Inf); nothing was computed:\n{listed}\n"
+              f"Fix: replace them with a value that means something in the image (its background or minimum), e.g. "
+              f"a = sitk.GetArrayFromImage(img); a[~np.isfinite(a)] = a[np.isfinite(a)].min(); out = "
+              f"sitk.GetImageFromArray(a); out.CopyInformation(img); sitk.WriteImage(out, file).")
+
+
+def check_output_writable(out: Path) -> None:
+    """Write (then delete) a file in ``out``, or in its nearest existing parent folder when it does not exist yet
+    (it is created only when the features are written), before any compute: a read-only or full output folder stops
+    the command now, not after the first image's features."""
+    import tempfile
+
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".nnfm_write_test_", suffix=".nii.gz"):
+            pass
+    except OSError as error:
+        _fail(f"cannot write into the output folder {out} ({type(error).__name__}: {error.strerror or error}); "
+              f"nothing was computed. Fix: choose a folder you can write to (-o), or make {out} writable.")
 
 
 # ---- plans ---------------------------------------------------------------------------------------------------
@@ -243,7 +306,7 @@ def set_window(network, window: Sequence[Sequence[float]], zero_is_background: S
     network.input_window = IntensityWindow(len(window), window, zero_is_background=list(zero_is_background)).to(device)
 
 
-def per_image_window(data: np.ndarray) -> List[List[float]]:
+def per_image_window(data: np.ndarray, files: Sequence[str] = ()) -> List[List[float]]:
     """Each channel's 0.5 / 99.5 percentiles (nnfm.planning.intensity): anatomix's per-volume clip + min-max."""
     from nnfm.planning.intensity import PERCENTILES
 
@@ -251,7 +314,11 @@ def per_image_window(data: np.ndarray) -> List[List[float]]:
     for c, channel in enumerate(data):
         lo, hi = (float(v) for v in np.percentile(channel, PERCENTILES))
         if not hi > lo:
-            _fail(f"channel {c} is constant after preprocessing ({lo}); there is nothing to normalise.")
+            where = f" of {files[c]}" if c < len(files) else ""
+            _fail(f"channel {c}{where} has no intensity range after preprocessing (0.5 and 99.5 percentiles both "
+                  f"{lo:g}): at least 99% of its voxels have one value, so there is no window to map to the encoder's "
+                  f"input. Fix: check that the image holds what you meant (not an empty or mask volume), or leave "
+                  f"it out.")
         window.append([lo, hi])
     return window
 
@@ -350,7 +417,11 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
     from nnfm.conventions import get_convention
     from nnfm.weights.input_convention import planned_convention
 
-    weights = weights or entry.weights
+    from nnfm.weights.loading import resolve_weights_folder
+
+    weights, note = resolve_weights_folder(weights or entry.weights)  # a downloaded snapshot folder: its only file
+    if note and progress:
+        print(f"nnFM_extract_features: {note}", file=sys.stderr)
     convention = convention_for(planned_convention(entry, weights))
     if plans is not None and (normalization or ct_window or spacing or native_spacing):
         _fail("-p PLANS_JSON sets normalisation and spacing; leave out --normalization / --ct-window / --spacing / "
@@ -395,6 +466,8 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
         _fail(f"tile {tile} does not fit encoder {encoder!r}: three axes, each a multiple of {entry.token_stride} "
               f"and at least {entry.min_axis}; e.g. --tile {' '.join(map(str, suggestion))}.")
 
+    check_finite_voxels(cases)  # every voxel read once: after the cheap checks, before the network and any compute
+    check_output_writable(out)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     network, report = build_feature_network(entry, channels, arch_kwargs, weights, tile)
     # a windowed convention (anatomix's [0, 1], DrasCLR's [-1, 1]) needs each image's window; z-scores go in as they are
@@ -416,7 +489,7 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
             if plans is None and normalization == "ct":
                 set_window(network, [[-1.0, 1.0]] * channels, [False] * channels)
             else:
-                set_window(network, per_image_window(data), config.use_mask_for_norm)
+                set_window(network, per_image_window(data, case.files), config.use_mask_for_norm)
         features = sliding_window_features(network, torch.from_numpy(data), tile, step_size, torch_device,
                                            progress, case.name)
         features = to_original_geometry(features.numpy(), properties, plans_manager, config)

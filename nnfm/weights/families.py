@@ -31,6 +31,9 @@ StateDict = Dict[str, torch.Tensor]
 Filter = Callable[[StateDict], Tuple[StateDict, Dict[str, str]]]
 # (mapped, target module, target state dict, the whole checkpoint as read) -> {key: how}: nnfm/weights/adapters.py
 Adapter = Callable[[StateDict, torch.nn.Module, StateDict, Any], Dict[str, str]]
+# (a state dict in the network's names: the mapped checkpoint, or the network's own) -> the architecture kwargs its
+# shapes imply, e.g. {"embed_dim": 32, "depth": 4, "num_heads": 2} for a ViT (the plans' vit_kwargs)
+Architecture = Callable[[StateDict], Dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class CheckpointFamily:
     # location-conditioned conv, whose weight is [experts, out, in, k, k, k])
     stem_in_dim: int = 1
     detect_before: Tuple[str, ...] = ()
+    # what the shapes say about the architecture (for a mismatch error that says which size the file is)
+    architecture: Optional[Architecture] = None
 
 
 _FAMILIES: Dict[str, CheckpointFamily] = {}

@@ -223,23 +223,42 @@ def nnfm_vit_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
     return mapped, dropped
 
 
+def vit_architecture(state: StateDict) -> Dict[str, object]:
+    """A timm DINOv3 ViT's size from its state dict (timm names): embed_dim (cls token), depth (blocks), num_heads
+    (RoPE: head_dim / 4 periods), num_reg_tokens and mlp_ratio; {} for a state dict without a cls token."""
+    if "cls_token" not in state:
+        return {}
+    dim = int(state["cls_token"].shape[-1])
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    arch: Dict[str, object] = {"embed_dim": dim, "depth": max(blocks) + 1 if blocks else 0}
+    periods = state.get("rope.periods")
+    if periods is not None and periods.numel() and dim % (4 * periods.numel()) == 0:
+        arch["num_heads"] = dim // (4 * periods.numel())
+    arch["num_reg_tokens"] = int(state["reg_token"].shape[1]) if "reg_token" in state else 0
+    fc1 = state.get("blocks.0.mlp.fc1.weight")
+    if fc1 is not None and fc1.dim() == 2:
+        ratio = round(fc1.shape[0] / dim, 4)
+        arch["mlp_ratio"] = int(ratio) if float(ratio).is_integer() else ratio
+    return arch
+
+
 _VIT_STEM = "patch_embed.proj.weight"
 _VIT = "a DINOv3 / MedDINOv3 ViT encoder"
 
 # each ViT layout has its own prefix (backbone. / dino_encoder. / bare / encoder.): no detection takes another's
 register_family(CheckpointFamily(
     "meddinov3_vit", lambda k, s: has_prefix(k, "dino_head.", "ibot_head.", "backbone.blocks."),
-    _VIT, meddinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
+    _VIT, meddinov3_filter, _VIT_STEM, adapt_vit_qkv_bias, architecture=vit_architecture))
 register_family(CheckpointFamily(
     "meddinov3_primus_nnunet", lambda k, s: has_prefix(k, "dino_encoder."),
     "the MedDINOv3 Primus_Multiscale network's encoder, " + _VIT, meddinov3_primus_filter, _VIT_STEM,
-    adapt_vit_qkv_bias))
+    adapt_vit_qkv_bias, architecture=vit_architecture))
 register_family(CheckpointFamily(
     "dinov3_vit", lambda k, s: "rope_embed.periods" in k or ("cls_token" in k and has_prefix(k, "blocks.0.attn.qkv")),
-    _VIT, dinov3_filter, _VIT_STEM, adapt_vit_qkv_bias))
+    _VIT, dinov3_filter, _VIT_STEM, adapt_vit_qkv_bias, architecture=vit_architecture))
 register_family(CheckpointFamily(
     "nnfm_vit", lambda k, s: "encoder.reg_token" in k or
     ("encoder.cls_token" in k and has_prefix(k, "decoder.decode.", "decoder.seg_layers.")),
-    "an nnFM ViT network", nnfm_vit_filter, _VIT_STEM))
+    "an nnFM ViT network", nnfm_vit_filter, _VIT_STEM, architecture=vit_architecture))
 
 VIT_FAMILIES = ("meddinov3_vit", "dinov3_vit", "meddinov3_primus_nnunet", "nnfm_vit")

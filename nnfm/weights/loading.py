@@ -1,6 +1,7 @@
 """One entry point for pretrained weights: resolve, read safely, check the family, map, verify, load."""
+import os
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -18,6 +19,38 @@ from nnfm.weights.report import LoadReport
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 
+def checkpoint_files_in(folder: Path) -> list:
+    """The checkpoint files (CHECKPOINT_SUFFIXES) in ``folder`` and its sub-folders, hidden ones left out (a model
+    hub's download folder keeps its metadata in ``.cache``), sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files) if f.endswith(CHECKPOINT_SUFFIXES) and not f.startswith(".")]
+    return found
+
+
+def resolve_weights_folder(source):
+    """``-w`` / ``nnFM_WEIGHTS`` naming a folder (a downloaded model snapshot): its only checkpoint file.
+
+    Returns (the file as a string, a sentence saying which file was taken), or (``source``, None) when ``source`` is
+    not a folder. WeightsUnavailableError when the folder holds no checkpoint file, or several (listed, with the
+    ``-w`` that picks one)."""
+    folder = Path(str(source)).expanduser() if source is not None else None
+    if folder is None or not folder.is_dir():
+        return source, None
+    candidates = checkpoint_files_in(folder)
+    if len(candidates) == 1:
+        return str(candidates[0]), (f"weights folder {folder}: using its only checkpoint file {candidates[0]}")
+    if not candidates:
+        raise WeightsUnavailableError(
+            f"Weights folder {folder} holds no checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}). Fix: -w the "
+            f"checkpoint file itself, or a folder that holds exactly one.")
+    listed = "\n".join(f"    -w {c}" for c in candidates)
+    raise WeightsUnavailableError(
+        f"Weights folder {folder} holds {len(candidates)} checkpoint files; nnFM does not guess which one is the "
+        f"encoder. Fix: pass the file itself, one of:\n{listed}")
+
+
 def check_weights_source(source, families: Sequence[str]) -> None:
     """Before any planning work: ``source`` (``-w``) is random initialisation, an existing file, or a registered
     name of one of ``families`` (the encoder's checkpoint families, ``nnfm.registry``). Reads no weights: a file's
@@ -25,6 +58,7 @@ def check_weights_source(source, families: Sequence[str]) -> None:
 
     Raises WeightsUnavailableError (unknown name, missing file) or WrongCheckpointFamilyError (a registered name of
     another encoder's family), each naming the choices."""
+    source, _ = resolve_weights_folder(source)  # a folder with one checkpoint file is that file
     if is_random_init(source) or Path(str(source)).expanduser().is_file():
         return
     entry = get_weights_entry(str(source))
@@ -47,7 +81,9 @@ def _not_found(source) -> WeightsUnavailableError:
 
 
 def resolve_checkpoint(source) -> Tuple[Path, str]:
-    """A local file, or a registry name (cached, else downloaded). Returns (path, sha256)."""
+    """A local file, a folder holding exactly one checkpoint file (resolve_weights_folder), or a registry name
+    (cached, else downloaded). Returns (path, sha256)."""
+    source, _ = resolve_weights_folder(source)
     path = Path(str(source)).expanduser()
     if path.is_file():
         return path, sha256_of(path)
@@ -87,11 +123,15 @@ def pretrained_target(network: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence[str]] = "anatomix_unet",
-                    adapt_input_channels: bool = True) -> LoadReport:
+                    adapt_input_channels: bool = True,
+                    replan: Optional[Callable[[dict], str]] = None) -> LoadReport:
     """Load ``source`` (registry name or path) into ``module`` strictly; raise a named error otherwise.
 
     ``family`` may name several families the module accepts (e.g. a DINOv3 ViT loads official DINOv3,
-    MedDINOv3 and MedDINOv3 nnU-Net checkpoints); the detected one is used and reported.
+    MedDINOv3 and MedDINOv3 nnU-Net checkpoints); the detected one is used and reported. Where the family says what
+    architecture its shapes imply (``CheckpointFamily.architecture``) and the file is another size than the network,
+    the mismatch error says both sizes first and how to plan for the file's: ``replan(kwargs)`` (the caller knows
+    the dataset, encoder and trainer) gives the commands, else a template with placeholders.
     """
     families = (family,) if isinstance(family, str) else tuple(family)
     path, sha = resolve_checkpoint(source)
@@ -137,7 +177,40 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
                                if k in target and v.shape != target[k].shape]
     report.loaded = sorted(k for k in mapped if k in target and mapped[k].shape == target[k].shape)
     if not report.ok:
+        advice = architecture_advice(record, mapped, target, source, replan)
         raise CheckpointMismatchError("CheckpointMismatchError: the checkpoint does not match the network.\n"
-                                      + report.format(max_items=50))
+                                      + advice + report.format(max_items=10 if advice else 50))
     module.load_state_dict({k: v.to(target[k].dtype) for k, v in mapped.items()}, strict=True)
     return report
+
+
+def _architecture_words(arch: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in arch.items())
+
+
+def architecture_advice(record, mapped: dict, target: dict, source, replan: Optional[Callable[[dict], str]]) -> str:
+    """When the file is another size of the same architecture (a tiny SSL teacher in ViT-B plans): both sizes and the
+    fix, the ``--vit_kwargs`` that plan the file's size (every size entry that differs, plus embed_dim / depth /
+    num_heads); "" when the family says nothing about sizes or they agree."""
+    if record is None or record.architecture is None:
+        return ""
+    have, need = record.architecture(mapped), record.architecture(target)
+    if not have or not need:
+        return ""
+    differs = [k for k in have if k in need and have[k] != need[k]]
+    if not differs:
+        return ""
+    kwargs = {k: have[k] for k in have if k in differs or k in ("embed_dim", "depth", "num_heads")}
+    unknown = "" if "num_heads" in have else (" (its number of heads is not recorded in the file: put the one it "
+                                             "was pretrained with into num_heads)")
+    if replan is not None:
+        commands = replan(kwargs)
+    else:
+        import json
+        import shlex
+        commands = (f"    $ nnFM_plan_and_preprocess -d DATASET -e ENCODER -w {shlex.quote(str(source))} "
+                    f"--vit_kwargs {shlex.quote(json.dumps(kwargs))}")
+    return (f"  The checkpoint is a ViT of another size than the network these plans build: the file has "
+            f"{_architecture_words(have)}; the network {_architecture_words(need)}{unknown}. The plans were made "
+            f"without the file's size (e.g. an nnFM_pretrain dino teacher pretrained with --embed-dim / --depth / "
+            f"--num-heads, planned without --vit_kwargs). Fix: plan for the file's size, then train:\n{commands}\n")
