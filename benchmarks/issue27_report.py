@@ -1,0 +1,113 @@
+"""Issue 27's table and figure (documentation/benchmarks.md): every candidate against nnU-Net's own trainer.
+
+    python benchmarks/issue27_report.py documentation/figures/issue27_*results_*.csv --figures documentation/figures
+
+Prints one markdown row per (fine-tuning iterations, labelled cases, candidate): test Dice per draw, mean +- sd,
+the paired difference to nnUNetTrainer on the same draw (same labelled cases, budget, patch and batch), the draws
+ahead, and the cost: seconds per iteration relative to nnUNetTrainer's on the same draw and budget (both measured
+by nnFM_benchmark in the same queue, ``s_per_iteration``), and nnUNetTrainer at equal wall time, i.e. its test
+Dice interpolated (linear in log iterations, between the budgets it was run at) at ``iterations x that ratio``
+(a candidate twice as slow is compared with nnUNetTrainer at twice the iterations; "–" outside the measured
+budgets). Writes issue27_dice_vs_budget.png (one panel per labelled-case count). Unfinished runs are left out.
+"""
+import argparse
+import math
+import statistics
+from pathlib import Path
+
+from nnfm.benchmark.imported_results import merge, records_from_csv
+from nnfm.benchmark.plots import plot_dice_vs_budget
+
+REFERENCE_CLASSES = ("nnUNetTrainer", "nnUNetTrainer_nnFMBudget")  # nnU-Net's own trainer under nnFM's budgets
+REFERENCE = "nnUNetTrainer"
+
+
+def candidate(record: dict) -> str:
+    """The table's name of a run: trainer class, with the weights file's stem where it names one."""
+    if record["trainer_class"] in REFERENCE_CLASSES:
+        return REFERENCE
+    weights = record.get("weights")
+    stem = None if weights in (None, "", "random") else Path(str(weights)).name.split(".")[0]
+    return f"{record['trainer_class']} [{stem}]" if stem else record["trainer_class"]
+
+
+def iterations(record: dict) -> int:
+    return int(record["epochs"]) * int(record["iterations_per_epoch"])
+
+
+def load(paths: list) -> list:
+    records, _ = merge([], [r for p in paths for r in records_from_csv(p)])
+    return [r for r in records if r.get("status") == "done" and r.get("test_dice_mean") is not None]
+
+
+def interpolate(points: dict, x: float):
+    """``points`` {iterations: dice}, linear in log iterations; None outside [min, max]."""
+    xs = sorted(points)
+    if not xs or x < xs[0] or x > xs[-1]:
+        return None
+    for lo, hi in zip(xs, xs[1:] + xs[-1:]):
+        if lo <= x <= hi:
+            if hi == lo:
+                return points[lo]
+            t = (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+            return points[lo] + t * (points[hi] - points[lo])
+    return points[xs[-1]]
+
+
+def table(done: list) -> list:
+    groups, reference = {}, {}
+    for r in done:
+        key = (iterations(r), int(r["n_train"]), candidate(r))
+        groups.setdefault(key, []).append(r)
+        if key[2] == REFERENCE:
+            reference[(key[0], key[1], r["seed"])] = r
+    lines = ["| iterations | labelled cases | candidate | test Dice per draw (seed 0 / 1 / 2) | mean ± sd | "
+             "− nnUNetTrainer per draw (mean) | draws ahead | s/iteration ÷ nnUNetTrainer's | nnUNetTrainer at "
+             "equal wall time |", "|---|---|---|---|---|---|---|---|---|"]
+    order = lambda kv: (kv[0][0], kv[0][1], kv[0][2] != REFERENCE, kv[0][2])  # noqa: E731
+    for (its, shots, name), group in sorted(groups.items(), key=order):
+        by_seed = {int(r["seed"]): r for r in group}
+        seeds = sorted(by_seed)
+        dice = " / ".join(f"{by_seed[s]['test_dice_mean']:.3f}" if s in by_seed else "–"
+                          for s in range(max(3, seeds[-1] + 1)))
+        values = [by_seed[s]["test_dice_mean"] for s in seeds]
+        spread = (f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1
+                  else f"{values[0]:.3f} (1 run)")
+        paired = ahead = ratio_text = equal = ""
+        if name != REFERENCE:
+            pairs = [(by_seed[s], reference[(its, shots, s)]) for s in seeds if (its, shots, s) in reference]
+            if pairs:
+                diffs = [a["test_dice_mean"] - b["test_dice_mean"] for a, b in pairs]
+                paired = " / ".join(f"{d:+.3f}" for d in diffs) + f" ({statistics.mean(diffs):+.3f})"
+                ahead = f"{sum(d > 0 for d in diffs)} of {len(diffs)}"
+                ratios = [a["s_per_iteration"] / b["s_per_iteration"] for a, b in pairs
+                          if a.get("s_per_iteration") and b.get("s_per_iteration")]
+                if ratios:
+                    ratio = statistics.median(ratios)
+                    ratio_text = f"{ratio:.2f}"
+                    curves = {}
+                    for (i, n, s), r in reference.items():
+                        if n == shots:
+                            curves.setdefault(s, {})[i] = r["test_dice_mean"]
+                    at_equal = [interpolate(curves.get(s, {}), its * ratio) for s in seeds]
+                    at_equal = [v for v in at_equal if v is not None]
+                    if at_equal:
+                        equal = f"{statistics.mean(at_equal):.3f} at {its * ratio:.0f} its"
+        lines.append(f"| {its} | {shots} | {name} | {dice} | {spread} | {paired} | {ahead} | {ratio_text} | {equal} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="nnFM_benchmark results.csv files")
+    parser.add_argument("--figures", type=Path, help="folder for issue27_dice_vs_budget.png (default: none)")
+    args = parser.parse_args()
+    done = load(args.results)
+    print("\n".join(table(done)))
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        plot_dice_vs_budget(done, args.figures / "issue27_dice_vs_budget.png")
+
+
+if __name__ == "__main__":
+    main()
