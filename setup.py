@@ -34,6 +34,8 @@ setup(
         "acvl-utils>=0.2.3",
         "SimpleITK>=2.2.1",
         "timm>=1.0.20,<=1.0.22",
+        # the hub's client: weights on the Hugging Face hub (nnfm/weights/download.py); timm depends on it too
+        "huggingface_hub>=0.24",
         "safetensors>=0.4",
         "tqdm",
         "matplotlib",
@@ -47,6 +49,7 @@ setup(
             "nnFM_pretrain = nnfm.pretraining.cli:main",
             "nnFM_benchmark = nnfm.benchmark.cli:main",
             "nnFM_extract_features = nnfm.features.extract:main",
+            "nnFM_validate = nnfm.training.validation:main",
         ]
     },
     cmdclass={"build_py": build_py_with_pth},

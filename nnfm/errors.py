@@ -48,3 +48,8 @@ class DatasetError(NNFMError):
 
 class FoldInUseError(NNFMError):
     """A fold is being trained by another live process, or is finished and would be overwritten."""
+
+
+class MissingCheckpointError(NNFMError):
+    """A fold lacks the checkpoint a command needs (e.g. nnU-Net's --val without checkpoint_final.pth); the message
+    lists the checkpoints it holds and the command that uses one."""

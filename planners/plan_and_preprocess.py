@@ -131,18 +131,23 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
 
 def describe_weights(weights: str) -> str:
     """One line on the weights the plans store: what a registry name is and where the trainer will find it."""
-    from nnfm.weights.download import cache_dir
+    from nnfm.weights.download import cache_dir, cached_file, hub_file
     from nnfm.weights.registry import get_weights_entry
     entry = get_weights_entry(str(weights))
     if entry is None:
         return f"encoder weights: {weights}"
-    cached = cache_dir() / entry.filename
+    cached, hub = (None, None) if entry.embedded else (cached_file(entry), hub_file(entry))
     if entry.embedded:
         where = "embedded in the package, offline"
-    elif cached.is_file():
+    elif cached is not None:
         where = f"cached at {cached}"
-    else:  # resolve_checkpoint downloads it when the trainer first loads it
-        where = f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {cached}; offline, put the file there"
+    elif hub is not None:  # resolve_checkpoint downloads it when the trainer first loads it
+        where = (f"not cached yet: nnUNetv2_train fetches it with huggingface_hub from {hub.repo_id} (revision "
+                 f"{hub.revision}) into the hub's cache (HF_HOME; HF_TOKEN for gated repositories); offline, run "
+                 f"`{hub.command()}` where there is a connection, or put the file at {cache_dir() / entry.filename}")
+    else:
+        where = (f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {cache_dir() / entry.filename}; "
+                 f"offline, put the file there")
     return f"encoder weights: {weights} ({where}; licence {entry.license}): {entry.description}"
 
 

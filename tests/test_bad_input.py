@@ -154,12 +154,23 @@ def test_the_planner_says_whether_registered_download_weights_are_cached(monkeyp
     from nnfm.weights.registry import get_weights_entry
     from nnfm_planners.plan_and_preprocess import describe_weights
 
+    import huggingface_hub.constants
+
     monkeypatch.setenv("nnFM_weights_cache", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # HF_HOME/hub, read at import
     entry = get_weights_entry("anatomix")
-    assert f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {tmp_path / entry.filename}" in \
-        describe_weights("anatomix")
+    assert ("not cached yet: nnUNetv2_train fetches it with huggingface_hub from neeldey/anatomix (revision main) "
+            "into the hub's cache (HF_HOME; HF_TOKEN for gated repositories); offline, run `hf download "
+            f"neeldey/anatomix anatomix.pth --revision main` where there is a connection, or put the file at "
+            f"{tmp_path / entry.filename}") in describe_weights("anatomix")
+    snapshot = tmp_path / "hub" / "models--neeldey--anatomix" / "snapshots" / ("c" * 40) / "anatomix.pth"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(b"")
+    (tmp_path / "hub" / "models--neeldey--anatomix" / "refs").mkdir()
+    (tmp_path / "hub" / "models--neeldey--anatomix" / "refs" / "main").write_text("c" * 40)
+    assert f"(cached at {snapshot};" in describe_weights("anatomix")  # in the hub's cache, at main's last commit
     (tmp_path / entry.filename).write_bytes(b"")
-    assert f"(cached at {tmp_path / entry.filename};" in describe_weights("anatomix")
+    assert f"(cached at {tmp_path / entry.filename};" in describe_weights("anatomix")  # put there by hand
     assert "embedded in the package, offline" in describe_weights("anatomix_synth_nnfm")
 
 

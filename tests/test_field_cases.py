@@ -403,6 +403,80 @@ def test_extract_features_detects_an_unwritable_output_before_computing(tmp_path
     assert "nothing was computed. Fix: choose a folder you can write to (-o)" in str(error.value)
 
 
+# ---- 5. dense features that do not depend on the file's axis order --------------------------------------------
+def _two_orientations(folder: Path):
+    """hippocampus_001 as stored (RAS+, direction diag(-1, -1, 1)) and as a copy with its axes permuted and two of
+    them flipped (DICOMOrient 'SLP': permutation and flips only, direction and origin updated): the same physical
+    image, checked by resampling the copy back onto the original grid voxel for voxel."""
+    image = sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"), sitk.sitkFloat32)
+    other = sitk.DICOMOrient(image, "SLP")
+    assert other.GetSize() != image.GetSize() and other.GetDirection() != image.GetDirection()
+    back = sitk.Resample(other, image, sitk.Transform(), sitk.sitkNearestNeighbor, -1.0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    paths = folder / "as_stored.nii.gz", folder / "permuted_flipped.nii.gz"
+    sitk.WriteImage(image, str(paths[0]))
+    sitk.WriteImage(other, str(paths[1]))
+    return image, other, paths
+
+
+def _features_on_grid(features_file: Path, reference: sitk.Image) -> np.ndarray:
+    """A 4D feature file resampled channel by channel onto ``reference``'s voxel grid by physical position."""
+    features = sitk.ReadImage(str(features_file))
+    size = list(features.GetSize())
+    channels = []
+    for c in range(size[3]):
+        channel = sitk.Extract(features, size[:3] + [0], [0, 0, 0, c])
+        channels.append(sitk.GetArrayFromImage(sitk.Resample(channel, reference, sitk.Transform(), sitk.sitkLinear,
+                                                             float("nan"))))
+    return np.stack(channels)
+
+
+def test_features_of_one_image_in_two_axis_orders_agree_in_physical_space(tmp_path):
+    """Before: each output in its own image's geometry, but the network saw the arrays in file order: per-channel
+    correlation of the same anatomy -0.054 / 0.293 / 0.591 (min / median / max over 16 channels, anatomix's default
+    weights). Computed in one canonical orientation (RAS+), measured 1.000 / 1.000 / 1.000."""
+    from nnfm.features.extract import extract_features
+
+    image, other, paths = _two_orientations(tmp_path)
+    for path in paths:
+        extract_features([str(path)], str(tmp_path / path.name[:-7]), tile=(48, 64, 48), device="cpu",
+                         progress=False)
+    first = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "as_stored" / "as_stored.nii.gz")))
+    second_written = sitk.ReadImage(str(tmp_path / "permuted_flipped" / "permuted_flipped.nii.gz"))
+    assert second_written.GetSize()[:3] == other.GetSize()  # written in the copy's own geometry
+    second = _features_on_grid(tmp_path / "permuted_flipped" / "permuted_flipped.nii.gz", image)
+    assert np.isfinite(second).all() and first.shape == second.shape == (16, *image.GetSize()[::-1])
+    correlations = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) for a, b in zip(first, second)]
+    assert min(correlations) > 0.99, (f"per-channel correlation min / median / max {min(correlations):.3f} / "
+                                      f"{np.median(correlations):.3f} / {max(correlations):.3f}")
+    # --file-orientation: the file's own axis order, as before (and as nnUNetv2_predict feeds the network)
+    extract_features([str(paths[1])], str(tmp_path / "file_order"), tile=(48, 64, 48), device="cpu", progress=False,
+                     file_orientation=True)
+    file_order = _features_on_grid(tmp_path / "file_order" / "permuted_flipped.nii.gz", image)
+    assert np.median([np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(first, file_order)]) < 0.5
+
+
+def test_every_reader_and_axis_order_gives_the_same_canonical_array(tmp_path):
+    """SimpleITKIO and NibabelIO (nnU-Net's readers) of the two files: one canonical array (RAS+ in nnU-Net's axis
+    order, as NibabelIOWithReorient reads), the spacing with it, and back to each file's own array exactly."""
+    from nnunetv2.imageio.nibabel_reader_writer import NibabelIO
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    from nnfm.features.extract import from_canonical, to_canonical
+
+    image, _, paths = _two_orientations(tmp_path)
+    arrays = []
+    for reader in (SimpleITKIO, NibabelIO):
+        for path in paths:
+            data, properties = reader().read_images([str(path)])
+            canonical, spacing, orientation = to_canonical(data, properties)
+            arrays.append(canonical)
+            assert list(spacing) == [1.0, 1.0, 1.0] and canonical.shape == (1, *image.GetSize()[::-1])
+            np.testing.assert_array_equal(from_canonical(canonical, orientation), data)
+    for array in arrays[1:]:
+        np.testing.assert_array_equal(array, arrays[0])
+
+
 # ---- 3. one training per fold ---------------------------------------------------------------------------------
 def test_fold_guard_refuses_a_live_lock_replaces_a_stale_one_and_guards_a_finished_fold(tmp_path, monkeypatch):
     from nnfm.errors import FoldInUseError
@@ -481,6 +555,166 @@ def test_the_same_fold_trained_twice_at_once_is_refused_and_a_finished_fold_need
     before = (fold / "checkpoint_final.pth").stat().st_mtime
     run_advised(validate, env)
     assert (fold / "checkpoint_final.pth").stat().st_mtime == before and (fold / "validation" / "summary.json").is_file()
+
+
+# ---- 6. validation of a run without checkpoint_final.pth -------------------------------------------------------
+def _checkpoint(path: Path, epochs: int, best_ema: float) -> Path:
+    """The entries of nnU-Net's save_checkpoint that say what a checkpoint is (its weights do not matter here)."""
+    torch.save({"network_weights": {}, "current_epoch": epochs, "_best_ema": best_ema, "init_args": {}}, path)
+    return path
+
+
+NNUNET_VAL = ["/venv/bin/nnUNetv2_train", "4", "3d_fullres", "0", "-tr", "nnFMTrainer", "-p", "nnFMPlans_anatomix",
+              "-device", "cpu", "--val", "--val_best"]
+PLANS_NAMES = {"plans_name": "nnFMPlans_anatomix", "dataset_name": "Dataset004_Hippocampus"}
+
+
+def test_val_without_a_final_checkpoint_names_what_is_there_and_the_command_that_validates_it(tmp_path):
+    """Before: nnU-Net's 'RuntimeError: Cannot run validation because the training is not finished yet!' after the
+    trainer was built, for --val and --val_best alike (maybe_load_checkpoint checks for checkpoint_final.pth first)."""
+    from nnfm.errors import MissingCheckpointError
+    from nnfm.training.validation import refuse_validation_without_final
+
+    def refusal(folder, argv=NNUNET_VAL):
+        return refuse_validation_without_final(folder, "nnFMTrainer", PLANS_NAMES, "3d_fullres", 0, argv)
+
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    with pytest.raises(MissingCheckpointError) as error:
+        refusal(fold)
+    assert f"{fold} holds no checkpoint: this fold was not trained" in str(error.value)
+    assert advised_commands(str(error.value)) == [
+        "nnUNetv2_train 4 3d_fullres 0 -tr nnFMTrainer -p nnFMPlans_anatomix -device cpu"]
+    _checkpoint(fold / "checkpoint_best.pth", 7, 0.61234)
+    _checkpoint(fold / "checkpoint_latest.pth", 9, 0.61234)
+    with pytest.raises(MissingCheckpointError) as error:
+        refusal(fold)
+    message = str(error.value)
+    assert f"{fold} has no checkpoint_final.pth: its training stopped before the last epoch" in message
+    assert "checkpoint_best.pth (epoch 7, best EMA pseudo Dice 0.6123, written" in message
+    assert "checkpoint_latest.pth (epoch 9, best EMA pseudo Dice 0.6123, written" in message
+    assert advised_commands(message) == [
+        "nnFM_validate 4 3d_fullres 0 -tr nnFMTrainer -p nnFMPlans_anatomix -device cpu",
+        "nnUNetv2_train 4 3d_fullres 0 -tr nnFMTrainer -p nnFMPlans_anatomix -device cpu --c"]
+    assert refusal(fold, NNUNET_VAL[:-2]) is None  # training, not validating: nnU-Net's --c / the fold guard decide
+    _checkpoint(fold / "checkpoint_final.pth", 10, 0.61234)
+    assert refusal(fold) is None  # finished: nnU-Net validates it
+
+
+class _NNUNetTrainerStandIn:
+    """The parts of nnUNetTrainer that validation touches: a fold folder, load_checkpoint, the log, and a validation
+    that writes nnU-Net's summary.json."""
+
+    def __init__(self, folder: Path):
+        self.output_folder, self.local_rank, self.current_epoch = str(folder), 0, 0
+        self.log, self.loaded = [], []
+
+    def load_checkpoint(self, filename):
+        self.loaded.append(Path(filename).name)
+        self.current_epoch = torch.load(filename, weights_only=False)["current_epoch"]
+
+    def print_to_log_file(self, *args, also_print_to_console=False):
+        self.log.append(" ".join(str(a) for a in args))
+
+    def run_training(self):
+        self.current_epoch = 10
+        _checkpoint(Path(self.output_folder) / "checkpoint_final.pth", 10, 0.7)
+
+    def perform_actual_validation(self, save_probabilities=False):
+        (Path(self.output_folder) / "validation").mkdir(exist_ok=True)
+        (Path(self.output_folder) / "validation" / "summary.json").write_text(json.dumps(
+            {"foreground_mean": {"Dice": 0.5}, "mean": {"1": {"Dice": 0.5}}, "metric_per_case": []}))
+
+
+def _summary(fold: Path) -> dict:
+    return json.loads((fold / "validation" / "summary.json").read_text())
+
+
+def test_nnfm_validate_uses_checkpoint_best_without_a_final_one_and_says_so(tmp_path, monkeypatch):
+    import nnunetv2.run.run_training as run_training
+
+    from nnfm.training import validation
+    from nnfm.training.validation import RecordsValidatedCheckpoint, main
+
+    class Trainer(RecordsValidatedCheckpoint, _NNUNetTrainerStandIn):
+        pass
+
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    built = []
+
+    def get_trainer_from_args(dataset, configuration, fold_number, trainer, plans, continue_training=False,
+                              device=None):
+        built.append((dataset, configuration, fold_number, trainer, plans, str(device), validation.VALIDATING))
+        return Trainer(fold)
+    monkeypatch.setattr(run_training, "get_trainer_from_args", get_trainer_from_args)
+    _checkpoint(fold / "checkpoint_best.pth", 7, 0.61234)
+    args = ["4", "3d_fullres", "0", "-tr", "nnFMTrainer", "-p", "nnFMPlans_anatomix", "-device", "cpu"]
+    main(args)
+    assert built == [("4", "3d_fullres", 0, "nnFMTrainer", "nnFMPlans_anatomix", "cpu", True)]
+    assert not validation.VALIDATING  # only while the trainer is built (its fold guard lets a finished fold validate)
+    summary = _summary(fold)
+    record = summary["nnfm_validated_checkpoint"]
+    assert record["checkpoint"] == "checkpoint_best.pth" and record["epochs_trained"] == 7
+    assert record["best_ema_pseudo_dice"] == 0.6123 and "no checkpoint_final.pth in this fold" in record["note"]
+    assert "-chk checkpoint_best.pth" in record["note"] and summary["foreground_mean"] == {"Dice": 0.5}
+
+    _checkpoint(fold / "checkpoint_final.pth", 10, 0.7)
+    main(args)
+    assert _summary(fold)["nnfm_validated_checkpoint"]["checkpoint"] == "checkpoint_final.pth"
+    with pytest.raises(SystemExit) as stopped:
+        main(args + ["--checkpoint", "latest"])
+    assert (f"MissingCheckpointError: {fold} has no checkpoint_latest.pth; it holds checkpoint_final.pth (epoch 10"
+            in str(stopped.value)) and str(stopped.value).endswith("Fix: --checkpoint final.")
+
+
+def test_every_validation_of_an_nnfm_trainer_records_its_checkpoint_in_the_log_and_the_summary(tmp_path):
+    """nnU-Net's own flows: the validation after training (the final weights in memory), --val_best (the trainer
+    loads checkpoint_best.pth after training). Before: neither the log nor summary.json said which was validated."""
+    from nnfm.training.validation import RecordsValidatedCheckpoint
+
+    class Trainer(RecordsValidatedCheckpoint, _NNUNetTrainerStandIn):
+        pass
+
+    trainer = Trainer(tmp_path)
+    trainer.run_training()
+    trainer.perform_actual_validation()
+    record = _summary(tmp_path)["nnfm_validated_checkpoint"]
+    assert record["checkpoint"] == "checkpoint_final.pth" and record["epochs_trained"] == 10
+    assert record["note"] == "the weights at the end of this training (10 epochs)"
+    assert trainer.log[-1].startswith("nnFM: validating the weights of checkpoint_final.pth (epoch 10, best EMA")
+    trainer.load_checkpoint(str(_checkpoint(tmp_path / "checkpoint_best.pth", 6, 0.8)))  # what --val_best does
+    trainer.perform_actual_validation()
+    assert _summary(tmp_path)["nnfm_validated_checkpoint"]["checkpoint"] == "checkpoint_best.pth"
+    assert trainer.log[-1].startswith("nnFM: validating the weights of checkpoint_best.pth (epoch 6, best EMA")
+
+
+def test_a_run_without_its_final_checkpoint_is_validated_from_checkpoint_best_by_the_advised_command(
+        hippocampus, nnunet_env, tmp_path):
+    """A fold whose training stopped before checkpoint_final.pth (here: removed after a 2-epoch run, which leaves
+    checkpoint_best.pth as a killed run does). Before: nnUNetv2_train --val --val_best exited with nnU-Net's
+    'RuntimeError: Cannot run validation because the training is not finished yet!' and nothing validated it."""
+    results = tmp_path / "results"
+    env = dict(nnunet_env, nnUNet_results=str(results), nnFM_WEIGHTS="random", nnFM_EPOCHS="2")
+    args = ["nnUNetv2_train", hippocampus["id"], "3d_fullres", 0, "-tr", "nnFMTrainer", "-p", "nnFMPlans_anatomix",
+            "-device", "cpu"]
+    run_cli(args, env)
+    fold = results / hippocampus["name"] / "nnFMTrainer__nnFMPlans_anatomix__3d_fullres" / "fold_0"
+    (fold / "checkpoint_final.pth").unlink()
+    (fold / "validation" / "summary.json").unlink()
+    refused_run = run_cli(args + ["--val", "--val_best"], env, check=False)
+    output = refused_run.stdout + refused_run.stderr
+    assert refused_run.returncode != 0 and f"MissingCheckpointError: {fold} has no checkpoint_final.pth" in output
+    assert "Cannot run validation because the training is not finished yet" not in output  # stopped before nnU-Net
+    validate = advised_commands(output)[0]
+    assert validate == (f"nnFM_validate {hippocampus['id']} 3d_fullres 0 -tr nnFMTrainer -p nnFMPlans_anatomix "
+                        f"-device cpu")
+    run_advised(validate, env)
+    record = json.loads((fold / "validation" / "summary.json").read_text())["nnfm_validated_checkpoint"]
+    assert record["checkpoint"] == "checkpoint_best.pth" and 1 <= record["epochs_trained"] <= 2
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "nnFM: validating the weights of checkpoint_best.pth (epoch" in log
+    assert not (fold / "checkpoint_final.pth").exists()  # validating does not make the run look finished
 
 
 # ---- 2. a tiny SSL teacher in ViT-B plans ---------------------------------------------------------------------

@@ -26,6 +26,7 @@ from nnfm.registry import get_encoder
 from nnfm.training.fold_guard import OneTrainingPerFold
 from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
+from nnfm.training.validation import RecordsValidatedCheckpoint
 from nnfm.weights.input_convention import check_fed_convention, recorded_convention
 from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
 from nnfm.weights.provenance import model_folder_plans
@@ -33,7 +34,7 @@ from nnfm.weights.random_init import is_random_init
 from nnfm_planners.dimensionality import check_network_fits_patch
 
 
-class nnFMTrainer(OneTrainingPerFold, nnUNetTrainer):
+class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer):
     # the encoder this trainer builds (nnfm/registry.py): network, preset, checkpoint families, default weights,
     # input convention and fine-tuning recipe all come from its registry entry
     encoder = "anatomix"

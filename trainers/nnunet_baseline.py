@@ -4,10 +4,11 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnfm.training.fold_guard import OneTrainingPerFold
 from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
+from nnfm.training.validation import RecordsValidatedCheckpoint
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
-class nnUNetTrainer_nnFMBudget(OneTrainingPerFold, nnUNetTrainer):
+class nnUNetTrainer_nnFMBudget(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer):
     """Unchanged nnUNetTrainer, except that nnFM's budget variables apply (nnFM_EPOCHS / nnFM_ITERATIONS /
     nnFM_VAL_ITERATIONS, and nnFM_PATCH_SIZE / nnFM_BATCH_SIZE / nnFM_VAL_CASES: nnfm/training/run_overrides.py)
     and, as for nnFM's trainers, one training per fold (nnfm/training/fold_guard.py)."""

@@ -5,13 +5,16 @@ inference of the U-Net's dense output, resample the features back to the image g
 
 Every step is nnU-Net's own, run outside a dataset:
 
-1. read with the plans' reader (SimpleITKIO without plans) and preprocess with ``DefaultPreprocessor.run_case_npy``
-   (transpose, crop to the nonzero region, normalise, resample to the configuration's spacing);
+1. read with the plans' reader (SimpleITKIO without plans), turn the array into the closest RAS+ orientation (axis
+   permutation and flips only, as registration tools and nibabel's as_closest_canonical; the layout nnU-Net's
+   NibabelIOWithReorient reads), so the same anatomy gives the same features whatever the file's axis order, and
+   preprocess with ``DefaultPreprocessor.run_case_npy`` (transpose, crop to the nonzero region, normalise, resample
+   to the configuration's spacing);
 2. sliding window with overlap: ``pad_nd_image``, ``compute_steps_for_sliding_window`` and the Gaussian importance
    map ``compute_gaussian`` of nnunetv2.inference.sliding_window_prediction, as nnUNetPredictor uses them;
 3. back to the original geometry in the order of nnU-Net's export (nnunetv2/inference/export_prediction.py):
    ``resampling_fn_probabilities`` to the cropped shape, the crop put back into the full image (0 outside the
-   nonzero bounding box), ``transpose_backward``;
+   nonzero bounding box), ``transpose_backward``, then the RAS+ reorientation undone (the file's own axis order);
 4. write one float32 NIfTI per case, ``OUT/<case>.nii.gz``: 4D, channels on the 4th axis, voxel grid, spacing,
    origin and direction of the input (SimpleITK ``JoinSeries``; nibabel with the original affine for NibabelIO).
 
@@ -350,6 +353,56 @@ def sliding_window_features(network, data: torch.Tensor, tile: Sequence[int], st
 
 
 # ---- geometry ------------------------------------------------------------------------------------------------
+def axis_directions_ras(properties: dict) -> np.ndarray:
+    """(3, 3): column n is the RAS+ world direction of axis n of the reader's array (nnU-Net's (z, y, x) order).
+
+    SimpleITKIO records ITK's LPS direction matrix, whose column a is index axis a (array axis 2 - a); NibabelIO
+    records the RAS affine of the (i, j, k) voxel axes and transposes the array to (k, j, i)
+    (nnunetv2/imageio/simpleitk_reader_writer.py, nibabel_reader_writer.py)."""
+    if "sitk_stuff" in properties:
+        lps = np.array(properties["sitk_stuff"]["direction"], dtype=float).reshape(3, 3)
+        voxel_axes = np.diag([-1.0, -1.0, 1.0]) @ lps  # LPS -> RAS: x and y change sign
+    elif "nibabel_stuff" in properties and "reoriented_affine" not in properties["nibabel_stuff"]:
+        voxel_axes = np.asarray(properties["nibabel_stuff"]["original_affine"], dtype=float)[:3, :3]
+    else:
+        _fail("the plans' image reader records no geometry nnFM can write back (SimpleITKIO and NibabelIO can).")
+    return voxel_axes[:, ::-1]
+
+
+def canonical_orientation(properties: dict) -> Tuple[List[int], List[int]]:
+    """(perm, flips) that bring the reader's array into the closest RAS+ orientation, in nnU-Net's axis order:
+    canonical axis m is the reader's axis perm[m], reversed where m is in flips; axis 0 then runs inferior ->
+    superior, 1 posterior -> anterior, 2 left -> right (nibabel's as_closest_canonical, transposed as nnU-Net's
+    NibabelIOWithReorient reads). Axis permutations and flips only, never a resampling: an oblique image keeps
+    its voxel grid and goes to the nearest axes (nibabel.orientations.io_orientation, as registration tools and
+    TotalSegmentator do before nnU-Net: wasserth/TotalSegmentator totalsegmentator/alignment.py)."""
+    from nibabel.orientations import io_orientation
+
+    affine = np.eye(4)
+    affine[:3, :3] = axis_directions_ras(properties)[::-1]  # world axes as (S, A, R): nnU-Net's order of a RAS image
+    orientation = io_orientation(affine)  # row n: (canonical axis of array axis n, -1 where reversed)
+    perm = [int(np.flatnonzero(orientation[:, 0] == m)[0]) for m in range(3)]
+    flips = [m for m in range(3) if orientation[perm[m], 1] < 0]
+    return perm, flips
+
+
+def to_canonical(data: np.ndarray, properties: dict):
+    """(C, *reader axes) -> (C, *canonical axes), the spacing in canonical order, and the orientation for
+    ``from_canonical``. The network sees every image of the same anatomy the same way, whatever the file's axis
+    order (a CNN's features are not invariant to flips and transposes)."""
+    perm, flips = canonical_orientation(properties)
+    canonical = np.flip(data.transpose(0, *(1 + p for p in perm)), axis=tuple(1 + m for m in flips))
+    spacing = [properties["spacing"][p] for p in perm]
+    return np.ascontiguousarray(canonical), spacing, (perm, flips)
+
+
+def from_canonical(array: np.ndarray, orientation) -> np.ndarray:
+    """The inverse of ``to_canonical`` for any leading (channel) axis: undo the flips, then the permutation."""
+    perm, flips = orientation
+    unflipped = np.flip(array, axis=tuple(1 + m for m in flips))
+    return np.ascontiguousarray(unflipped.transpose(0, *(1 + m for m in np.argsort(perm))))
+
+
 def to_original_geometry(features: np.ndarray, properties: dict, plans_manager, configuration_manager) -> np.ndarray:
     """nnU-Net's export order (export_prediction.py): resample to the cropped shape, put the crop back, transpose."""
     from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
@@ -393,8 +446,12 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
                      normalization: Optional[str] = None, ct_window: Optional[Sequence[float]] = None,
                      spacing: Optional[Sequence[float]] = None, native_spacing: bool = False,
                      tile: Optional[Sequence[int]] = None, step_size: float = 0.5, device: Optional[str] = None,
-                     progress: bool = True) -> List[Path]:
+                     progress: bool = True, file_orientation: bool = False) -> List[Path]:
     """Write ``OUT/<case>.nii.gz`` (float32, F channels on the 4th axis, the input's geometry) for every case.
+
+    Each image is computed in the closest RAS+ orientation (``to_canonical``) and its features turned back into
+    the file's own axis order, so the same anatomy gets the same features from differently ordered files;
+    ``file_orientation`` computes on the file's own axis order instead (as nnU-Net's prediction does).
 
     Raises ConfigurationError (naming the problem and the fix) before any image is processed for: an unknown,
     2D or feature-less encoder, missing or non-3D inputs, a channel count that differs from the plans', unreadable
@@ -476,10 +533,15 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
     if report is not None and progress:
         print(report.format(), file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
+    canonical = not file_orientation
     written = []
     for case in tqdm(cases, desc="nnFM_extract_features", unit="image", disable=not progress):
-        data, properties = reader_class().read_images(case.files)
-        if plans is None:  # spacing None: the image's own grid (properties["spacing"] is in nnU-Net's axis order)
+        data, read_properties = reader_class().read_images(case.files)
+        properties = {"spacing": read_properties["spacing"]}
+        orientation = None
+        if canonical:  # nnU-Net's pipeline below runs on the canonical array; the reader's geometry is kept to write
+            data, properties["spacing"], orientation = to_canonical(data, read_properties)
+        if plans is None:  # spacing None: the image's own grid (nnU-Net's axis order of the array it works on)
             case_spacing = spacing if spacing is not None else properties["spacing"]
             plans_manager = PlansManager(default_plans(channels, tile, normalization, ct_window, case_spacing))
             config = plans_manager.get_configuration("3d_fullres")
@@ -493,8 +555,10 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
         features = sliding_window_features(network, torch.from_numpy(data), tile, step_size, torch_device,
                                            progress, case.name)
         features = to_original_geometry(features.numpy(), properties, plans_manager, config)
+        if orientation is not None:
+            features = from_canonical(features, orientation)
         target = out / f"{case.name}.nii.gz"
-        write_features(features, properties, target)
+        write_features(features, read_properties, target)
         written.append(target)
     return written
 
@@ -523,9 +587,15 @@ def main(argv=None) -> None:
                         help="HU window for --normalization ct (default: the weights' convention's HU window)")
     spacing = parser.add_mutually_exclusive_group()
     spacing.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("S0", "S1", "S2"),
-                         help="without -p: target spacing in mm, nnU-Net's axis order (default: the grid of the "
-                              "weights' convention where it names one, else the image's own)")
+                         help="without -p: target spacing in mm, in nnU-Net's axis order of the RAS+ image the "
+                              "features are computed on (inferior-superior, posterior-anterior, left-right) "
+                              "(default: the grid of the weights' convention where it names one, else the image's "
+                              "own)")
     spacing.add_argument("--native-spacing", action="store_true", help="without -p: keep each image's own spacing")
+    parser.add_argument("--file-orientation", action="store_true",
+                        help="compute on each file's own axis order (nnU-Net's prediction) instead of the closest "
+                             "RAS+ orientation; e.g. with -p of a dataset whose images are stored in another "
+                             "orientation")
     parser.add_argument("--tile", type=int, nargs=3, default=None,
                         help=f"sliding-window tile (default: the plans' patch, else {DEFAULT_TILE[0]}^3)")
     parser.add_argument("-step_size", type=float, default=0.5, help="window step as a fraction of the tile (0.5)")
@@ -535,7 +605,8 @@ def main(argv=None) -> None:
     try:
         written = extract_features(args.input, args.output, args.encoder, args.weights, args.plans,
                                    args.configuration, args.normalization, args.ct_window, args.spacing,
-                                   args.native_spacing, args.tile, args.step_size, args.device, not args.no_progress)
+                                   args.native_spacing, args.tile, args.step_size, args.device, not args.no_progress,
+                                   args.file_orientation)
     except NNFMError as error:
         message = str(error)
         raise SystemExit(message if message.startswith("nnFM_extract_features") else

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from nnfm.errors import FoldInUseError
+from nnfm.training import validation
 
 LOCK_FILE = "nnfm_training.lock"
 OVERWRITE_ENV = "nnFM_OVERWRITE"
@@ -75,8 +76,8 @@ def command_line(argv: Optional[Sequence[str]] = None, add: Sequence[str] = (), 
 
 
 def validation_only(argv: Optional[Sequence[str]] = None) -> bool:
-    """Whether this ``nnUNetv2_train`` process only validates (nnU-Net's ``--val``; the trainer is not told)."""
-    return "--val" in list(sys.argv[1:] if argv is None else argv)
+    """Whether this process only validates: nnU-Net's ``--val`` (the trainer is not told), or nnFM_validate."""
+    return validation.VALIDATING or "--val" in list(sys.argv[1:] if argv is None else argv)
 
 
 def read_lock(folder) -> Optional[dict]:
@@ -230,8 +231,10 @@ class OneTrainingPerFold:
         # nnUNetv2_train --c: nnU-Net's run_training passes it in the plans
         self._continuing = bool(plans.get("continue_training", False))
         self._fold_lock = None
-        check_fold_free(fold_folder(type(self).__name__, plans, configuration, fold), self._continuing,
-                        validation_only())
+        folder = fold_folder(type(self).__name__, plans, configuration, fold)
+        check_fold_free(folder, self._continuing, validation_only())
+        # nnU-Net's --val without checkpoint_final.pth: named here, with nnFM_validate, before nnU-Net's RuntimeError
+        validation.refuse_validation_without_final(folder, type(self).__name__, plans, configuration, fold)
 
     def run_training(self):
         if self.local_rank == 0:

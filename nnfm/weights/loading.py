@@ -9,7 +9,7 @@ from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, Checksum
                          WeightsUnavailableError, WrongCheckpointFamilyError)
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
-from nnfm.weights.download import cache_dir, download_entry, sha256_of, verify_sha256
+from nnfm.weights.download import cache_dir, cached_file, download_entry, hub_file, sha256_of, verify_sha256
 from nnfm.weights.families import detect_family, fit_command, get_family, use_of
 from nnfm.weights.input_convention import recorded_convention
 from nnfm.weights.random_init import is_random_init
@@ -92,14 +92,18 @@ def resolve_checkpoint(source) -> Tuple[Path, str]:
         raise _not_found(source)
     if entry.embedded:
         return _embedded_file(entry)
-    cached = cache_dir() / entry.filename
-    if not cached.is_file():
-        cached = download_entry(entry)
+    cached = cached_file(entry)  # nnFM's cache, else the hub's (HF_HOME): no network when the file is here
+    if cached is None:
+        cached = download_entry(entry)  # verified there
+        return cached, sha256_of(cached)
     sha = sha256_of(cached)
     try:
         verify_sha256(entry, sha, f"Cached {cached}")
     except ChecksumMismatchError as error:
-        raise ChecksumMismatchError(f"{error} Delete it to download it again.") from None
+        hub = hub_file(entry)
+        fix = (f"Fix: fetch it again:\n    $ {hub.command('--force-download')}"
+               if hub is not None and cached != cache_dir() / entry.filename else "Delete it to download it again.")
+        raise ChecksumMismatchError(f"{error} {fix}") from None
     return cached, sha
 
 

@@ -154,7 +154,7 @@ def adaptation_for_planning(weights: Optional[str]) -> NnsslAdaptation:
     is not there yet gives nnssl's ResEncL defaults, and says so in ``source``.
     """
     from nnfm.weights.checkpoint_io import read_checkpoint
-    from nnfm.weights.download import cache_dir
+    from nnfm.weights.download import cached_file
     from nnfm.weights.registry import get_weights_entry
 
     if is_random_init(weights):
@@ -162,8 +162,8 @@ def adaptation_for_planning(weights: Optional[str]) -> NnsslAdaptation:
     path = Path(str(weights)).expanduser()
     if not path.is_file():
         entry = get_weights_entry(str(weights))
-        cached = cache_dir() / entry.filename if entry is not None else None
-        if cached is None or not cached.is_file():
+        cached = cached_file(entry) if entry is not None and not entry.embedded else None  # nnFM's or the hub's cache
+        if cached is None:
             return NnsslAdaptation("ResEncL", dict(RESENC_L_TOPOLOGY),
                                    source=f"{weights} not available at planning time (not downloaded yet): nnssl's "
                                           f"ResEncL defaults; the trainer checks the file's plan when it loads it")

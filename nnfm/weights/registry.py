@@ -34,6 +34,9 @@ class WeightsEntry:
     # what the encoder saw in pretraining (a name of nnfm/conventions.py CONVENTIONS); the planner feeds it that
     # (nnfm/weights/input_convention.py). None: unknown, the encoder's convention is assumed
     input_convention: Optional[str] = None
+    # weights on the Hugging Face hub (``url`` https://huggingface.co/REPO/resolve/BRANCH/FILE): the commit (40 hex)
+    # huggingface_hub fetches; None: the branch in ``url``, and the download warns with the commit to pin here
+    revision: Optional[str] = None
 
 
 _REGISTRY: Dict[str, WeightsEntry] = {}
