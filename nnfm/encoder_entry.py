@@ -40,6 +40,9 @@ class EncoderEntry:
     scratch_trainer: Optional[str] = None
     # where a table should not show the encoder as a user-facing choice (test-sized presets)
     tiny: bool = False
+    # train in torch.channels_last_3d on the CPU: a measured property of the network (benchmarks/cpu_profile.py),
+    # not a general rule (nnU-Net's instance-norm PlainConvUNet is slower in it)
+    cpu_channels_last: bool = False
     extra: Mapping = field(default_factory=dict)
 
     def __post_init__(self):

@@ -36,6 +36,15 @@ def _trainer(name: str):
     return {"anatomix": nnFMTrainer, "vit": nnFMViTTrainer, "primus": nnFMTrainer_PrimusTiny}[name]
 
 
+# nnU-Net's arch_kwargs of a small 3d_fullres PlainConvUNet (as nnUNetPlans.json writes them)
+NNUNET_PLAINCONV_KWARGS = {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv3d",
+                           "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                           "n_conv_per_stage": [2, 2, 2], "n_conv_per_stage_decoder": [2, 2], "conv_bias": True,
+                           "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                           "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                           "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                           "nonlin_kwargs": {"inplace": True}}
+
 CASES = {
     "anatomix": (AnatomixSegmentationNetwork, {"num_downs": 4, "ngf": 16, "pad_to_stride": False}, [32, 32, 32], True),
     "vit": (DINOv3SegmentationNetwork, TINY_VIT, [32, 32], False),
@@ -70,3 +79,22 @@ def test_foreign_plans_get_the_network_defaults_with_nnunets_initialisation():
     head = net.decoder.seg_layers[0].weight
     # kaiming_normal_(a=1e-2), fan_in 16: std = sqrt(2 / (1 + 1e-4) / 16) = 0.354 (torch's default would give ~0.14)
     assert abs(head.std().item() - 0.354) < 0.15 and torch.count_nonzero(net.decoder.seg_layers[0].bias) == 0
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_nnfm_networks_carry_the_cpu_thread_choice(name):
+    """Training and nnUNetv2_predict build through build_network_architecture: the network adapts its CPU threads
+    (nnfm/training/cpu_threads.py), nnU-Net's own network through nnFMTrainer_nnUNetPlans too."""
+    from nnfm.training.cpu_threads import CPUShare
+    from nnfm_trainers.nnfm_nnunet_plans_trainer import nnFMTrainer_nnUNetPlans
+
+    network_class, arch_kwargs, patch, deep_supervision = CASES[name]
+    plans = _plans(network_class, arch_kwargs, patch)
+    net = _trainer(name).build_network_architecture(plans, plans.get_configuration("c"), 1, 3, deep_supervision)
+    assert isinstance(getattr(net, "_nnfm_cpu_share", None), CPUShare)
+    plans = _plans(type("PlainConvUNet", (), {}), NNUNET_PLAINCONV_KWARGS, [32, 32, 32])
+    architecture = plans.plans["configurations"]["c"]["architecture"]
+    architecture["network_class_name"] = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+    architecture["_kw_requires_import"] = ["conv_op", "norm_op", "nonlin"]
+    net = nnFMTrainer_nnUNetPlans.build_network_architecture(plans, plans.get_configuration("c"), 1, 3, True)
+    assert isinstance(getattr(net, "_nnfm_cpu_share", None), CPUShare)

@@ -39,6 +39,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnfm.errors import ConfigurationError
 from nnfm.networks.feature_input import (DROPGEN_DROPOUT, DROPGEN_RECIPE, FEATURE_INPUT_KEY, FeatureInputNetwork,
                                          build_feature_encoder, check_feature_convention)
+from nnfm.training.cpu_threads import adapts_cpu_threads
 from nnfm.weights.random_init import is_random_init
 from nnfm_trainers.nnfm_nnunet_plans_trainer import nnFMTrainer_nnUNetPlans
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
@@ -155,6 +156,7 @@ class nnFMTrainer_DropGen(nnFMTrainer_nnUNetPlans):
 
     # ---- network ----------------------------------------------------------------------------------------------
     @classmethod
+    @adapts_cpu_threads
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         """nnU-Net's network for the plans, wrapped with the frozen encoder the plans' ``nnfm_feature_input`` names

@@ -27,6 +27,7 @@ from nnfm.errors import ConfigurationError
 # nnUNetTrainer's recipe, stated once beside nnU-Net's networks (nnunetv2 2.8.1 nnUNetTrainer.py; its source there)
 from nnfm.networks.dna_unet import NNUNET_RECIPE
 from nnfm.networks.resenc_segmentation import NNSSL_RECIPE
+from nnfm.training.cpu_threads import adapts_cpu_threads
 from nnfm.weights.random_init import is_random_init
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
@@ -47,6 +48,7 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
                 f"these plans with the encoder's trainer (python -m nnfm.registry lists it).")
 
     @classmethod
+    @adapts_cpu_threads
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         cls.check_planned_encoder(configuration_manager)

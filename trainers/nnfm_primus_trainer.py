@@ -10,6 +10,7 @@ Optimisation, bf16 autocast, gradient clipping, drop path, budgets and provenanc
 ``nnFMViTTrainer``; this file only says which network is built and how.
 """
 from nnfm.networks.from_plans import build_network, planned_for
+from nnfm.training.cpu_threads import adapts_cpu_threads
 from nnfm_trainers.nnfm_vit_trainer import nnFMViTTrainer
 
 
@@ -17,6 +18,7 @@ class nnFMTrainer_Primus(nnFMViTTrainer):
     encoder = "primus_m"
 
     @classmethod
+    @adapts_cpu_threads
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = False):
         """Plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset.

@@ -13,6 +13,7 @@ from typing import Mapping, Optional
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
@@ -23,6 +24,7 @@ from nnfm.networks.from_plans import build_from_configuration
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import get_encoder
+from nnfm.training.cpu_threads import FAST_PATH_VARIABLE, adapts_cpu_threads, attach
 from nnfm.training.fold_guard import OneTrainingPerFold
 from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
@@ -121,6 +123,7 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
 
     # ---- network ------------------------------------------------------------------------
     @classmethod
+    @adapts_cpu_threads
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         cls.check_planned_encoder(configuration_manager)
@@ -240,9 +243,29 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
         shared = join(self.output_folder_base, "plans.json")
         earlier = load_json(shared) if self.local_rank == 0 and isfile(shared) else None
         super().on_train_start()  # writes this run's plans to the shared plans.json, overwriting other folds'
+        self._start_cpu_fast_path()
         if self.local_rank == 0:
             save_json(model_folder_plans(self.plans_manager.plans, earlier, self.configuration_name), shared,
                       sort_keys=False)
+
+    def _start_cpu_fast_path(self) -> None:
+        """On the CPU: threads from the CPU share this run gets (nnfm/training/cpu_threads.py), said in the log."""
+        if self.device.type != "cpu":
+            return
+        share = attach(self._bare_network(), self.print_to_log_file)
+        if share is None:
+            self.print_to_log_file(f"nnFM CPU: fast path off ({FAST_PATH_VARIABLE}=0): nnU-Net's "
+                                   f"{torch.get_num_threads()} intra-op threads")
+            return
+        share.start()
+        entry = self.encoder_entry() if self.encoder else None
+        if entry is not None and entry.cpu_channels_last and len(self.configuration_manager.patch_size) == 3:
+            # parameters keep their identity (the optimiser holds them); convolutions follow the weights' format
+            self._bare_network().to(memory_format=torch.channels_last_3d)
+            self.print_to_log_file("nnFM CPU: network in channels_last_3d (the encoder's registry entry: faster on "
+                                   "the CPU)")
+        self.print_to_log_file(f"nnFM CPU: augmentation processes {get_allowed_n_proc_DA()} (nnU-Net's choice: "
+                               f"nnUNet_n_proc_DA), OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         # resuming restores every weight from nnU-Net's checkpoint: the pretrained file is not needed

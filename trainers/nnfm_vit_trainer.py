@@ -20,6 +20,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnfm.errors import ConfigurationError
 from nnfm.networks.from_plans import build_from_configuration, build_network, class_path, planned_for
+from nnfm.training.cpu_threads import adapts_cpu_threads
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
 from nnfm.training.vit_optimization import ADAMW_BETAS, build_adamw, vit_layer_id, vit_param_groups
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
@@ -43,6 +44,7 @@ class nnFMViTTrainer(nnFMTrainer):
         return cls.encoder_entry().kwargs()
 
     @classmethod
+    @adapts_cpu_threads
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = False):
         # plans made for this network carry its arch_kwargs; other plans (e.g. nnUNetPlans) get the preset.
