@@ -17,6 +17,7 @@ from nnfm.training.cpu_threads import CPUShare, attach, cgroup_cpu_limit, usable
 def keep_threads(monkeypatch):
     monkeypatch.delenv("nnFM_CPU_THREADS", raising=False)
     monkeypatch.delenv("nnFM_CPU_FAST_PATH", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -96,6 +97,13 @@ def test_fixed_thread_count(monkeypatch):
     assert share.update() == 1
     machine.run(5.0, others=0.0, own=1.0)
     assert share.update() == 1
+
+
+def test_omp_num_threads_caps_the_count(monkeypatch):
+    FakeMachine(monkeypatch, cores=4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    share = CPUShare(interval_s=1.0, report=lambda m: None)
+    assert share.start() == 1
 
 
 def test_attach_once_and_off_switch(monkeypatch):

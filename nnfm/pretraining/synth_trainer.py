@@ -33,6 +33,7 @@ from nnfm.pretraining.supcon_heads import anatomix_init_
 from nnfm.pretraining.supcon_model import SupConPretrainingModel, SupConSettings
 from nnfm.pretraining.taps import Tap, pretraining_taps
 from nnfm.pretraining.synth.engine import SyntheticPairDataset, SyntheticPairGenerator, SynthConfig, worker_init
+from nnfm.training.cpu_threads import attach
 
 
 @dataclass
@@ -166,6 +167,8 @@ def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
     if config.init == "anatomix":
         anatomix_init_(model if config.encoder == "anatomix" else model.heads)
     model = model.to(context.device)
+    if context.device.type == "cpu":
+        attach(model)  # threads follow the CPU share the run gets (nnfm/training/cpu_threads.py)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_step, history = 0, []
     if config.resume:

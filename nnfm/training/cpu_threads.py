@@ -10,10 +10,11 @@ run/run_training.py, predict_from_raw_data.py) and keeps it. Two things go wrong
   descheduled thread: measured 10x slower on this project's 2-core CPU (documentation/benchmarks.md, issue 29),
   while one thread is only 2x slower (the other core is gone either way).
 
-``CPUShare`` therefore counts the usable cores (affinity and cgroup quota), measures every ``interval_s`` how many
+``CPUShare`` therefore counts the usable cores (affinity and cgroup quota; at most ``OMP_NUM_THREADS`` when set), measures every ``interval_s`` how many
 of them other processes used (``/proc/stat`` minus this process and its children, i.e. nnU-Net's augmentation
 workers), and sets ``torch.set_num_threads(usable - others)`` (at least 1). It is a forward pre-hook of nnFM's
-networks on the CPU, so ``nnUNetv2_train -tr nnFM...`` and ``nnUNetv2_predict`` of an nnFM model both use it.
+networks on the CPU, so ``nnUNetv2_train -tr nnFM...`` and ``nnUNetv2_predict`` of an nnFM model both use it, and
+of the networks ``nnFM_pretrain`` trains on the CPU (hours-long runs on a machine that is also used otherwise).
 ``nnFM_CPU_THREADS=N`` fixes the count; ``nnFM_CPU_FAST_PATH=0`` leaves nnU-Net's choice alone.
 """
 import math
@@ -100,6 +101,9 @@ class CPUShare:
         self.interval_s = interval_s
         self.report = report or (lambda message: print(message, flush=True))
         self.cores = usable_cores()
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if omp.isdigit() and int(omp) > 0:
+            self.cores = min(self.cores, int(omp))  # the user's explicit cap (nnU-Net itself ignores it)
         fixed = os.environ.get(THREADS_VARIABLE)
         self.fixed = int(fixed) if fixed else None
         self._last = None  # (monotonic s, busy ticks, own ticks)
@@ -153,8 +157,11 @@ class CPUShare:
         self.threads = threads
 
     def __call__(self, module, args):
-        """Forward pre-hook: adapt before a forward on CPU tensors."""
-        if args and isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu":
+        """Forward pre-hook: adapt before a forward on CPU tensors (the first argument, or its first element)."""
+        first = args[0] if args else None
+        if isinstance(first, (list, tuple)) and first:
+            first = first[0]
+        if isinstance(first, torch.Tensor) and first.device.type == "cpu":
             self.update()
 
 

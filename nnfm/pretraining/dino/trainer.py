@@ -29,6 +29,7 @@ from nnfm.pretraining.dino.masking import global_crop_masks
 from nnfm.pretraining.dino.meta_arch import DinoSSL, LossSettings, SSLBranch
 from nnfm.pretraining.dino.schedules import cosine, linear_warmup
 from nnfm.pretraining.distributed import DistributedContext, distributed_run
+from nnfm.training.cpu_threads import attach
 from nnfm.weights.input_convention import CONVENTION_KEY
 
 LATEST = "checkpoint_latest.pth"
@@ -184,6 +185,8 @@ def _build(config: DinoPretrainConfig, context: DistributedContext):
             gram_teacher.load_state_dict({k[len("backbone."):]: v for k, v in previous["teacher"].items()
                                           if k.startswith("backbone.")}, strict=True)
     model.to(context.device)
+    if context.device.type == "cpu":
+        attach(student)  # threads follow the CPU share the run gets (nnfm/training/cpu_threads.py)
     optimizer = torch.optim.AdamW(_param_groups(model.student), lr=config.lr)
     start_step, history = 0, {}
     if config.resume:

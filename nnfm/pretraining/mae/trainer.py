@@ -39,6 +39,7 @@ from nnfm.pretraining.loss_curve import write_loss_curve
 from nnfm.pretraining.mae.cases import ImageReader, case_filter, select_cases
 from nnfm.pretraining.mae.data import PatchStream
 from nnfm.pretraining.mae.masking import MASK_BLOCK, MASK_RATIO, block_mask, masked_mse
+from nnfm.training.cpu_threads import attach
 from nnfm.weights.input_convention import with_convention
 
 LATEST = "checkpoint_latest.pth"
@@ -209,6 +210,8 @@ def _train(config: MAEPretrainConfig, context: DistributedContext) -> Dict:
         restore_rng_state(state["rng"])
         start_step, history = int(state["step"]), list(state["loss_history"])
     model.to(context.device)
+    if context.device.type == "cpu":
+        attach(model)  # threads follow the CPU share the run gets (nnfm/training/cpu_threads.py)
     sync_norm = context.enabled and context.device.type == "cuda"
     trained = context.wrap(nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_norm else model)
     use_amp = context.device.type == "cuda" if config.amp == "auto" else config.amp == "bf16"
