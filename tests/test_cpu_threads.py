@@ -89,6 +89,19 @@ def test_own_work_is_not_counted_as_other_processes(monkeypatch):
     assert share.update() == 2 and share.others == pytest.approx(0.0, abs=0.05)
 
 
+def test_a_count_set_by_someone_else_is_put_back(monkeypatch):
+    """nnU-Net's predictor sets torch's threads per case and restores what it found: the choice must hold anyway."""
+    machine = FakeMachine(monkeypatch)
+    share = CPUShare(interval_s=2.0, report=lambda m: None)
+    share.can_measure = True
+    share.update()
+    machine.run(3.0, others=1.0, own=1.0)
+    assert share.update() == 1
+    torch.set_num_threads(2)  # predict_logits_from_preprocessed_data's restore at the end of a case
+    machine.run(0.5, others=1.0, own=1.0)  # before the next measurement
+    assert share.update() == 1 and torch.get_num_threads() == 1
+
+
 def test_fixed_thread_count(monkeypatch):
     machine = FakeMachine(monkeypatch, cores=2)
     monkeypatch.setenv("nnFM_CPU_THREADS", "1")

@@ -137,15 +137,16 @@ class CPUShare:
         """Re-check at most every ``interval_s``; returns the thread count in use."""
         if self.threads is None:
             return self.start()
-        if self.fixed is not None:
-            return self.threads
-        others = self.others_cores()
+        others = None if self.fixed is not None else self.others_cores()
         if others is not None:
             self.others = others
             # a core is "taken" when another process used at least half of it
             wanted = max(1, self.cores - int(others + 0.5))
             if wanted != self.threads:
                 self._set(wanted, f"other processes used {others:.1f} of {self.cores} cores")
+        if torch.get_num_threads() != self.threads:
+            # nnU-Net's predictor sets its own count per case and restores the one it found afterwards
+            torch.set_num_threads(self.threads)
         return self.threads
 
     def _set(self, threads: int, why: str) -> None:
