@@ -153,8 +153,10 @@ def test_features_are_the_same_in_training_and_inference_but_for_dropgens_channe
 
 
 def test_no_dropout_variant_feeds_the_same_input_in_training_and_inference():
-    from nnfm_trainers.nnfm_dropgen_trainer import nnFMTrainer_DropGen, nnFMTrainer_DropGen_noDrop
+    from nnfm_trainers.nnfm_dropgen_trainer import (nnFMTrainer_DropGen, nnFMTrainer_DropGen_noDrop,
+                                                    nnFMTrainer_DropGen_p025)
     assert nnFMTrainer_DropGen.feature_dropout == 0.75 and nnFMTrainer_DropGen_noDrop.feature_dropout == 0
+    assert nnFMTrainer_DropGen_p025.feature_dropout == 0.25
     net = _wrapper(0.0)
     x = torch.randn(4, 1, 8, 8, 8)
     net.eval()
