@@ -1,0 +1,39 @@
+"""documentation/benchmarks.md's issue-27 grid table is derived from the committed per-run CSVs, not typed in."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "documentation" / "figures"
+HEADER = "| iterations | labelled cases | candidate |"
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location("issue27_report", ROOT / "benchmarks" / "issue27_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _published_table() -> list:
+    text = (ROOT / "documentation" / "benchmarks.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(text) if line.startswith(HEADER))
+    end = next(i for i in range(start, len(text)) if not text[i].startswith("|"))
+    return text[start:end]
+
+
+def test_the_published_issue27_table_is_what_the_committed_csvs_give():
+    report = _report_module()
+    derived = report.table(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    assert _published_table() == derived
+
+
+def test_every_published_candidate_cell_is_paired_with_nnunets_trainer_on_the_same_draws():
+    """A candidate's row compares draws that nnUNetTrainer also ran (same cases, budget, patch and batch)."""
+    report = _report_module()
+    done = report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv")))
+    reference = {(report.iterations(r), int(r["n_train"]), int(r["seed"])) for r in done
+                 if report.candidate(r) == report.REFERENCE}
+    unpaired = [(report.iterations(r), int(r["n_train"]), int(r["seed"]), report.candidate(r)) for r in done
+                if report.candidate(r) != report.REFERENCE and
+                (report.iterations(r), int(r["n_train"]), int(r["seed"])) not in reference]
+    assert not unpaired, unpaired
