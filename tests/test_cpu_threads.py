@@ -117,6 +117,8 @@ def test_omp_num_threads_caps_the_count(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     share = CPUShare(interval_s=1.0, report=lambda m: None)
     assert share.start() == 1
+    monkeypatch.setenv("nnFM_CPU_THREADS", "2")  # a fixed count is capped too (a test's OMP_NUM_THREADS=1 holds)
+    assert CPUShare(interval_s=1.0, report=lambda m: None).start() == 1
 
 
 def test_attach_once_and_off_switch(monkeypatch):

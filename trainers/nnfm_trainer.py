@@ -24,7 +24,7 @@ from nnfm.networks.from_plans import build_from_configuration
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import get_encoder
-from nnfm.training.cpu_threads import FAST_PATH_VARIABLE, adapts_cpu_threads, attach
+from nnfm.training.cpu_threads import FAST_PATH_VARIABLE, adapts_cpu_threads, attach, fast_path_enabled
 from nnfm.training.fold_guard import OneTrainingPerFold
 from nnfm.training.run_overrides import apply_patch_and_batch_overrides, limit_trainer_validation_cases
 from nnfm.training.schedule import FineTuneLRScheduler, FineTuneSchedule
@@ -169,7 +169,19 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
             check_divisible(self.configuration_manager.patch_size, net.stride, net.min_size)
         if not self._resuming:
             self._load_pretrained_encoder(net)
+        self._use_cpu_memory_format(net)
         self._network_prepared = True
+
+    def _use_cpu_memory_format(self, net) -> None:
+        """channels_last_3d on the CPU where the encoder's registry record says it is faster. Here, before nnU-Net
+        wraps the network in DDP (which fixes its gradient buckets' strides) and before the optimiser exists."""
+        entry = self.encoder_entry() if self.encoder else None
+        if self.device.type != "cpu" or entry is None or not entry.cpu_channels_last or \
+                len(self.configuration_manager.patch_size) != 3 or not fast_path_enabled():
+            return
+        # convolutions follow the weights' format; checkpoints load into it (copy_ keeps the layout)
+        net.to(memory_format=torch.channels_last_3d)
+        self.print_to_log_file("nnFM CPU: network in channels_last_3d (the encoder's registry entry: faster on the CPU)")
 
     def _load_pretrained_encoder(self, net) -> None:
         nnunet_file = pretrained_weights_argument()
@@ -258,12 +270,6 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
                                    f"{torch.get_num_threads()} intra-op threads")
             return
         share.start()
-        entry = self.encoder_entry() if self.encoder else None
-        if entry is not None and entry.cpu_channels_last and len(self.configuration_manager.patch_size) == 3:
-            # parameters keep their identity (the optimiser holds them); convolutions follow the weights' format
-            self._bare_network().to(memory_format=torch.channels_last_3d)
-            self.print_to_log_file("nnFM CPU: network in channels_last_3d (the encoder's registry entry: faster on "
-                                   "the CPU)")
         self.print_to_log_file(f"nnFM CPU: augmentation processes {get_allowed_n_proc_DA()} (nnU-Net's choice: "
                                f"nnUNet_n_proc_DA), OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 

@@ -10,7 +10,7 @@ run/run_training.py, predict_from_raw_data.py) and keeps it. Two things go wrong
   descheduled thread: measured 10x slower on this project's 2-core CPU (documentation/benchmarks.md, issue 29),
   while one thread is only 2x slower (the other core is gone either way).
 
-``CPUShare`` therefore counts the usable cores (affinity and cgroup quota; at most ``OMP_NUM_THREADS`` when set), measures every ``interval_s`` how many
+``CPUShare`` therefore counts the usable cores (affinity and cgroup quota; at most ``OMP_NUM_THREADS`` when set, which also caps ``nnFM_CPU_THREADS``), measures every ``interval_s`` how many
 of them other processes used (``/proc/stat`` minus this process and its children, i.e. nnU-Net's augmentation
 workers), and sets ``torch.set_num_threads(usable - others)`` (at least 1). It is a forward pre-hook of nnFM's
 networks on the CPU, so ``nnUNetv2_train -tr nnFM...`` and ``nnUNetv2_predict`` of an nnFM model both use it, and
@@ -105,7 +105,7 @@ class CPUShare:
         if omp.isdigit() and int(omp) > 0:
             self.cores = min(self.cores, int(omp))  # the user's explicit cap (nnU-Net itself ignores it)
         fixed = os.environ.get(THREADS_VARIABLE)
-        self.fixed = int(fixed) if fixed else None
+        self.fixed = min(int(fixed), self.cores) if fixed else None
         self._last = None  # (monotonic s, busy ticks, own ticks)
         self.threads = None
         self.others = 0.0
