@@ -33,7 +33,8 @@ import sys
 import tempfile
 import time
 
-from measurement import add_common_arguments, add_output_arguments, measure_rows, require_plans, write_rows
+from measurement import (add_common_arguments, add_output_arguments, forward_backward_flops, measure_rows, require_plans,
+                         write_rows)
 
 # (trainer, plans, extra environment); the reference row first. nnFMTrainer_nnUNetPlans_scratch is nnU-Net's own
 # network and recipe through nnFM's trainer (its CPU fast path), the default encoder is nnFMTrainer.
@@ -150,9 +151,6 @@ def predict_cases(trainer, cases: int, out_folder: str) -> dict:
 def worker(dataset: str, trainer_name: str, plans: str, args) -> dict:
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from measurement import forward_backward_flops
 
     # as nnUNetv2_train does on CPU (nnunetv2 2.8.1 run/run_training.py): one intra-op thread per CPU
     torch.set_num_threads(os.cpu_count())

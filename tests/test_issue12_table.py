@@ -1,23 +1,13 @@
 """documentation/benchmarks.md's issue-12 table is derived from the committed per-run CSVs, not typed in."""
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "documentation" / "figures"
+from benchmark_tables import FIGURES, published_table, report_module
 
 
 def _report_module():
-    spec = importlib.util.spec_from_file_location("issue12_report", ROOT / "benchmarks" / "issue12_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return report_module("issue12_report")
 
 
 def _published_table() -> list:
-    text = (ROOT / "documentation" / "benchmarks.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(text) if line.startswith("| fine-tuning iterations | labelled cases |"))
-    end = next(i for i in range(start, len(text)) if not text[i].startswith("|"))
-    return text[start:end]
+    return published_table("| fine-tuning iterations | labelled cases |")
 
 
 def test_the_published_issue12_table_is_what_the_committed_csvs_give():

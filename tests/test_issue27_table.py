@@ -1,24 +1,15 @@
 """documentation/benchmarks.md's issue-27 grid table is derived from the committed per-run CSVs, not typed in."""
-import importlib.util
-from pathlib import Path
+from benchmark_tables import FIGURES, published_table, report_module
 
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "documentation" / "figures"
 HEADER = "| iterations | labelled cases | candidate |"
 
 
 def _report_module():
-    spec = importlib.util.spec_from_file_location("issue27_report", ROOT / "benchmarks" / "issue27_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return report_module("issue27_report")
 
 
 def _published_table() -> list:
-    text = (ROOT / "documentation" / "benchmarks.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(text) if line.startswith(HEADER))
-    end = next(i for i in range(start, len(text)) if not text[i].startswith("|"))
-    return text[start:end]
+    return published_table(HEADER)
 
 
 def test_the_published_issue27_table_is_what_the_committed_csvs_give():

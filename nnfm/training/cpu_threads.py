@@ -10,8 +10,8 @@ run/run_training.py, predict_from_raw_data.py) and keeps it. Two things go wrong
   descheduled thread: measured 10x slower on this project's 2-core CPU (documentation/benchmarks.md, issue 29),
   while one thread is only 2x slower (the other core is gone either way).
 
-``CPUShare`` therefore counts the usable cores (affinity and cgroup quota; at most ``OMP_NUM_THREADS`` when set, which also caps ``nnFM_CPU_THREADS``), measures every ``interval_s`` how many
-of them other processes used (``/proc/stat`` minus this process and its children, i.e. nnU-Net's augmentation
+``CPUShare`` therefore counts the usable cores (affinity and cgroup quota; at most ``OMP_NUM_THREADS`` when set,
+which also caps ``nnFM_CPU_THREADS``), measures every ``interval_s`` how many of them other processes used (``/proc/stat`` minus this process and its children, i.e. nnU-Net's augmentation
 workers), and sets ``torch.set_num_threads(usable - others)`` (at least 1). It is a forward pre-hook of nnFM's
 networks on the CPU, so ``nnUNetv2_train -tr nnFM...`` and ``nnUNetv2_predict`` of an nnFM model both use it, and
 of the networks ``nnFM_pretrain`` trains on the CPU (hours-long runs on a machine that is also used otherwise).
