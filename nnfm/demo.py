@@ -1,7 +1,9 @@
 """``nnFM_demo``: the whole pipeline on real MRI, on the CPU, in minutes, with nnU-Net's own commands.
 
 MSD Hippocampus -> nnUNetv2_convert_MSD_dataset -> nnFM_plan_and_preprocess -> nnUNetv2_train
-(nnFMTrainer, fold 0, short budget) -> nnUNetv2_predict on held-back cases -> nnUNetv2_evaluate_folder ->
+(nnFM's default: nnU-Net's own plans and network started from nnFM's pretrained weights, nnFMTrainer_nnUNetPlans;
+``-e ENCODER`` for a registered encoder; fold 0, short budget) -> nnUNetv2_predict on held-back cases ->
+nnUNetv2_evaluate_folder ->
 segmentation.png (worst, median and best held-back case). Everything lives in its own workspace folder, emptied at
 the start; nothing is downloaded. Each command is printed with the environment it ran in, so it reruns as shown.
 """
@@ -23,9 +25,6 @@ DATASET_ID = 904
 # the CPU budget of the README's first command: nnFM_benchmark's "demo" profile (documentation/benchmarks.md,
 # "Demo budget"), so the benchmark can repeat the demo's training over draws
 BUDGET = PROFILES["demo"]
-# the anatomix encoder's registry default (tests/test_embedded_weights.py keeps them equal): nnFM's embedded
-# synthetic-data weights, offline; they saw no real image, so no held-back case was seen in pretraining
-DEFAULT_WEIGHTS = "anatomix_synth_nnfm"
 TRAIN_CASES, VAL_CASES, TEST_CASES = 40, 4, 10
 CASE_SEED = 0
 
@@ -85,8 +84,16 @@ def main(argv=None) -> None:
                         help="MSD Task04_Hippocampus folder (default: ../shared/data/Task04_Hippocampus)")
     parser.add_argument("--workdir", type=Path, default=Path("nnfm_work") / "demo",
                         help="the demo's nnU-Net folders and outputs; emptied at the start of every run")
-    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="registry name, checkpoint path, or 'random'")
-    parser.add_argument("-tr", "--trainer", default="nnFMTrainer", help="nnFM trainer (default: nnFMTrainer)")
+    parser.add_argument("-e", "--encoder", default=None,
+                        help="a registered encoder (python -m nnfm.registry), planned and trained as "
+                             "nnFM_plan_and_preprocess -e ENCODER; default: none, nnFM's default (nnU-Net's own plans "
+                             "and network from nnFM's pretrained weights)")
+    parser.add_argument("--weights", default=None,
+                        help="registry name, checkpoint path, or 'random'; default: the planner's default (without "
+                             "-e nnFM's embedded plainconv_unet_synth_nnfm, offline; it saw no real image)")
+    parser.add_argument("-tr", "--trainer", default=None,
+                        help="trainer (default: what nnFM_plan_and_preprocess names: nnFMTrainer_nnUNetPlans, or the "
+                             "encoder's)")
     parser.add_argument("--train-cases", type=int, default=TRAIN_CASES)
     parser.add_argument("--val-cases", type=int, default=VAL_CASES,
                         help="fold 0's validation cases (nnU-Net's final validation; few keep the demo short)")
@@ -133,8 +140,11 @@ def main(argv=None) -> None:
     pool = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))
     train, val = pool[:args.train_cases], pool[args.train_cases:]
 
-    weights = resolve_demo_weights(args.weights)
-    run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID), "-w", weights, "-np", "2"], env, shown)
+    plans_name, trainer, default_weights = demo_setup(args.encoder)
+    trainer = args.trainer or trainer
+    weights = resolve_demo_weights(args.weights or default_weights)
+    run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID)] +
+        (["-e", args.encoder] if args.encoder else []) + ["-w", weights, "-np", "2"], env, shown)
     preprocessed = work / "preprocessed" / dataset_name
     (preprocessed / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
     # more, smaller steps learn more within a few CPU minutes than the GPU-sized planned batch and patch; the
@@ -144,13 +154,13 @@ def main(argv=None) -> None:
     if any(args.patch_size):
         env["nnFM_PATCH_SIZE"] = ",".join(map(str, args.patch_size))
     train_start = time.time()
-    run([console_script("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer,
-         "-p", "nnFMPlans_anatomix", "-device", args.device], env, shown)
+    run([console_script("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", trainer,
+         "-p", plans_name, "-device", args.device], env, shown)
     train_seconds = time.time() - train_start
 
     predictions = work / "test_predictions"
     run([console_script("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
-         "-c", "3d_fullres", "-tr", args.trainer, "-p", "nnFMPlans_anatomix", "-f", "0", "-device", args.device,
+         "-c", "3d_fullres", "-tr", trainer, "-p", plans_name, "-f", "0", "-device", args.device,
          "-npp", "0", "-nps", "0"] + ([] if args.tta else ["--disable_tta"]), env, shown)  # sequential: no workers on 2 cores
     run([console_script("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(predictions),
          "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env, shown)
@@ -160,7 +170,7 @@ def main(argv=None) -> None:
     labels = json.loads((raw / "dataset.json").read_text())["labels"]
     names = {str(v): k for k, v in labels.items()}
     print("\n==== nnFM demo result (held-back test cases, never used for training) ====")
-    print(f"trainer {args.trainer}, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations "
+    print(f"trainer {trainer}, plans {plans_name}, weights: {weights}, budget {args.epochs} epochs x {args.iterations} iterations "
           f"(batch {config['batch_size']}, patch {config['patch_size']}), {len(train)} training cases, "
           f"{len(val)} validation cases, {args.test_cases} test cases, "
           f"test-time mirroring {'on' if args.tta else 'off'}")
@@ -172,6 +182,20 @@ def main(argv=None) -> None:
     print(f"segmentations (worst, median and best test case, reference | prediction): {figure}")
     print(f"predicted label maps (NIfTI, e.g. for ITK-SNAP or 3D Slicer): {predictions}")
     print(f"wall time: {time.time() - start:.0f} s (training {train_seconds:.0f} s); outputs in {work}")
+
+
+def demo_setup(encoder: str = None) -> tuple:
+    """(plans name, trainer, default weights) of what ``nnFM_plan_and_preprocess -d ID [-e ENCODER]`` plans: nnFM's
+    default without an encoder (nnU-Net's own plans, tests/test_embedded_weights.py keeps its weights embedded)."""
+    from nnfm.registry import get_encoder
+    from nnfm_planners.plan_and_preprocess import NNUNET_NETWORK_ENCODER, NNUNET_PLANS, NNUNET_PLANS_TRAINER
+    if encoder is None:
+        return NNUNET_PLANS, NNUNET_PLANS_TRAINER, get_encoder(NNUNET_NETWORK_ENCODER).weights
+    entry = get_encoder(encoder)
+    if entry.configuration != "3d_fullres":
+        raise SystemExit(f"--encoder {encoder}: the demo trains 3d_fullres; {encoder} is a {entry.configuration} "
+                         f"encoder (use nnFM_benchmark for it).")
+    return entry.plans_name, entry.trainer, entry.weights
 
 
 def env_default(name: str, default: str) -> str:

@@ -1,7 +1,12 @@
-"""``nnFM_plan_and_preprocess``: fingerprint, nnFM plans and preprocessing in one command.
+"""``nnFM_plan_and_preprocess``: fingerprint, plans and preprocessing in one command.
 
+Without ``-e`` (nnFM's default): nnU-Net's own planning (``ExperimentPlanner``, plans ``nnUNetPlans``, the same
+plans ``nnUNetv2_plan_and_preprocess`` writes) and 3d_fullres preprocessing; the pretrained weights its network
+starts from (``-w``; default nnFM's embedded ``plainconv_unet_synth_nnfm``) are checked against nnU-Net's
+normalisation and recorded in the 3d_fullres configuration's ``nnfm`` section, and
+``nnUNetv2_train ID 3d_fullres FOLD -tr nnFMTrainer_nnUNetPlans`` trains from them.
+With ``-e ENCODER``: a registered encoder's fixed topology, planned by its nnFM planner into ``nnFMPlans_<encoder>``.
 nnUNetv2_plan_experiment -pl only finds planners inside nnunetv2, so nnFM ships this entry point.
-The plans file it writes (nnFMPlans_<encoder>) is used with ``nnUNetv2_train ... -p``.
 """
 import argparse
 import os
@@ -19,19 +24,27 @@ def plan_command(dataset_id: int, encoder: str, weights: str = None, *options) -
     """The ``nnFM_plan_and_preprocess`` line for this dataset, encoder and weights (the advice of planning errors)."""
     import shlex
 
-    parts = ["nnFM_plan_and_preprocess", "-d", str(dataset_id), "-e", encoder]
+    parts = ["nnFM_plan_and_preprocess", "-d", str(dataset_id)] + (["-e", encoder] if encoder else [])
     if weights is not None:
         parts += ["-w", str(weights)]
     return " ".join(shlex.quote(p) for p in parts + [str(o) for o in options])
 
 
-def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str = None,
+# nnFM's default (no -e): nnU-Net's own plans, its network started from the weights nnFM pretrained for it
+NNUNET_PLANS = "nnUNetPlans"
+NNUNET_PLANS_TRAINER = "nnFMTrainer_nnUNetPlans"
+# the registered encoder that is nnU-Net's default network (PlainConvUNet) at nnFM's fixed topology: its checkpoint
+# families and registry default weights are what nnU-Net's own plans are started from
+NNUNET_NETWORK_ENCODER = "plainconv_unet"
+
+
+def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = None,
                         gpu_memory_target_gb: float = 8, num_processes: int = 2, preprocess: bool = True,
                         verify_dataset_integrity: bool = False, hires: int = None, vit_kwargs: str = None,
                         overwrite_target_spacing=None, check_dataset: bool = True, clean: bool = False) -> str:
     require_nnunet_paths()
     try:
-        entry = get_encoder(encoder)
+        entry = get_encoder(encoder or NNUNET_NETWORK_ENCODER)
     except ConfigurationError as error:
         raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     from nnfm.errors import NNFMError
@@ -92,7 +105,7 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     if configuration == "3d_fullres":  # before any planning or preprocessing work
         from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
         try:
-            refuse_2d_dataset_for_3d_encoder(load_json(fingerprint_file), dataset_json, encoder)
+            refuse_2d_dataset_for_3d_encoder(load_json(fingerprint_file), dataset_json, entry.name)
         except ConfigurationError as error:
             raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     extra = {}
@@ -100,9 +113,12 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
         from nnfm_planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg
         extra = {"hires": hires, "vit_kwargs": vit_kwargs_from_env_or_arg(vit_kwargs)}
     elif hires is not None or vit_kwargs is not None:
-        raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder!r}.")
+        raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder or 'nnU-Net plans'!r}.")
     if overwrite_target_spacing is not None:  # nnU-Net's flag (e.g. 1 1 1: plan an nnssl encoder like its pretraining)
         extra["overwrite_target_spacing"] = [float(s) for s in overwrite_target_spacing]
+    if encoder is None:
+        return plan_nnunet_own(dataset_id, preprocessed, weights or entry.weights, gpu_memory_target_gb,
+                               num_processes, preprocess, extra.get("overwrite_target_spacing"))
     planner = planner_class(dataset_id, gpu_memory_target_gb, plans_name=plans_name, encoder=encoder,
                             weights=weights, **extra)
     plans = planner.plan_experiment()
@@ -127,6 +143,52 @@ def plan_and_preprocess(dataset_id: int, encoder: str = "anatomix", weights: str
     if preprocess:
         preprocess_dataset(dataset_id, plans_name, (configuration,), (num_processes,), verbose=False)
     return plans_name
+
+
+def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory_target_gb: float,
+                    num_processes: int, preprocess: bool, overwrite_target_spacing=None) -> str:
+    """nnU-Net's ExperimentPlanner writes ``nnUNetPlans``; the weights for its 3d_fullres network are checked against
+    the planned normalisation (before preprocessing) and recorded there. Returns the plans name."""
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json, save_json
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+    from nnfm.errors import NNFMError
+    from nnfm.planning.statistics_checks import check_plans
+    from nnfm.weights.input_convention import check_nnunet_normalisation_fits, weights_convention
+    from nnfm.weights.random_init import is_random_init
+
+    ExperimentPlanner(dataset_id, gpu_memory_target_gb, plans_name=NNUNET_PLANS,
+                      overwrite_target_spacing=overwrite_target_spacing).plan_experiment()
+    plans_file = join(preprocessed, NNUNET_PLANS + ".json")
+    plans = load_json(plans_file)
+    configuration = "3d_fullres"
+    if configuration not in plans["configurations"]:
+        raise SystemExit(f"nnFM_plan_and_preprocess: nnU-Net planned no 3d_fullres configuration for dataset "
+                         f"{dataset_id} (a 2D dataset); nnFM's pretrained weights are 3D. Fix: "
+                         f"nnUNetv2_plan_and_preprocess -d {dataset_id} and nnUNetTrainer, or a 2D encoder "
+                         f"(nnFM_plan_and_preprocess -d {dataset_id} -e dinov3_vitb16).")
+    config = plans["configurations"][configuration]
+    convention = None if is_random_init(weights) else weights_convention(weights)
+    try:
+        check_plans(plans, configuration, plans_file)
+        check_nnunet_normalisation_fits(convention, config["normalization_schemes"], config["use_mask_for_norm"],
+                                        weights)
+    except NNFMError as error:
+        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
+    # read by nnFMTrainer_nnUNetPlans (nnFM_WEIGHTS overrides); nnU-Net itself ignores the section
+    config["nnfm"] = {"encoder": None, "weights": "random" if is_random_init(weights) else weights,
+                      "input_convention": convention,
+                      "planned_by": "nnU-Net's ExperimentPlanner (nnFM_plan_and_preprocess without -e)"}
+    save_json(plans, plans_file, sort_keys=False)
+    print(f"nnU-Net's plans '{NNUNET_PLANS}' ({configuration}): {config['architecture']['network_class_name']}, "
+          f"{len(config['architecture']['arch_kwargs']['features_per_stage'])} stages, patch {config['patch_size']}, "
+          f"batch {config['batch_size']}, spacing {config['spacing']}, normalisation "
+          f"{', '.join(config['normalization_schemes'])}")
+    print(describe_weights(weights) if not is_random_init(weights) else "weights: random (nnU-Net's initialisation)")
+    if preprocess:
+        preprocess_dataset(dataset_id, NNUNET_PLANS, (configuration,), (num_processes,), verbose=False)
+    return NNUNET_PLANS
 
 
 def describe_weights(weights: str) -> str:
@@ -154,12 +216,15 @@ def describe_weights(weights: str) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", type=int, nargs="+", required=True, help="dataset id(s)")
-    parser.add_argument("-e", "--encoder", default="anatomix", choices=encoder_names(),
-                        help="encoder from nnFM's registry (default: anatomix; python -m nnfm.registry lists them)")
+    parser.add_argument("-e", "--encoder", default=None, choices=encoder_names(),
+                        help="encoder from nnFM's registry, planned at its fixed topology into nnFMPlans_ENCODER "
+                             "(python -m nnfm.registry lists them). Default: none, nnU-Net's own plans (nnUNetPlans) "
+                             "with nnU-Net's network started from nnFM's pretrained weights")
     parser.add_argument("-w", "--weights", default=None,
                         help="registry name or path of the pretrained checkpoint stored in the plans; "
-                             "'random' for none. Default: the encoder's registry default (python -m nnfm.registry; "
-                             "for anatomix nnFM's embedded synthetic-data weights anatomix_synth_nnfm, offline). "
+                             "'random' for none. Default: the encoder's registry default (python -m nnfm.registry); "
+                             "without -e nnFM's embedded synthetic-data PlainConvUNet plainconv_unet_synth_nnfm, "
+                             "offline. "
                              "Checked before any planning work.")
     parser.add_argument("-gpu_memory_target", type=float, default=8, help="GPU memory target in GB (as nnU-Net)")
     parser.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="processes")
@@ -186,6 +251,9 @@ def main(argv=None) -> None:
         plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
                                          not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs,
                                          args.overwrite_target_spacing, not args.no_dataset_check, args.clean)
+        if args.encoder is None:
+            print(f"Train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr {NNUNET_PLANS_TRAINER}")
+            continue
         entry = get_encoder(args.encoder)
         print(f"Train with: nnUNetv2_train {dataset_id} {entry.configuration} FOLD -tr {entry.trainer} -p {plans_name}")
 

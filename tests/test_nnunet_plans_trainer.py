@@ -121,3 +121,44 @@ def test_the_nnssl_variant_changes_only_the_recipe_to_nnunet_masters_fine_tuning
                                                                           base.weight_decay)
     overridden = set(vars(nnFMTrainer_nnUNetPlans_nnssl)) - {"__module__", "__doc__", "__qualname__"}
     assert overridden == {"base_recipe", "recipe_changes"}
+
+
+@pytest.mark.e2e
+def test_nnfms_default_is_nnunets_own_plans_started_from_the_embedded_weights(hippocampus_converted, nnunet_env,
+                                                                            tmp_path):
+    """nnFM_plan_and_preprocess -d ID without -e: nnU-Net's own plans (what nnU-Net's ExperimentPlanner writes, plus
+    the weights in an nnfm section), then nnUNetv2_train -tr nnFMTrainer_nnUNetPlans without nnFM_WEIGHTS starts
+    nnU-Net's network from nnFM's embedded plainconv_unet_synth_nnfm, and nnUNetv2_predict runs on the model."""
+    dataset = hippocampus_converted
+    result = run_cli(["nnFM_plan_and_preprocess", "-d", dataset["id"], "-np", 1], nnunet_env)
+    assert "-tr nnFMTrainer_nnUNetPlans" in result.stdout and "plainconv_unet_synth_nnfm" in result.stdout
+    ours = json.loads((dataset["preprocessed"] / "nnUNetPlans.json").read_text())
+    run_cli(["nnUNetv2_plan_experiment", "-d", dataset["id"], "-overwrite_plans_name", "nnUNetOwnCheck"], nnunet_env)
+    own = json.loads((dataset["preprocessed"] / "nnUNetOwnCheck.json").read_text())
+    section = ours["configurations"]["3d_fullres"].pop("nnfm")
+    assert section["weights"] == "plainconv_unet_synth_nnfm" and section["input_convention"] == "zscore"
+    rename = json.dumps(own["configurations"]).replace("nnUNetOwnCheck_", "nnUNetPlans_")  # data_identifier
+    assert ours["configurations"] == json.loads(rename)
+    trainer = "nnFMTrainer_nnUNetPlans"
+    results = tmp_path / "results"
+    env = dict(nnunet_env, nnUNet_results=str(results))
+    run_cli(["nnUNetv2_train", dataset["id"], "3d_fullres", 0, "-tr", trainer, "-device", "cpu"], env)
+    fold = results / dataset["name"] / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+    provenance = json.loads((fold / "nnfm_pretrained.json").read_text())
+    from nnfm.weights.registry import get_weights_entry
+    assert provenance["weights"] == "plainconv_unet_synth_nnfm"
+    assert provenance["sha256"] == get_weights_entry("plainconv_unet_synth_nnfm").sha256
+    assert provenance["via"].startswith("plans") and provenance["loaded_fraction"] == 1.0
+    predict_held_back(dict(dataset, results=results / dataset["name"]), env, tmp_path, trainer, "nnUNetPlans",
+                      "3d_fullres", tta=False)
+
+
+def test_weights_pretrained_on_other_intensities_than_nnunets_normalisation_are_refused_with_the_fix():
+    from nnfm.errors import ConfigurationError
+    from nnfm.weights.input_convention import check_nnunet_normalisation_fits
+
+    check_nnunet_normalisation_fits("zscore", ["ZScoreNormalization"], [False], "w")  # MRI as nnU-Net plans it
+    check_nnunet_normalisation_fits("nnunet", ["CTNormalization"], [False], "w")
+    for schemes, mask in ((["CTNormalization"], [False]), (["ZScoreNormalization"], [True])):
+        with pytest.raises(ConfigurationError, match="pretrained on input convention `zscore`.*Fix: .*-w random"):
+            check_nnunet_normalisation_fits("zscore", schemes, mask, "w")

@@ -1,12 +1,15 @@
 """nnFMTrainer_nnUNetPlans: nnU-Net's own dataset-specific network and recipe, started from pretrained weights.
 
-    nnFM_WEIGHTS=FILE nnUNetv2_train DATASET 3d_fullres FOLD -tr nnFMTrainer_nnUNetPlans      (-p nnUNetPlans)
+    nnUNetv2_train DATASET 3d_fullres FOLD -tr nnFMTrainer_nnUNetPlans                      (-p nnUNetPlans)
+    nnFM_WEIGHTS=FILE nnUNetv2_train DATASET 3d_fullres FOLD -tr nnFMTrainer_nnUNetPlans    (other weights)
 
 The network is what nnU-Net plans for the dataset (``nnUNetPlans``: PlainConvUNet or ResidualEncoderUNet, any number
 of stages, any kernel sizes), built by nnU-Net's ``get_network_from_plans`` and initialised as nnU-Net does. Then
 every tensor of FILE whose name and shape fit is loaded (nnfm/weights/shape_fit.py: input channels and 1-thick
 kernels adapted; the rest keeps nnU-Net's initialisation, each with its reason in the log and in
-``nnfm_pretrained.json``). FILE is any PlainConvUNet / ResidualEncoderUNet state dict: an nnU-Net
+``nnfm_pretrained.json``). The weights are ``nnFM_WEIGHTS`` > the plans' ``nnfm.weights``
+(``nnFM_plan_and_preprocess -d ID -w FILE``) > for a PlainConvUNet nnFM's embedded ``plainconv_unet_synth_nnfm``
+(the plainconv_unet encoder's registry default; ``random`` for none). FILE is any PlainConvUNet / ResidualEncoderUNet state dict: an nnU-Net
 ``checkpoint_final.pth`` of another dataset, an nnssl ResEnc release, or nnFM's pretrained networks. nnU-Net 2.8.1's
 ``-pretrained_weights`` needs the very same network; nnU-Net master's ``DynamicPretrainedTrainer`` (unreleased)
 does this reconciliation at load time.
@@ -22,14 +25,19 @@ from typing import Optional
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnfm.conventions import NNUNET, ZSCORE, get_convention
 from nnfm.errors import ConfigurationError
+from nnfm.registry import get_encoder
 # nnUNetTrainer's recipe, stated once beside nnU-Net's networks (nnunetv2 2.8.1 nnUNetTrainer.py; its source there)
 from nnfm.networks.dna_unet import NNUNET_RECIPE
 from nnfm.networks.resenc_segmentation import NNSSL_RECIPE
 from nnfm.training.cpu_threads import adapts_cpu_threads
-from nnfm.weights.random_init import is_random_init
+from nnfm.weights.input_convention import check_nnunet_normalisation_fits
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
+
+
+# nnU-Net's network classes (plans' network_class_name, last part) -> the registered nnFM encoder of that class,
+# whose registry default weights start it when neither nnFM_WEIGHTS nor the plans name any
+PLANS_NETWORK_ENCODERS = {"PlainConvUNet": "plainconv_unet", "ResidualEncoderUNet": "resenc_unet"}
 
 
 class nnFMTrainer_nnUNetPlans(nnFMTrainer):
@@ -65,11 +73,11 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
 
     @property
     def default_weights(self) -> Optional[str]:
-        return None  # no registry default: nnFM_WEIGHTS names the file
-
-    def weights_source(self) -> Optional[str]:
-        source = os.environ.get("nnFM_WEIGHTS") if self.use_pretrained else None
-        return None if is_random_init(source) else source
+        """The registry default of the nnFM encoder that is the plans' network at nnFM's fixed topology
+        (``PLANS_NETWORK_ENCODERS``; PlainConvUNet: nnFM's embedded synthetic-data weights); None for others."""
+        network = self.configuration_manager.network_arch_class_name.rsplit(".", 1)[-1]
+        encoder = PLANS_NETWORK_ENCODERS.get(network)
+        return get_encoder(encoder).weights if encoder is not None else None
 
     def _prepare_network(self) -> None:
         if self._network_prepared:
@@ -86,9 +94,13 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
 
         source = self.weights_source()
         if source is None:
+            why = ("nnFM_WEIGHTS / the plans say random" if self.use_pretrained else
+                   f"{self.__class__.__name__} trains from nnU-Net's initialisation")
+            if self.use_pretrained and self.default_weights is None and not os.environ.get("nnFM_WEIGHTS"):
+                why = f"nnFM has no pretrained weights for {self.configuration_manager.network_arch_class_name}"
             provenance = {"encoder": None, "weights": None, "sha256": None,
-                          "note": "nnU-Net's own initialisation (no pretrained weights: set nnFM_WEIGHTS=FILE)"}
-            self.print_to_log_file("nnFM: nnU-Net's network with nnU-Net's initialisation (nnFM_WEIGHTS not set).")
+                          "note": f"nnU-Net's own initialisation ({why}; nnFM_WEIGHTS=FILE names weights)"}
+            self.print_to_log_file(f"nnFM: nnU-Net's network with nnU-Net's initialisation ({why}).")
         else:
             path, sha = resolve_checkpoint(source)
             report = load_fitting(net, path, sha, source)
@@ -98,24 +110,24 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
             provenance = {"encoder": None, "weights": source, "sha256": sha, "path": str(path),
                           "input_convention": report.input_convention,
                           "loaded_fraction": round(report.loaded_fraction, 4),
-                          "via": "nnFM_WEIGHTS, shape-fitting load into the plans' network"}
+                          "via": self._weights_via() + ", shape-fitting load into the plans' network"}
         provenance.update(trainer=self.__class__.__name__, fold=self.fold)
         self._set_provenance(provenance)
         if self.local_rank == 0:
             full = dict(provenance, report=self.shape_fit_report.to_dict() if self.shape_fit_report else None)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
 
+    def _weights_via(self) -> str:
+        if os.environ.get("nnFM_WEIGHTS"):
+            return "nnFM_WEIGHTS"
+        if self.configuration_manager.configuration.get("nnfm", {}).get("weights"):
+            return "plans (nnFM_plan_and_preprocess -w)"
+        return "default of the plans' network (nnfm/registry.py)"
+
     def _check_convention(self, recorded: Optional[str], source) -> None:
         """nnU-Net's network sees nnU-Net's normalisation: weights pretrained on other intensities are refused."""
-        schemes = set(self.configuration_manager.normalization_schemes)
-        fits = {NNUNET.name} | ({ZSCORE.name} if schemes == {"ZScoreNormalization"} and
-                                not any(self.configuration_manager.use_mask_for_norm) else set())
-        if recorded is not None and recorded not in fits:
-            raise ConfigurationError(
-                f"Weights {source} were pretrained on input convention {get_convention(recorded).summary()}; "
-                f"nnU-Net's network here is fed nnU-Net's normalisation ({', '.join(sorted(schemes))}), which fits "
-                f"{' or '.join(sorted(fits))} only. Fix: weights pretrained on nnU-Net's intensities, or an nnFM "
-                f"encoder that applies '{recorded}' (nnFM_plan_and_preprocess -d ID -e ENCODER -w {source}).")
+        check_nnunet_normalisation_fits(recorded, self.configuration_manager.normalization_schemes,
+                                        self.configuration_manager.use_mask_for_norm, source)
 
 
 class nnFMTrainer_nnUNetPlans_scratch(nnFMTrainer_nnUNetPlans):

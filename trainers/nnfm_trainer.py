@@ -150,8 +150,11 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
         """Where the encoder weights come from: env nnFM_WEIGHTS > plans (nnFM planner -w) > registry default."""
         if not self.use_pretrained:
             return None
-        source = os.environ.get("nnFM_WEIGHTS") or \
-            self.configuration_manager.configuration.get("nnfm", {}).get("weights") or self.default_weights
+        planned = self.configuration_manager.configuration.get("nnfm") or {}
+        # plans' weights are for the network they were planned for (nnU-Net's own plans record weights for
+        # nnU-Net's network, encoder None: not for a registered encoder trained on those plans)
+        plans_weights = planned.get("weights") if planned.get("encoder") == self.encoder else None
+        source = os.environ.get("nnFM_WEIGHTS") or plans_weights or self.default_weights
         return None if is_random_init(source) else source
 
     def _prepare_network(self) -> None:

@@ -89,9 +89,9 @@ register_encoder(EncoderEntry(
     network_kwargs=PLAINCONV_TOPOLOGY, configuration="3d_fullres",
     planner="nnfm_planners.nnfm_dna_planner.nnFMFixedTopologyPlanner",
     trainer="nnFMTrainer_PlainConvUNet", scratch_trainer="nnFMTrainer_PlainConvUNet_scratch",
-    families=("nnunet_plainconv",), weights=None, token_stride=16, min_axis=32,
+    families=("nnunet_plainconv",), weights="plainconv_unet_synth_nnfm", token_stride=16, min_axis=32,
     # the weights nnFM pretrains for it see per-image z-scored volumes (nnFM_pretrain synth --encoder plainconv_unet)
     input_convention=ZSCORE, recipe=NNUNET_RECIPE,
     description="nnU-Net's PlainConvUNet at a fixed 5-stage topology (what nnU-Net plans at isotropic spacing)",
-    license="no weights (architecture: dynamic-network-architectures, Apache-2.0)",
-    status="random init (nnFM's pretrained weights to come); trains + predicts on CPU (tests)"))
+    license="Apache-2.0 (nnFM's weights, synthetic data only; architecture: dynamic-network-architectures)",
+    status="nnFM's synthetic-data weights (embedded); trains + predicts on CPU (tests)"))

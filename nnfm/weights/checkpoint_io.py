@@ -4,6 +4,7 @@ A checkpoint is untrusted input: pickles are read with ``torch.load(weights_only
 refuses arbitrary globals; ``.safetensors`` files hold tensors only. numpy scalars and dtypes
 (what nnU-Net's own checkpoints contain besides tensors) are the only extra types allowed.
 """
+import json
 import pickle
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -50,14 +51,24 @@ def _corrupt_message(path: Path, error: Exception) -> str:
             f"or re-export it.")
 
 
+# safetensors metadata of nnFM's embedded files: {alias: stored name} for keys naming one tensor twice
+# (nnfm/weights/embed.py split_aliases)
+ALIASES_KEY = "nnfm_aliases"
+
+
 def read_checkpoint(path: Path):
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
+            with safe_open(str(path), framework="pt") as handle:
+                aliases = json.loads((handle.metadata() or {}).get(ALIASES_KEY, "{}"))
         except Exception as error:  # safetensors raises its own error types
             raise CheckpointCorruptError(_corrupt_message(path, error)) from None
+        # every name back, as the same tensor (as torch.load returns nnU-Net's aliased state dicts)
+        return {**state, **{alias: state[name] for alias, name in aliases.items()}}
     return _torch_load(path)
 
 

@@ -13,19 +13,38 @@ import argparse
 import hashlib
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 
 from nnfm.conventions import CONVENTIONS, get_convention
 from nnfm.errors import ConfigurationError
-from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
+from nnfm.weights.checkpoint_io import ALIASES_KEY, read_checkpoint, unwrap_state_dict
 from nnfm.weights.input_convention import CONVENTION_KEY, recorded_convention
 
 
 def to_fp16(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Floating-point tensors as contiguous float16; integer buffers (e.g. num_batches_tracked) unchanged."""
     return {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+def split_aliases(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """(tensors stored once, {alias: stored name}): keys that view the same memory as an earlier key.
+
+    nnU-Net's state dicts name one tensor several times (dynamic-network-architectures keeps ``conv`` and
+    ``all_modules.0`` for one convolution, and ``decoder.encoder.*`` for the encoder); torch.save stores it once,
+    but converted to fp16 each name would become its own copy (3x the bytes for a PlainConvUNet). The first name in
+    state-dict order is stored; ``read_checkpoint`` puts the aliases back (``ALIASES_KEY`` in the file's metadata)."""
+    stored, aliases, seen = {}, {}, {}
+    for key, tensor in state.items():
+        identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+                    tuple(tensor.stride()), tensor.dtype)
+        if tensor.numel() and identity in seen:
+            aliases[key] = seen[identity]
+        else:
+            seen[identity] = key
+            stored[key] = tensor
+    return stored, aliases
 
 
 def embed(source: Path, name: str, facts: dict, folder: Path, input_convention: str = None) -> dict:
@@ -44,6 +63,7 @@ def embed(source: Path, name: str, facts: dict, folder: Path, input_convention: 
                                  f"(one of {', '.join(CONVENTIONS)}: what the weights were pretrained on).")
     get_convention(convention)
     state, unwrapped = unwrap_state_dict(checkpoint)
+    state, aliases = split_aliases(state)
     half = to_fp16(state)
     # fp16 keeps 11 significant bits: the rounding error relative to each value is at most 2^-11 (except where a
     # value is below fp16's normal range, about 6e-5, where the absolute error is what is left)
@@ -51,11 +71,14 @@ def embed(source: Path, name: str, facts: dict, folder: Path, input_convention: 
                 for k, v in state.items() if v.is_floating_point())
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.safetensors"
-    save_file(half, str(target), metadata={CONVENTION_KEY: convention})
+    metadata = {CONVENTION_KEY: convention}
+    if aliases:
+        metadata[ALIASES_KEY] = json.dumps(aliases)
+    save_file(half, str(target), metadata=metadata)
     target.chmod(0o644)  # safetensors writes owner-only files; an installed package must be readable by all
     sha = hashlib.sha256(target.read_bytes()).hexdigest()
     record = dict(facts, name=name, file=target.name, sha256=sha, input_convention=convention, tensors=len(half),
-                  unwrapped=unwrapped,
+                  aliases=len(aliases), unwrapped=unwrapped,
                   source_sha256=hashlib.sha256(Path(source).read_bytes()).hexdigest(),
                   fp16_max_relative_rounding_error=worst, bytes=target.stat().st_size)
     (folder / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -17,7 +17,7 @@ import pydoc
 from pathlib import Path
 from typing import Optional
 
-from nnfm.conventions import InputConvention, get_convention
+from nnfm.conventions import NNUNET, ZSCORE, InputConvention, get_convention
 from nnfm.errors import ConfigurationError
 
 CONVENTION_KEY = "nnfm_input_convention"
@@ -92,3 +92,27 @@ def check_fed_convention(network, weights_name: Optional[str], source, encoder: 
         f"nnFM_plan_and_preprocess -d DATASET -e {encoder} -w {source} (the network then gets "
         f"'{weights_name}'), and train or extract with those plans (-p nnFMPlans_{encoder}, configuration "
         f"{configuration}).")
+
+
+def nnunet_normalisation_conventions(normalization_schemes, use_mask_for_norm) -> set:
+    """The conventions nnU-Net's own normalisation gives a network (its plans' ``normalization_schemes`` and
+    ``use_mask_for_norm``): ``nnunet`` always; also ``zscore`` where every channel is z-scored per image over the
+    whole image (nnunetv2 ZScoreNormalization without the nonzero mask), as nnFM's pretraining views are."""
+    plain_zscore = set(normalization_schemes) == {"ZScoreNormalization"} and not any(use_mask_for_norm)
+    return {NNUNET.name} | ({ZSCORE.name} if plain_zscore else set())
+
+
+def check_nnunet_normalisation_fits(recorded: Optional[str], normalization_schemes, use_mask_for_norm,
+                                    source) -> None:
+    """ConfigurationError when weights pretrained on ``recorded`` would be fed nnU-Net's normalisation that is not
+    that (e.g. z-score-pretrained weights on CT's global clip-and-scale); None records nothing and passes."""
+    fits = nnunet_normalisation_conventions(normalization_schemes, use_mask_for_norm)
+    if recorded is None or recorded in fits:
+        return
+    raise ConfigurationError(
+        f"Weights {source} were pretrained on input convention {get_convention(recorded).summary()}; nnU-Net's "
+        f"network here is fed nnU-Net's normalisation ({', '.join(sorted(set(normalization_schemes)))}), which fits "
+        f"{' or '.join(sorted(fits))} only. Fix: weights pretrained on nnU-Net's intensities (-w FILE / "
+        f"nnFM_WEIGHTS=FILE), nnU-Net's initialisation (-w random), or an nnFM encoder that applies '{recorded}' "
+        f"itself (nnFM_plan_and_preprocess -d ID -e ENCODER; python -m nnfm.registry lists them).")
+

@@ -126,6 +126,22 @@ register_embedded_weights(
     license="Apache-2.0 (nnFM; synthetic training data only)",
     citation="nnFM; recipe of " + _ANATOMIX_CITE)
 
+# nnFM's own (issue 27): anatomix's synthetic-data recipe on nnU-Net's own PlainConvUNet, 5000 steps on a 2-core CPU,
+# no real image read. Fine-tuned inside nnU-Net's own dataset-specific plans (nnFMTrainer_nnUNetPlans: every tensor
+# whose name and shape fit) it beat nnUNetTrainer on 40 unseen Hippocampus cases at 400 iterations with 1, 3 and 10
+# labelled cases (+0.06 / +0.04 / +0.04 mean Dice; documentation/benchmarks.md, "The full grid (issue 27)"):
+# nnFM's default (nnFM_plan_and_preprocess without -e, the demo)
+register_embedded_weights(
+    "plainconv_unet_synth_nnfm", "nnFM_pretrain synth --encoder plainconv_unet",
+    "1fb7b4f9e80c756be3132d2b527d16e725864dae3c6c87503c7653fa24aa4451", family="nnunet_plainconv",
+    input_convention=ZSCORE.name,  # nnFM_pretrain synth z-scores both views of a nnU-Net encoder (as nnU-Net feeds MRI)
+    description="nnFM's synthetic-data PlainConvUNet (nnU-Net's network, 5 stages 32-320 features, instance norm): "
+                "voxel SupCon on random label ensembles with anatomix's pretraining recipe, 5000 steps of one pair "
+                "of 32^3 views on a 2-core CPU (about 80 min), stored in fp16. No real data seen. Loads by name and "
+                "shape into any dataset's nnU-Net plans (nnFMTrainer_nnUNetPlans) or the fixed plainconv_unet.",
+    license="Apache-2.0 (nnFM; synthetic training data only)",
+    citation="nnFM; recipe of " + _ANATOMIX_CITE + "; network: Isensee et al., nnU-Net, Nat. Methods 2021")
+
 register_weights(WeightsEntry(
     name="anatomix+brains", input_convention=WINDOW01.name, family="anatomix_unet",
     layout="anatomix_unet.json",  # anatomix.pth's architecture
