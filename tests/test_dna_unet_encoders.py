@@ -102,16 +102,17 @@ def test_patches_off_the_stride_and_other_ops_are_refused():
 
 
 # ---- registry entries and trainers ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name, trainers, family", [
-    ("plainconv_unet", ("nnFMTrainer_PlainConvUNet", "nnFMTrainer_PlainConvUNet_scratch"), "nnunet_plainconv"),
-    ("resenc_unet", ("nnFMTrainer_ResEncUNet", "nnFMTrainer_ResEncUNet_scratch"), "nnssl_resenc")])
-def test_entries_use_nnunets_recipe_the_fixed_topology_planner_and_no_weights_yet(name, trainers, family):
+@pytest.mark.parametrize("name, trainers, family, weights", [
+    ("plainconv_unet", ("nnFMTrainer_PlainConvUNet", "nnFMTrainer_PlainConvUNet_scratch"), "nnunet_plainconv",
+     "plainconv_unet_synth_nnfm"),
+    ("resenc_unet", ("nnFMTrainer_ResEncUNet", "nnFMTrainer_ResEncUNet_scratch"), "nnssl_resenc", None)])
+def test_entries_use_nnunets_recipe_the_fixed_topology_planner_and_nnfms_weights(name, trainers, family, weights):
     from nnfm_trainers import nnfm_dna_unet_trainer, nnfm_nnunet_plans_trainer, nnfm_trainer_variants
 
     entry = get_encoder(name)
     assert (entry.trainer, entry.scratch_trainer) == trainers and entry.families == (family,)
     assert pydoc.locate(entry.planner) is nnFMFixedTopologyPlanner  # not the nnssl adaptation (ResEnc-L preset)
-    assert entry.weights is None and entry.input_convention is ZSCORE and entry.configuration == "3d_fullres"
+    assert entry.weights == weights and entry.input_convention is ZSCORE and entry.configuration == "3d_fullres"
     stride = total_stride(entry.kwargs()["strides"])[0]
     assert (entry.token_stride, entry.min_axis) == (stride, 2 * stride) == (16, 32)
     # nnUNetTrainer's recipe, stated once (nnfm/networks/dna_unet.py), used by every trainer that follows it
@@ -127,11 +128,12 @@ def test_entries_use_nnunets_recipe_the_fixed_topology_planner_and_no_weights_ye
 
 def test_without_weights_the_pretrained_trainer_starts_from_random_initialisation(monkeypatch):
     """weights=None: the plans store 'random' (nnFMPlanner), and the trainer loads nothing (and logs so)."""
-    from nnfm_trainers.nnfm_dna_unet_trainer import nnFMTrainer_PlainConvUNet
+    from nnfm_trainers.nnfm_dna_unet_trainer import nnFMTrainer_ResEncUNet
 
     monkeypatch.delenv("nnFM_WEIGHTS", raising=False)
-    trainer = nnFMTrainer_PlainConvUNet.__new__(nnFMTrainer_PlainConvUNet)
-    trainer.configuration_manager = SimpleNamespace(configuration={"nnfm": {"weights": "random"}})
+    trainer = nnFMTrainer_ResEncUNet.__new__(nnFMTrainer_ResEncUNet)
+    trainer.configuration_manager = SimpleNamespace(configuration={"nnfm": {"encoder": "resenc_unet",
+                                                                            "weights": "random"}})
     assert trainer.default_weights is None and trainer.weights_source() is None
     monkeypatch.setenv("nnFM_WEIGHTS", "/some/file.pth")
     assert trainer.weights_source() == "/some/file.pth"

@@ -14,6 +14,7 @@ from nnfm.errors import ConfigurationError
 from nnfm.registry import encoder_names, encoder_table_markdown, encoders, get_encoder
 from nnfm.weights import get_weights_entry, load_pretrained, pretrained_target
 from nnfm.weights.families import get_family
+from nnfm.weights.registry import embedded_path
 
 # an input shape the encoder accepts at its published size (ViTs: the pretraining grid)
 SHAPE_3D = {"primus_m": [160, 160, 160]}
@@ -53,10 +54,13 @@ def test_every_encoder_entry_is_consistent_with_its_planner_trainer_and_families
 @pytest.mark.parametrize("name", [e.name for e in encoders() if e.weights is not None])
 def test_every_encoders_default_weights_layout_loads_strictly(name, tmp_path):
     entry = get_encoder(name)
-    layout = get_weights_entry(entry.weights).layout
-    assert layout, f"name the published layout of {entry.weights!r} in its registry entry (WeightsEntry.layout)"
-    path = tmp_path / "published.pth"
-    torch.save(published_checkpoint_from_layout(LAYOUTS / layout), path)
+    weights = get_weights_entry(entry.weights)
+    if weights.embedded and not weights.layout:  # nnFM's own file of nnFM's network: the shipped file is the layout
+        path = embedded_path(weights)
+    else:
+        assert weights.layout, f"name the published layout of {entry.weights!r} in its registry entry (WeightsEntry.layout)"
+        path = tmp_path / "published.pth"
+        torch.save(published_checkpoint_from_layout(LAYOUTS / weights.layout), path)
     network = _build(entry, input_channels=1)
     report = load_pretrained(pretrained_target(network), path, family=entry.families)
     assert report.ok and report.loaded and not report.missing and not report.unexpected
