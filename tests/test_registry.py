@@ -89,6 +89,20 @@ def test_a_trainer_refuses_plans_made_for_another_encoder():
         nnFMTrainer_DINOv3_S.build_network_architecture(None, plans_of_base, 1, 2, False)
 
 
+def test_an_encoders_trainer_refuses_nnfms_default_plans_and_names_the_trainer_they_were_made_for():
+    """nnFM_plan_and_preprocess without -e plans nnU-Net's own network from nnFM's weights; -tr nnFMTrainer on them
+    would have trained the anatomix U-Net (padded to its stride) from other weights without a word."""
+    from types import SimpleNamespace
+
+    from nnfm_trainers.nnfm_nnunet_plans_trainer import nnFMTrainer_nnUNetPlans
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+    default_plans = SimpleNamespace(configuration={"nnfm": {"encoder": None, "weights": "plainconv_unet_synth_nnfm"}})
+    with pytest.raises(ConfigurationError, match=r"nnFM's default.*-tr nnFMTrainer_nnUNetPlans.*-e anatomix"):
+        nnFMTrainer.check_planned_encoder(default_plans)
+    nnFMTrainer_nnUNetPlans.check_planned_encoder(default_plans)  # what they were made for
+    nnFMTrainer.check_planned_encoder(SimpleNamespace(configuration={}))  # nnUNetv2_plan_and_preprocess's plans
+
+
 def test_unknown_encoder_names_the_registered_ones():
     with pytest.raises(ConfigurationError, match="registered encoders: .*anatomix"):
         get_encoder("no_such_encoder")

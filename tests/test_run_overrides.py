@@ -71,7 +71,7 @@ def test_parse_patch_accepts_the_usual_spellings():
 def test_benchmark_profile_names_and_sets_the_patch_and_batch():
     demo = resolve_profile("demo")
     assert (demo.epochs, demo.iterations, demo.patch_size, demo.batch_size, demo.test_tta) == \
-        (15, 30, (32, 48, 32), 2, False)
+        (11, 30, (32, 48, 32), 2, False)
     custom = resolve_profile("20x20", [32, 48, 32], 2)
     assert custom.name == "20x20_p32x48x32_b2" and custom.iterations == 20
     assert resolve_profile("20x20").name == "20x20" and resolve_profile("20x20").patch_size is None

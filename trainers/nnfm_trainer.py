@@ -108,7 +108,17 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
     @classmethod
     def check_planned_encoder(cls, configuration_manager) -> None:
         """Refuse plans made for another encoder (training and nnUNetv2_predict both build through here)."""
-        planned = (configuration_manager.configuration.get("nnfm") or {}).get("encoder")
+        section = configuration_manager.configuration.get("nnfm")
+        planned = (section or {}).get("encoder")
+        if section is not None and planned is None:
+            # nnFM's default plans (nnU-Net's planner, weights for nnU-Net's own network): an encoder's preset
+            # built from them would silently replace the network and the weights they were planned for
+            raise ConfigurationError(
+                f"These plans are nnFM's default, nnU-Net's own network started from {section.get('weights')} "
+                f"(nnFM_plan_and_preprocess without -e); {cls.__name__} builds encoder {cls.encoder!r} instead. "
+                f"Fix: train them with -tr nnFMTrainer_nnUNetPlans, or plan for {cls.encoder!r} with "
+                f"nnFM_plan_and_preprocess -d ID -e {cls.encoder} and train with "
+                f"-p {get_encoder(cls.encoder).plans_name}.")
         if planned is None or planned == cls.encoder:
             return  # nnU-Net's own plans (no nnfm section): the trainer's preset is built
         try:

@@ -20,7 +20,9 @@ from nnfm.benchmark.trainer_table import trainer_table
 from nnfm.flags import parse_args as parse_in_dialect
 from nnfm.paths import NNUNET_FOLDERS, missing_nnunet_paths
 
-DEFAULT_TRAINERS = ["nnUNetTrainer", "nnFMTrainer", "nnFMTrainer_scratch"]
+# nnU-Net's own trainer and nnFM's default (nnU-Net's network from nnFM's weights): the initialisation is the only
+# difference between them (issue 27); add an encoder's trainer and its _scratch twin to compare encoders
+DEFAULT_TRAINERS = ["nnUNetTrainer", "nnFMTrainer_nnUNetPlans"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,8 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs.add_argument("--disable-tta", action="store_true",
                       help="predict the test set without mirroring (nnUNetv2_predict --disable_tta)")
     runs.add_argument("-w", "--weights", default=None,
-                      help="pretrained weights for nnFMTrainer (registry name, path or 'random'); "
-                           "default: nnFM_WEIGHTS, else the plans' or the encoder's published weights")
+                      help="pretrained weights for the nnFM trainers (registry name, path or 'random'); "
+                           "default: nnFM_WEIGHTS, else the plans' or the trainer's default weights")
     runs.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda if available")
     runs.add_argument("-np", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                       help="processes for conversion, preprocessing, prediction and evaluation (1: nnUNetv2_predict runs "
