@@ -100,3 +100,20 @@ def test_the_demo_plans_a_registry_name_as_the_name_and_falls_back_to_random_off
     monkeypatch.setattr("nnfm.weights.loading.download_entry", offline)
     assert resolve_demo_weights("anatomix") == "random"
     assert resolve_demo_weights("Random") == "random"
+
+
+@pytest.mark.e2e
+def test_the_demo_runs_nnfms_default_end_to_end_and_draws_the_figure(nnunet_env, tmp_path):
+    """README command 1 at a tiny budget: nnU-Net's converter, nnFM_plan_and_preprocess (nnU-Net's own plans),
+    nnUNetv2_train -tr nnFMTrainer_nnUNetPlans from the embedded weights, nnUNetv2_predict, evaluation, figure."""
+    from conftest import run_cli
+    work = tmp_path / "demo"
+    env = {k: v for k, v in nnunet_env.items()  # the demo sets its own nnU-Net folders
+           if k not in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    result = run_cli(["nnFM_demo", "--msd", HIPPOCAMPUS, "--workdir", work, "--train-cases", 3, "--val-cases", 1,
+                      "--test-cases", 2, "--epochs", 1, "--iterations", 2], env)
+    out = result.stdout
+    assert "$ " in out and "-tr nnFMTrainer_nnUNetPlans -p nnUNetPlans" in out
+    assert "trainer nnFMTrainer_nnUNetPlans, plans nnUNetPlans, weights: plainconv_unet_synth_nnfm" in out
+    assert "Dice       mean:" in out and (work / "segmentation.png").stat().st_size > 10_000
+    assert len(list((work / "test_predictions").glob("*.nii.gz"))) == 2
