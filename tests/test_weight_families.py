@@ -16,7 +16,8 @@ from nnfm.errors import WrongCheckpointFamilyError
 from nnfm.registry import encoders
 from nnfm.weights import available_weights, check_weights_source, get_weights_entry
 from nnfm.weights.checkpoint_io import unwrap_state_dict
-from nnfm.weights.families import detect_family, families, fit_command, get_family, use_of
+from nnfm.weights.families import (NNUNET_NETWORK_FAMILIES, NNUNET_PLANS_COMMAND, detect_family, families,
+                                   fit_command, get_family, use_of)
 
 # layout -> family of every registered weights file that names one
 PUBLISHED = {e.layout: e.family for e in map(get_weights_entry, available_weights()) if e.layout}
@@ -103,7 +104,10 @@ def test_what_fits_a_family_names_exactly_the_encoders_whose_registry_entries_lo
     pairs = _COMMAND.findall(text)
     assert sorted(pairs) == sorted(loaders), text  # each once, none missing, no tiny one
     assert set(re.findall(r"-e ([a-z0-9_]+)", text)) == {name for name, _ in loaders}, text
-    assert set(re.findall(r"nnFMTrainer\w*", text)) == {trainer for _, trainer in loaders}, text
+    # files of nnU-Net's own networks also go into nnU-Net's own plans (nnFM's default), named first
+    default = {"nnFMTrainer_nnUNetPlans"} if family in NNUNET_NETWORK_FAMILIES else set()
+    assert set(re.findall(r"nnFMTrainer\w*", text)) == {trainer for _, trainer in loaders} | default, text
+    assert (NNUNET_PLANS_COMMAND in text) == bool(default), text
 
 
 def test_no_family_record_names_a_trainer_or_a_command():

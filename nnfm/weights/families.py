@@ -109,6 +109,13 @@ def set_family_encoders(lookup: Optional[Callable[[str], Sequence[Any]]]) -> Non
     _FAMILY_ENCODERS = lookup
 
 
+# state dicts of nnU-Net's own networks (dynamic-network-architectures' names): nnFMTrainer_nnUNetPlans loads them
+# by name and shape into the network nnU-Net plans for any dataset (nnFM's default, nnfm/weights/shape_fit.py)
+NNUNET_NETWORK_FAMILIES = ("nnunet_plainconv", "nnssl_resenc")
+NNUNET_PLANS_COMMAND = ("plan nnU-Net's own plans with nnFM_plan_and_preprocess -d ID -w FILE and train with "
+                        "-tr nnFMTrainer_nnUNetPlans (nnFM's default)")
+
+
 def fit_command(name: str) -> str:
     """The command that fine-tunes a file of family ``name``: each user-facing registered encoder that loads it,
     with its trainer, e.g. "plan with nnFM_plan_and_preprocess -d ID -e resenc_l and train with -tr
@@ -118,11 +125,14 @@ def fit_command(name: str) -> str:
                 f"checkpoint families include '{name}': python -m nnfm.registry --markdown lists each encoder's "
                 f"families and trainer")
     entries = sorted(_FAMILY_ENCODERS(name), key=lambda e: e.name)
+    nnunet_plans = name in NNUNET_NETWORK_FAMILIES
+    first = f"{NNUNET_PLANS_COMMAND}, or " if nnunet_plans else ""
     if not entries:
-        return f"no registered nnFM encoder loads '{name}' files"
+        return NNUNET_PLANS_COMMAND if nnunet_plans else f"no registered nnFM encoder loads '{name}' files"
     if len(entries) == 1:
-        return f"plan with nnFM_plan_and_preprocess -d ID -e {entries[0].name} and train with -tr {entries[0].trainer}"
-    return ("plan with nnFM_plan_and_preprocess -d ID -e ENCODER and train with its trainer, one of: "
+        return (f"{first}plan with nnFM_plan_and_preprocess -d ID -e {entries[0].name} and train with "
+                f"-tr {entries[0].trainer}")
+    return (f"{first}plan with nnFM_plan_and_preprocess -d ID -e ENCODER and train with its trainer, one of: "
             + "; ".join(f"-e {e.name} with -tr {e.trainer}" for e in entries))
 
 
