@@ -777,3 +777,20 @@ def test_the_advised_replanning_for_a_tiny_dino_teacher_trains(hippocampus_conve
         "nnFMTrainer_MedDINOv3__nnFMPlans_meddinov3_vitb16__2d" / "fold_0"
     provenance = json.loads((fold / "nnfm_pretrained.json").read_text())
     assert provenance["weights"] == str(teacher) and provenance["report"]["shape_mismatched"] == []
+
+
+def test_nnfms_default_refuses_z_score_weights_for_ct_normalisation_before_preprocessing(nnunet_folders):
+    """nnFM's default (no -e) plans nnU-Net's own network from weights pretrained on z-scored images; nnU-Net gives a
+    CT channel its global clip-and-scale instead, so planning stops with the fix, before any preprocessing; with
+    -w random the same dataset plans (nnU-Net's initialisation)."""
+    folder = raw_dataset(nnunet_folders["nnUNet_raw"], 975, name="FieldCT")
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta["channel_names"] = {"0": "CT"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    message = refused(975, encoder=None)
+    assert "plainconv_unet_synth_nnfm" in message and "CTNormalization" in message and "-w random" in message
+    preprocessed = nnunet_folders["nnUNet_preprocessed"] / "Dataset975_FieldCT"
+    assert not (preprocessed / "nnUNetPlans_3d_fullres").exists()
+    assert plan(975, encoder=None, weights="random") == "nnUNetPlans"
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["nnfm"]["weights"] == "random"
