@@ -103,8 +103,9 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=BUDGET.batch_size,
                         help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's)")
     parser.add_argument("--patch-size", type=int, nargs=3, default=BUDGET.patch_size, metavar=("Z", "Y", "X"),
-                        help="overrides the planned patch (multiples of 16) to fit the CPU budget; 0 0 0 keeps the "
-                             "plan's (48 64 48 on Hippocampus, whose images are about 36 x 51 x 35)")
+                        help="overrides the planned patch (multiples of the network's stride) to fit the CPU budget; "
+                             "0 0 0 keeps the plan's (on Hippocampus, whose images are about 36 x 51 x 35: 40 56 40 "
+                             "in nnU-Net's plans, 48 64 48 with -e anatomix)")
     parser.add_argument("--tta", action="store_true",
                         help="predict the test cases with nnU-Net's test-time mirroring (8 passes per window in 3D; "
                              "off by default to keep the demo within minutes on a CPU)")

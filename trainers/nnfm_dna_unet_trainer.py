@@ -10,8 +10,9 @@ nnfm/networks/resenc_segmentation.py ``resenc_unet``), planned by planners/nnfm_
 
 Recipe: nnUNetTrainer's (``NNUNET_RECIPE``, nnfm/networks/dna_unet.py: SGD lr 1e-2, Nesterov momentum 0.99, weight
 decay 3e-5, poly, deep supervision), so that against nnU-Net's own trainer the fixed topology and the initialisation
-are the differences. The entries name no default weights yet: without ``-w`` at planning or ``nnFM_WEIGHTS`` the
-non-scratch trainers start from random initialisation too and say so in the log and ``nnfm_pretrained.json``.
+are the differences. ``plainconv_unet``'s default weights are nnFM's embedded ``plainconv_unet_synth_nnfm``;
+``resenc_unet`` names none yet: without ``-w`` at planning or ``nnFM_WEIGHTS`` ``nnFMTrainer_ResEncUNet`` starts from
+random initialisation too and says so in the log and ``nnfm_pretrained.json``.
 Other budgets: ``nnFM_EPOCHS=N`` (no generated ``_Nepochs`` classes).
 """
 from nnfm_trainers.nnfm_trainer import nnFMTrainer

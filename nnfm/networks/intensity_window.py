@@ -41,12 +41,12 @@ class IntensityWindow(nn.Module):
         flags = [False] * num_channels if zero_is_background is None else [bool(f) for f in zero_is_background]
         if len(flags) != num_channels:
             raise ValueError(f"zero_is_background has {len(flags)} entries but the data has {num_channels} "
-                             f"channels; re-run nnFM_plan_and_preprocess for this dataset.")
+                             f"channels; re-run nnFM_plan_and_preprocess -d ID -e ENCODER for this dataset.")
         if window is None:
             window = [DEFAULT_WINDOW] * num_channels
         if len(window) != num_channels:
             raise ValueError(f"input_window has {len(window)} entries but the data has {num_channels} channels; "
-                             f"re-run nnFM_plan_and_preprocess for this dataset.")
+                             f"re-run nnFM_plan_and_preprocess -d ID -e ENCODER for this dataset.")
         # checked on the plain numbers, so that the network also builds on the meta device (planning)
         if any(float(w[1]) <= float(w[0]) for w in window):
             raise ValueError(f"input_window needs lower < upper for every channel, got {window}")

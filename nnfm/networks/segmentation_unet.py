@@ -65,7 +65,7 @@ class AnatomixSegmentationNetwork(nn.Module):
         super().__init__()
         if input_norm not in self.INPUT_NORMS:
             raise ConfigurationError(f"input_norm must be one of {self.INPUT_NORMS} (nnfm/conventions.py), got "
-                                     f"{input_norm!r}; re-run nnFM_plan_and_preprocess.")
+                                     f"{input_norm!r}; re-run nnFM_plan_and_preprocess -d ID -e ENCODER.")
         self.input_norm = input_norm
         self.num_downs = num_downs
         self.stride = 2 ** num_downs
@@ -77,7 +77,7 @@ class AnatomixSegmentationNetwork(nn.Module):
             if [list(s) for s in strides] != expected:
                 raise ConfigurationError(
                     f"The anatomix U-Net pools 2x2x2 {num_downs} times; the plans say strides={strides}. "
-                    f"Re-plan with nnFM_plan_and_preprocess or remove 'strides' from arch_kwargs.")
+                    f"Re-plan with nnFM_plan_and_preprocess -d ID -e ENCODER or remove 'strides' from arch_kwargs.")
         # anatomix's input: each volume min-max scaled to [0, 1], background 0 (see IntensityWindow); z-scores as
         # they are for weights pretrained on them (padding with 0 is then the mean, as in that pretraining)
         self.input_window = IntensityWindow(input_channels, input_window, zero_is_background=zero_is_background) \

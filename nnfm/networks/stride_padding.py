@@ -47,4 +47,4 @@ def check_divisible(spatial: Sequence[int], multiple: int, minimum: int = 0) -> 
         raise PatchSizeError(
             f"Patch size {list(spatial)} does not fit a network of stride {multiple}: every axis must be "
             f"divisible by {multiple} and at least {minimum}. Use e.g. {suggestion}, "
-            f"or let nnFM_plan_and_preprocess plan the patch size.")
+            f"or let nnFM_plan_and_preprocess -e ENCODER plan the patch size.")

@@ -55,7 +55,7 @@ def adapt_nnssl_resenc(mapped: StateDict, module: torch.nn.Module, target: State
     network's input channels (1 -> N: repeat and divide by N, as nnU-Net master; N -> 1: sum; RGB -> N).
 
     Raises CheckpointMismatchError when the plan names other encoder / stem prefixes or another topology than
-    the network was built with (the fix: plan with this checkpoint, ``nnFM_plan_and_preprocess -w FILE``).
+    the network was built with (the fix: plan with this checkpoint, ``nnFM_plan_and_preprocess -e resenc_l -w FILE``).
     """
     plan = read_adaptation_plan(checkpoint)
     adapted = {}
