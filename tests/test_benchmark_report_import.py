@@ -66,7 +66,7 @@ def test_one_record_per_run_local_first_and_a_finished_run_replaces_an_unfinishe
 def test_the_per_draw_table_gives_each_draws_difference_to_the_reference_run_of_that_draw(tmp_path):
     records = [_record("nnFMTrainer_scratch", 1, s, d) for s, d in ((0, 0.40), (1, 0.30))]
     records += [_record("nnFMTrainer", 1, s, d, "mae.safetensors", MAE) for s, d in ((0, 0.55), (1, 0.20), (2, 0.7))]
-    write_markdown(records, tmp_path / "results.md")
+    write_markdown(records, tmp_path / "results.md", reference="nnFMTrainer_scratch")
     table = (tmp_path / "results.md").read_text().split("## Test Dice per few-shot draw")[1].split("## Runs")[0]
     row, = [line for line in table.splitlines() if line.startswith("| Dataset904_Hippocampus") and "[mae]" in line]
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -83,7 +83,7 @@ def test_report_merges_imported_runs_with_the_runs_under_output(tmp_path):
     run = output / PROFILE / "Dataset904_Hippocampus" / "nnFMTrainer__nnFMPlans_anatomix__3d_fullres" / "fold_9"
     run.mkdir(parents=True)
     (run / RECORD).write_text(json.dumps(_record("nnFMTrainer", 1, 0, 0.8, "mae.safetensors", MAE, fold=9)))
-    report(output, [earlier])
+    report(output, [earlier], reference="nnFMTrainer_scratch")
     rows = records_from_csv(output / "results.csv")
     assert sorted((run_label(r), r["seed"]) for r in rows) == \
         [("nnFMTrainer [mae]", 0), ("nnFMTrainer_scratch", 0), ("nnFMTrainer_scratch", 1), ("nnFMTrainer_scratch", 2)]
@@ -109,3 +109,14 @@ def test_report_only_with_an_output_folder_needs_no_nnunet_folders(tmp_path, mon
     main(["-d", "904", "--report-only", "-o", str(tmp_path / "report"), "--add-results", str(earlier)])
     assert len(records_from_csv(tmp_path / "report" / "results.csv")) == 3
     assert not (tmp_path / "nnUNet_raw").exists()
+
+
+def test_by_default_each_draw_is_compared_with_nnunets_own_trainer_run_under_nnfms_budget(tmp_path):
+    """nnFM's question is whether it beats nnU-Net's trainer (issue 27); nnFM_benchmark runs that trainer as
+    nnUNetTrainer_nnFMBudget, whose table name is 'nnUNetTrainer (nnUNetTrainer_nnFMBudget)'."""
+    records = [dict(_record("nnUNetTrainer", 3, s, d, weights=None), trainer_class="nnUNetTrainer_nnFMBudget")
+               for s, d in ((0, 0.70), (1, 0.60))]
+    records += [_record("nnFMTrainer_nnUNetPlans", 3, s, d, "plainconv_unet_synth_nnfm") for s, d in ((0, 0.75), (1, 0.58))]
+    write_markdown(records, tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert "− nnUNetTrainer, per seed" in text and "+0.050 / -0.020" in text and "+0.015" in text

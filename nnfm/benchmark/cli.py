@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "except that a finished run replaces an unfinished one")
     out.add_argument("--reference", default=None, metavar="TRAINER",
                      help="trainer (as the tables name it) whose run on the same draw each row is compared to in "
-                          "results.md's per-draw table (default: nnFMTrainer_scratch)")
+                          "results.md's per-draw table (default: nnUNetTrainer, nnU-Net's own trainer)")
     out.add_argument("-v", "--verbose", action="store_true", help="show nnU-Net's output (always in the logs)")
     args = parse_in_dialect(parser, argv)
     if args.msd and len(args.msd) != len(args.datasets):

@@ -12,7 +12,8 @@ LEADING = ["dataset", "configuration", "profile", "epochs", "iterations_per_epoc
            "n_val", "seed", "device", "status", "mode"]
 TRAILING = ["final_train_loss", "final_val_loss", "wall_s", "epochs_run", "epochs_time_s", "s_per_iteration",
             "peak_rss_mb", "peak_gpu_mb", "predict_s", "finished_at", "output_folder"]
-DEFAULT_REFERENCE = "nnFMTrainer_scratch"  # random initialisation of nnFM's network: what pretraining must beat
+# nnU-Net's own trainer (run as nnUNetTrainer_nnFMBudget under nnFM's budgets): what nnFM must beat (issue 27)
+DEFAULT_REFERENCE = "nnUNetTrainer"
 
 
 def collect_records(output: Path) -> list:
@@ -146,7 +147,7 @@ def _per_draw_table(done: list, reference: str) -> list:
     drawn = [r for r in done if r.get("seed") is not None and r.get("test_dice_mean") is not None]
     if not drawn:
         return []
-    references = {_draw(r): r["test_dice_mean"] for r in drawn if run_label(r) == reference}
+    references = {_draw(r): r["test_dice_mean"] for r in drawn if is_reference(r, reference)}
     lines = ["", "## Test Dice per few-shot draw", "",
              f"One run per draw (seed); − {reference}: the paired difference to its run on the same draw "
              "(same labelled cases, budget and sizing).", ""]
@@ -157,7 +158,7 @@ def _per_draw_table(done: list, reference: str) -> list:
         first = group[0]
         differences = [r["test_dice_mean"] - references[_draw(r)] if _draw(r) in references else None
                        for r in group]
-        shown = run_label(first) != reference and any(d is not None for d in differences)
+        shown = not is_reference(first, reference) and any(d is not None for d in differences)
         lines.append("| " + " | ".join([
             first["dataset"], first["profile"], run_label(first), str(first["n_train"]),
             " / ".join(str(r["seed"]) for r in group),
@@ -166,6 +167,13 @@ def _per_draw_table(done: list, reference: str) -> list:
             " / ".join("–" if d is None else f"{d:+.3f}" for d in differences) if shown else "",
             f"{statistics.mean(_numbers(differences)):+.3f}" if shown else ""]) + " |")
     return lines
+
+
+def is_reference(record: dict, reference: str) -> bool:
+    """``reference`` as the tables name a run ('nnFMTrainer [mae]'), or as it was asked for without weights
+    ('nnUNetTrainer' for its run class nnUNetTrainer_nnFMBudget)."""
+    return run_label(record) == reference or (record["trainer"] == reference and
+                                              record.get("weights") in (None, "random"))
 
 
 def _draw(record: dict) -> tuple:
