@@ -254,7 +254,9 @@ def test_plainconv_unet_plans_trains_from_an_nnunet_checkpoint_and_predicts(plan
     assert config["architecture"]["network_class_name"] == get_encoder("plainconv_unet").network_class
     assert config["architecture"]["arch_kwargs"] == json.loads(json.dumps(PLAINCONV_TOPOLOGY))
     assert all(p % 16 == 0 and p >= 32 for p in config["patch_size"])
-    assert config["normalization_schemes"] == ["ZScoreNormalization"] and config["nnfm"]["weights"] == "random"
+    # the registry default: nnFM's embedded synthetic-data PlainConvUNet (z-scored input, as planned here)
+    assert config["normalization_schemes"] == ["ZScoreNormalization"]
+    assert config["nnfm"]["weights"] == get_encoder("plainconv_unet").weights == "plainconv_unet_synth_nnfm"
     # resenc_unet through the same planner: its 5-stage topology, not nnssl's ResEnc-L preset
     resenc = plan_hippocampus("resenc_unet", "--no_pp")["configurations"]["3d_fullres"]
     assert resenc["architecture"]["arch_kwargs"] == json.loads(json.dumps(RESENC_UNET_TOPOLOGY))
