@@ -16,6 +16,11 @@ between the image's minimum and maximum (MRI: no fixed scale), so nnU-Net's z-sc
 Each (shift, trainer, fold) is predicted with ``nnUNetv2_predict`` on the benchmark's results tree (sequential, no
 test-time mirroring, as the benchmark's ``--disable-tta``) and scored with ``nnUNetv2_evaluate_folder``; finished ones are skipped, so the
 script resumes after a kill. Prints a table of mean +- sd over folds and the paired difference to the first trainer.
+
+    python benchmarks/domain_shift.py --from-csv shift.csv --trainers REFERENCE OTHER ... --figure shift.png
+
+prints the same table from a CSV this script wrote (no prediction) and, with ``--figure``, draws it: one panel per
+shift, one bar per trainer (mean over folds) with each fold's Dice as a dot.
 """
 import argparse
 import csv
@@ -101,15 +106,28 @@ def evaluate(model: Path, fold: int, images: Path, labels: Path, shift: str, out
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("profile_folders", type=Path, nargs="+", help="nnFM_benchmark's OUT/PROFILE folder(s)")
-    parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--labels", type=Path, required=True)
+    parser.add_argument("profile_folders", type=Path, nargs="*", help="nnFM_benchmark's OUT/PROFILE folder(s)")
+    parser.add_argument("--images", type=Path)
+    parser.add_argument("--labels", type=Path)
     parser.add_argument("--trainers", nargs="+", required=True, help="trainer classes; the first is the reference")
-    parser.add_argument("--folds", nargs="+", type=int, required=True)
+    parser.add_argument("--folds", nargs="+", type=int)
+    parser.add_argument("--from-csv", type=Path, default=None,
+                        help="report a CSV this script wrote (table, --figure) without predicting anything")
+    parser.add_argument("--figure", type=Path, default=None, help="PNG of the table (one panel per shift)")
     parser.add_argument("--shifts", nargs="+", default=["none", "invert", "gamma0.5", "gamma2"])
-    parser.add_argument("--work", type=Path, required=True, help="where shifted images and predictions go")
+    parser.add_argument("--work", type=Path, help="where shifted images and predictions go")
     parser.add_argument("--out", type=Path, default=None, help="CSV of every (shift, trainer, fold)")
     args = parser.parse_args(argv)
+    if args.from_csv is not None:
+        rows = read_rows(args.from_csv)
+        print_table(rows, args.trainers)
+        if args.figure:
+            plot_shifts(rows, args.trainers, args.figure)
+        return
+    missing = [f for f in ("profile_folders", "images", "labels", "folds", "work") if not getattr(args, f)]
+    if missing:
+        parser.error(f"predicting needs {', '.join('--' + m if m != 'profile_folders' else m for m in missing)} "
+                     f"(or --from-csv to report a CSV)")
     for shift in args.shifts:
         shift_array(np.zeros(2, np.float32), shift)  # refuse an unknown shift before any work
     work = args.work
@@ -134,12 +152,21 @@ def main(argv=None) -> None:
             writer.writeheader()
             writer.writerows(rows)
     print_table(rows, args.trainers)
+    if args.figure:
+        plot_shifts(rows, args.trainers, args.figure)
 
 
-def print_table(rows: list, trainers: list) -> None:
+def read_rows(path: Path) -> list:
+    """The rows of a CSV this script wrote, with fold as int and Dice as float."""
+    with open(path, newline="") as f:
+        return [dict(r, fold=int(r["fold"]), test_dice_mean=float(r["test_dice_mean"])) for r in csv.DictReader(f)]
+
+
+def table_lines(rows: list, trainers: list) -> list:
+    """Markdown: per shift and trainer, Dice per fold, mean +- sd, mean paired difference to ``trainers[0]``."""
     dice = {(r["shift"], r["trainer"], r["fold"]): r["test_dice_mean"] for r in rows}
     reference = trainers[0]
-    print(f"\n| shift | trainer | test Dice per fold | mean +- sd | − {reference} (paired) |\n|---|---|---|---|---|")
+    lines = [f"| shift | trainer | test Dice per fold | mean +- sd | − {reference} (paired) |", "|---|---|---|---|---|"]
     for shift in dict.fromkeys(r["shift"] for r in rows):
         for trainer in trainers:
             folds = sorted(f for s, t, f in dice if s == shift and t == trainer)
@@ -150,8 +177,40 @@ def print_table(rows: list, trainers: list) -> None:
             paired = [dice[(shift, trainer, f)] - dice[(shift, reference, f)] for f in folds
                       if (shift, reference, f) in dice]
             diff = "" if trainer == reference or not paired else f"{statistics.mean(paired):+.3f}"
-            print(f"| {shift} | {trainer} | {' / '.join(f'{v:.3f}' for v in values)} | "
-                  f"{statistics.mean(values):.3f} +- {sd:.3f} | {diff} |")
+            lines.append(f"| {shift} | {trainer} | {' / '.join(f'{v:.3f}' for v in values)} | "
+                         f"{statistics.mean(values):.3f} +- {sd:.3f} | {diff} |")
+    return lines
+
+
+def print_table(rows: list, trainers: list) -> None:
+    print("\n" + "\n".join(table_lines(rows, trainers)))
+
+
+def plot_shifts(rows: list, trainers: list, path: Path) -> Path:
+    """One panel per shift: a bar per trainer (mean test Dice over folds), each fold's Dice as a dot."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shifts = list(dict.fromkeys(r["shift"] for r in rows))
+    fig, axes = plt.subplots(1, len(shifts), figsize=(3.2 * len(shifts), 3.6), sharey=True, squeeze=False)
+    for ax, shift in zip(axes[0], shifts):
+        for i, trainer in enumerate(trainers):
+            values = [r["test_dice_mean"] for r in rows if r["shift"] == shift and r["trainer"] == trainer]
+            if not values:
+                continue
+            ax.bar(i, statistics.mean(values), color=f"C{i}", alpha=0.6, label=trainer)
+            ax.scatter([i] * len(values), values, color="k", s=10, zorder=3)
+        ax.set_title(f"test images: {shift}")
+        ax.set_xticks([])
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("test Dice (mean of classes)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
