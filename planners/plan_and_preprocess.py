@@ -158,8 +158,16 @@ def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory
     from nnfm.weights.input_convention import check_nnunet_normalisation_fits, weights_convention
     from nnfm.weights.random_init import is_random_init
 
-    ExperimentPlanner(dataset_id, gpu_memory_target_gb, plans_name=NNUNET_PLANS,
-                      overwrite_target_spacing=overwrite_target_spacing).plan_experiment()
+    planner = ExperimentPlanner(dataset_id, gpu_memory_target_gb, plans_name=NNUNET_PLANS,
+                                overwrite_target_spacing=overwrite_target_spacing)
+    convention = None if is_random_init(weights) else weights_convention(weights)
+    try:  # before nnU-Net's planner writes (and so replaces) nnUNetPlans.json
+        check_nnunet_normalisation_fits(convention,
+                                        *planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm(),
+                                        weights)
+    except NNFMError as error:
+        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
+    planner.plan_experiment()
     plans_file = join(preprocessed, NNUNET_PLANS + ".json")
     plans = load_json(plans_file)
     configuration = "3d_fullres"
@@ -169,11 +177,8 @@ def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory
                          f"nnUNetv2_plan_and_preprocess -d {dataset_id} and nnUNetTrainer, or a 2D encoder "
                          f"(nnFM_plan_and_preprocess -d {dataset_id} -e dinov3_vitb16).")
     config = plans["configurations"][configuration]
-    convention = None if is_random_init(weights) else weights_convention(weights)
     try:
         check_plans(plans, configuration, plans_file)
-        check_nnunet_normalisation_fits(convention, config["normalization_schemes"], config["use_mask_for_norm"],
-                                        weights)
     except NNFMError as error:
         raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     # read by nnFMTrainer_nnUNetPlans (nnFM_WEIGHTS overrides); nnU-Net itself ignores the section

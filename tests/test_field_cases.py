@@ -787,10 +787,14 @@ def test_nnfms_default_refuses_z_score_weights_for_ct_normalisation_before_prepr
     meta = json.loads((folder / "dataset.json").read_text())
     meta["channel_names"] = {"0": "CT"}
     (folder / "dataset.json").write_text(json.dumps(meta))
+    preprocessed = nnunet_folders["nnUNet_preprocessed"] / "Dataset975_FieldCT"
+    preprocessed.mkdir(parents=True)
+    mine = {"plans_name": "nnUNetPlans", "configurations": {}, "mine": 1}
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps(mine))  # the user's own: not replaced by a refusal
     message = refused(975, encoder=None)
     assert "plainconv_unet_synth_nnfm" in message and "CTNormalization" in message and "-w random" in message
-    preprocessed = nnunet_folders["nnUNet_preprocessed"] / "Dataset975_FieldCT"
     assert not (preprocessed / "nnUNetPlans_3d_fullres").exists()
+    assert json.loads((preprocessed / "nnUNetPlans.json").read_text()) == mine
     assert plan(975, encoder=None, weights="random") == "nnUNetPlans"
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
     assert plans["configurations"]["3d_fullres"]["nnfm"]["weights"] == "random"
