@@ -37,13 +37,14 @@ from measurement import (add_common_arguments, add_output_arguments, forward_bac
                          write_rows)
 
 # (trainer, plans, extra environment); the reference row first. nnFMTrainer_nnUNetPlans_scratch is nnU-Net's own
-# network and recipe through nnFM's trainer (its CPU fast path), the default encoder is nnFMTrainer.
+# network and recipe through nnFM's trainer (its CPU fast path; nnFM's default since issue 27 is that network from
+# pretrained weights, the same cost per iteration), nnFMTrainer the anatomix encoder (the default until issue 27).
 # nnUNetTrainer_nnFMBudget is nnUNetTrainer unchanged but for nnFM_PATCH_SIZE / nnFM_BATCH_SIZE (trainers/nnunet_baseline.py)
 ROWS = [
     ("nnUNetTrainer_nnFMBudget", "nnUNetPlans", {"nnFM_CPU_FAST_PATH": "0"}),
     ("nnFMTrainer_nnUNetPlans_scratch", "nnUNetPlans", {}),
     ("nnFMTrainer", "nnFMPlans_anatomix", {}),
-    ("nnFMTrainer", "nnFMPlans_anatomix", {"nnFM_CPU_FAST_PATH": "0"}),  # today's default without the fast path
+    ("nnFMTrainer", "nnFMPlans_anatomix", {"nnFM_CPU_FAST_PATH": "0"}),  # the anatomix encoder without the fast path
 ]
 PHASES = ("wait", "forward", "backward", "optimizer")
 
