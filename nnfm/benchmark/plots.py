@@ -50,13 +50,19 @@ def plot_dice_vs_budget(records: list, path: Path) -> Path:
                               marker="o", capsize=3, color=colours[trainer],
                               label=f"{trainer} ({'/'.join(str(len(vs)) for _, vs in kept)} runs)")
         axis.set_ylim(-0.02, 1.02)
+        budgets = sorted({_iterations(r) for r in records})
+        if len(budgets) > 1 and budgets[-1] >= 4 * budgets[0]:  # budgets grow by factors: equal steps on a log axis
+            axis.set_xscale("log")
+            axis.set_xticks(budgets, [str(b) for b in budgets])
+            axis.minorticks_off()
         axis.set_xlabel("training iterations")
         axis.set_ylabel(f"mean foreground Dice ({SPLITS[split]})")
         axis.set_title(f"{n} labelled case{'s' if n != 1 else ''}")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7, loc="lower right")  # Dice rises with the budget: the lower right stays free
     first = records[0]
     figure.suptitle(f"{first['dataset']} {first['configuration']}: Dice vs fine-tuning budget")
+    figure.tight_layout()
     return _save(figure, path)
 
 
