@@ -190,19 +190,20 @@ def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory
           f"{len(config['architecture']['arch_kwargs']['features_per_stage'])} stages, patch {config['patch_size']}, "
           f"batch {config['batch_size']}, spacing {config['spacing']}, normalisation "
           f"{', '.join(config['normalization_schemes'])}")
-    print(describe_weights(weights) if not is_random_init(weights) else "weights: random (nnU-Net's initialisation)")
+    print(describe_weights(weights, "weights of nnU-Net's network") if not is_random_init(weights) else
+          "weights of nnU-Net's network: random (nnU-Net's initialisation)")
     if preprocess:
         preprocess_dataset(dataset_id, NNUNET_PLANS, (configuration,), (num_processes,), verbose=False)
     return NNUNET_PLANS
 
 
-def describe_weights(weights: str) -> str:
+def describe_weights(weights: str, what: str = "encoder weights") -> str:
     """One line on the weights the plans store: what a registry name is and where the trainer will find it."""
     from nnfm.weights.download import cache_dir, cached_file, hub_file
     from nnfm.weights.registry import get_weights_entry
     entry = get_weights_entry(str(weights))
     if entry is None:
-        return f"encoder weights: {weights}"
+        return f"{what}: {weights}"
     cached, hub = (None, None) if entry.embedded else (cached_file(entry), hub_file(entry))
     if entry.embedded:
         where = "embedded in the package, offline"
@@ -215,7 +216,7 @@ def describe_weights(weights: str) -> str:
     else:
         where = (f"not cached yet: nnUNetv2_train downloads it from {entry.url} to {cache_dir() / entry.filename}; "
                  f"offline, put the file there")
-    return f"encoder weights: {weights} ({where}; licence {entry.license}): {entry.description}"
+    return f"{what}: {weights} ({where}; licence {entry.license}): {entry.description}"
 
 
 def main(argv=None) -> None:
