@@ -162,3 +162,26 @@ def test_weights_pretrained_on_other_intensities_than_nnunets_normalisation_are_
     for schemes, mask in ((["CTNormalization"], [False]), (["ZScoreNormalization"], [True])):
         with pytest.raises(ConfigurationError, match="pretrained on input convention `zscore`.*Fix: .*-w random"):
             check_nnunet_normalisation_fits("zscore", schemes, mask, "w")
+
+
+def test_3d_weights_into_a_2d_configuration_are_refused_and_the_fraction_counts_parameters(tmp_path):
+    """Before: a 2D PlainConvUNet took the 3D file's biases and norms around random kernels and reported 73 % of
+    its tensors as pretrained."""
+    path = tmp_path / "pretrained.pth"
+    torch.save({"network_weights": plain_unet(1, **PRETRAINED).state_dict()}, path)
+    network_2d = PlainConvUNet(1, 4, [32, 64, 128, 256], torch.nn.Conv2d, [[3, 3]] * 4, [[1, 1]] + [[2, 2]] * 3, 2,
+                               3, 2, conv_bias=True, norm_op=torch.nn.InstanceNorm2d,
+                               norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=torch.nn.LeakyReLU,
+                               deep_supervision=True)
+    before = {k: v.clone() for k, v in network_2d.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match=r"3D convolutions .* 2D ones .*Fix: train a 3D configuration"):
+        load_fitting(network_2d, path, "sha", "pretrained.pth")
+    assert all(torch.equal(v, before[k]) for k, v in network_2d.state_dict().items())  # nothing loaded
+    # the fraction is by parameters: the 5-stage file fills a 4-stage network but for a few small tensors
+    network = plain_unet(1, **PLANNED)
+    report = load_fitting(network, path, "sha", "pretrained.pth")
+    elements = sum(v.numel() for k, v in network.named_parameters() if ".seg_layers." not in k)
+    assert report.elements == elements
+    initialised = sum(network.state_dict()[k].numel() for k in report.initialised if ".seg_layers." not in k)
+    assert report.pretrained_elements == elements - initialised
+    assert report.loaded_fraction == pytest.approx(1 - initialised / elements)

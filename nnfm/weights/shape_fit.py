@@ -51,12 +51,15 @@ class ShapeFitReport:
     unused: Dict[str, str] = field(default_factory=dict)
     unwrapped: List[str] = field(default_factory=list)
     decoder_levels: Optional[str] = None
+    # parameters (elements) of the network outside its segmentation layers, and of those from the file
+    elements: int = 0
+    pretrained_elements: int = 0
 
     @property
     def loaded_fraction(self) -> float:
-        """Share of the network's tensors (outside the segmentation layers) that came from the file."""
-        total = len(self.loaded) + len(self.adapted) + sum(SEG_LAYERS not in k for k in self.initialised)
-        return (len(self.loaded) + len(self.adapted)) / max(total, 1)
+        """Share of the network's parameters (elements, outside the segmentation layers) that came from the file:
+        by elements, not tensors, so that a norm's or bias's few values do not count as much as a kernel."""
+        return self.pretrained_elements / max(self.elements, 1)
 
     def format(self, max_items: int = 12) -> str:
         def listing(title, items):
@@ -125,11 +128,26 @@ def _stem_key(target: Dict[str, torch.Tensor]) -> Optional[str]:
     return next((k for k, v in target.items() if k.endswith("weight") and v.dim() >= 4), None)
 
 
+def _refuse_other_dimensionality(target, state, file_key, path, network) -> None:
+    """CheckpointMismatchError when the file's convolutions have another number of spatial axes than the network's
+    (3D weights into a 2D configuration): no kernel maps, and loading only the biases and norms around random
+    kernels would call a randomly initialised network pretrained."""
+    for key, value in target.items():
+        weights = state.get(file_key(key))
+        if weights is not None and value.dim() >= 3 and weights.dim() >= 3 and weights.dim() != value.dim():
+            raise CheckpointMismatchError(
+                f"{path} holds {weights.dim() - 2}D convolutions ({key}: {list(weights.shape)}), "
+                f"{type(network).__name__} here {value.dim() - 2}D ones ({list(value.shape)}): no kernel can be "
+                f"mapped. Fix: train a {weights.dim() - 2}D configuration (e.g. 3d_fullres) with these weights, or "
+                f"this configuration from nnU-Net's initialisation (nnFM_WEIGHTS=random, or nnUNetTrainer).")
+
+
 def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[str] = None) -> ShapeFitReport:
     """Load the tensors of checkpoint ``path`` that fit ``network`` (see the module docstring); returns the report.
 
     Raises CheckpointMismatchError when nothing outside the segmentation layers fits (another architecture: the
-    error names the first keys of both)."""
+    error names the first keys of both), or when the file's convolutions are of another dimensionality (3D weights
+    into a 2D configuration)."""
     checkpoint = read_checkpoint(path)
     state, unwrapped = unwrap_state_dict(checkpoint)
     target = network.state_dict()
@@ -143,10 +161,13 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
     if _decoder_levels(target) != _decoder_levels(state) and _decoder_levels(state):
         report.decoder_levels = (f"matched by resolution (the file's {_decoder_levels(state)}, the network's "
                                  f"{_decoder_levels(target)}, from the full-resolution level up)")
+    _refuse_other_dimensionality(target, state, file_key, path, network)
     merged = {}
     for key, value in target.items():
         if key not in canonical:
             continue
+        if SEG_LAYERS not in key:
+            report.elements += value.numel()
         if SEG_LAYERS in key:
             report.initialised[key] = "segmentation layer: the dataset's own classes (nnU-Net's rule too)"
             continue
@@ -179,6 +200,7 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
     aligned = {file_key(k) for k in target}
     report.unused = {k: "not in this network (a deeper stage, another block count or a pretraining head)"
                      for k in _alias_groups(state) if k not in aligned}
+    report.pretrained_elements = sum(merged[k].numel() for k in merged)
     merged.update({alias: merged[key] for key in list(merged) for alias in canonical[key]})
     if not merged:
         raise CheckpointMismatchError(
