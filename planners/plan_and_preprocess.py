@@ -107,6 +107,13 @@ def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = Non
         try:
             refuse_2d_dataset_for_3d_encoder(load_json(fingerprint_file), dataset_json, entry.name)
         except ConfigurationError as error:
+            if encoder is None:  # nnFM's default: the user named no encoder, so the message names none
+                raise SystemExit(
+                    f"nnFM_plan_and_preprocess: dataset {dataset_id} is 2D (every training image is one slice "
+                    f"thick); nnFM's default starts nnU-Net's 3D network from 3D weights, and nnU-Net plans no 3D "
+                    f"configuration for 2D data. Fix: nnUNetv2_plan_and_preprocess -d {dataset_id} and train "
+                    f"nnUNetTrainer (2d), or a 2D encoder: nnFM_plan_and_preprocess -d {dataset_id} -e "
+                    f"dinov3_vitb16 (python -m nnfm.registry lists the 2d ones).") from None
             raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     extra = {}
     if configuration == "2d":
@@ -171,20 +178,20 @@ def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory
     plans_file = join(preprocessed, NNUNET_PLANS + ".json")
     plans = load_json(plans_file)
     configuration = "3d_fullres"
-    if configuration not in plans["configurations"]:
-        raise SystemExit(f"nnFM_plan_and_preprocess: nnU-Net planned no 3d_fullres configuration for dataset "
-                         f"{dataset_id} (a 2D dataset); nnFM's pretrained weights are 3D. Fix: "
-                         f"nnUNetv2_plan_and_preprocess -d {dataset_id} and nnUNetTrainer, or a 2D encoder "
-                         f"(nnFM_plan_and_preprocess -d {dataset_id} -e dinov3_vitb16).")
-    config = plans["configurations"][configuration]
+    config = plans["configurations"][configuration]  # a 2D dataset was refused before planning
     try:
         check_plans(plans, configuration, plans_file)
     except NNFMError as error:
         raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
-    # read by nnFMTrainer_nnUNetPlans (nnFM_WEIGHTS overrides); nnU-Net itself ignores the section
-    config["nnfm"] = {"encoder": None, "weights": "random" if is_random_init(weights) else weights,
-                      "input_convention": convention,
-                      "planned_by": "nnU-Net's ExperimentPlanner (nnFM_plan_and_preprocess without -e)"}
+    # read by nnFMTrainer_nnUNetPlans (nnFM_WEIGHTS overrides); nnU-Net itself ignores the section. Every 3D
+    # configuration gets it (3d_lowres too; 3d_cascade_fullres inherits 3d_fullres'), so -w holds for all of them;
+    # 2d has none (3D weights are refused there)
+    section = {"encoder": None, "weights": "random" if is_random_init(weights) else weights,
+               "input_convention": convention,
+               "planned_by": "nnU-Net's ExperimentPlanner (nnFM_plan_and_preprocess without -e)"}
+    for planned in plans["configurations"].values():
+        if "Conv3d" in str((planned.get("architecture") or {}).get("arch_kwargs", {}).get("conv_op", "")):
+            planned["nnfm"] = dict(section)
     save_json(plans, plans_file, sort_keys=False)
     print(f"nnU-Net's plans '{NNUNET_PLANS}' ({configuration}): {config['architecture']['network_class_name']}, "
           f"{len(config['architecture']['arch_kwargs']['features_per_stage'])} stages, patch {config['patch_size']}, "

@@ -797,4 +797,8 @@ def test_nnfms_default_refuses_z_score_weights_for_ct_normalisation_before_prepr
     assert json.loads((preprocessed / "nnUNetPlans.json").read_text()) == mine
     assert plan(975, encoder=None, weights="random") == "nnUNetPlans"
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
-    assert plans["configurations"]["3d_fullres"]["nnfm"]["weights"] == "random"
+    # every 3D configuration records the weights (-w holds for 3d_lowres too), 2d none (3D weights are refused there)
+    for name, configuration in plans["configurations"].items():
+        three_d = "Conv3d" in str(configuration.get("architecture", {}).get("arch_kwargs", {}).get("conv_op"))
+        assert (configuration.get("nnfm", {}).get("weights") == "random") == three_d, name
+    assert "nnfm" in plans["configurations"]["3d_fullres"] and "nnfm" not in plans["configurations"]["2d"]

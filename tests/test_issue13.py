@@ -206,6 +206,12 @@ def test_3d_only_encoders_refuse_a_png_dataset_and_name_the_2d_encoders(hippocam
     assert all(f"-e {e}" in output for e in two_d)
     preprocessed = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset996_HippoPNG"
     assert not (preprocessed / f"nnFMPlans_{three_d[0]}.json").exists()
+    # nnFM's default (no -e): the message names no encoder the user did not ask for, and the 2D ways out
+    result = run_cli(["nnFM_plan_and_preprocess", "-d", 996, "-np", 1, "--no_pp"], nnunet_env, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output and "is a 3D network" not in output, output[-3000:]
+    assert "dataset 996 is 2D" in output and "nnUNetv2_plan_and_preprocess -d 996" in output and "-e dinov3" in output
+    assert not (preprocessed / "nnUNetPlans.json").exists()
     # every 3D encoder: the check that command runs before planning (on the fingerprint it has just made)
     fingerprint = json.loads((preprocessed / "dataset_fingerprint.json").read_text())
     for encoder in three_d:
