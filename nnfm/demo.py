@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("nnfm_work") / "demo",
                         help="the demo's nnU-Net folders and outputs; emptied at the start of every run")
     parser.add_argument("-e", "--encoder", default=None,
-                        help="a registered encoder (python -m nnfm.registry), planned and trained as "
+                        help="a registered 3d_fullres encoder (python -m nnfm.registry), planned and trained as "
                              "nnFM_plan_and_preprocess -e ENCODER; default: none, nnFM's default (nnU-Net's own plans "
                              "and network from nnFM's pretrained weights)")
     parser.add_argument("--weights", default=None,
@@ -94,14 +94,17 @@ def main(argv=None) -> None:
     parser.add_argument("-tr", "--trainer", default=None,
                         help="trainer (default: what nnFM_plan_and_preprocess names: nnFMTrainer_nnUNetPlans, or the "
                              "encoder's)")
-    parser.add_argument("--train-cases", type=int, default=TRAIN_CASES)
+    parser.add_argument("--train-cases", type=int, default=TRAIN_CASES, help="fold 0's training cases (default: %(default)s)")
     parser.add_argument("--val-cases", type=int, default=VAL_CASES,
-                        help="fold 0's validation cases (nnU-Net's final validation; few keep the demo short)")
-    parser.add_argument("--test-cases", type=int, default=TEST_CASES, help="held-back cases, never seen in training")
-    parser.add_argument("--epochs", type=int, default=BUDGET.epochs)
-    parser.add_argument("--iterations", type=int, default=BUDGET.iterations, help="training iterations per epoch")
+                        help="fold 0's validation cases (nnU-Net's final validation; few keep the demo short; "
+                             "default: %(default)s)")
+    parser.add_argument("--test-cases", type=int, default=TEST_CASES, help="held-back cases, never seen in training (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=BUDGET.epochs, help="default: %(default)s")
+    parser.add_argument("--iterations", type=int, default=BUDGET.iterations,
+                        help="training iterations per epoch (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=BUDGET.batch_size,
-                        help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's)")
+                        help="overrides the planned batch size to fit the CPU budget (0 keeps the plan's; default: "
+                             "%(default)s)")
     parser.add_argument("--patch-size", type=int, nargs=3, default=BUDGET.patch_size, metavar=("Z", "Y", "X"),
                         help="overrides the planned patch (multiples of the network's stride) to fit the CPU budget; "
                              "0 0 0 keeps the plan's (on Hippocampus, whose images are about 36 x 51 x 35: 40 56 40 "

@@ -6,9 +6,13 @@ validate, and optionally predict and evaluate a held-out test set with nnUNetv2_
 nnUNetv2_evaluate_folder. Rerunning the same command skips finished runs and continues killed
 ones. Results (results.csv, per_case_dice.csv, results.md, plots/) go to --output.
 
-Example (CPU, MSD Hippocampus, 20 held-out test cases):
-  nnFM_benchmark -d 904 --msd ../shared/data/Task04_Hippocampus --test-cases 20 \\
-      -tr nnFMTrainer nnFMTrainer_scratch nnUNetTrainer --shots 1 3 all --profile cpu -device cpu
+Example (CPU, MSD Hippocampus, the few-shot protocol of documentation/benchmarks.md: 40 held-out test cases,
+nnFM's default against nnU-Net's own trainer, CPU-sized patch and batch for both):
+  nnFM_benchmark -d 904 --msd ../shared/data/Task04_Hippocampus --test-cases 40 --shots 1 3 10 --seeds 0 1 2 \\
+      -tr nnUNetTrainer nnFMTrainer_nnUNetPlans --profile 20x20 --patch-size 32 48 32 --batch-size 2 \\
+      --val-cases 4 --disable-tta -device cpu
+An encoder is compared by adding its trainer and _scratch twin (-tr ... nnFMTrainer nnFMTrainer_scratch); -w applies
+to every nnFM trainer of the run, so compare weights of different networks in separate runs.
 """
 import argparse
 import os
