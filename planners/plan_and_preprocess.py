@@ -15,6 +15,7 @@ from nnfm.errors import ConfigurationError
 from nnfm.flags import parse_args
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import encoder_names, get_encoder
+from nnfm.weights.families import NNUNET_NETWORK_ENCODERS
 
 def plans_name_for(encoder: str) -> str:
     return get_encoder(encoder).plans_name
@@ -33,9 +34,9 @@ def plan_command(dataset_id: int, encoder: str, weights: str = None, *options) -
 # nnFM's default (no -e): nnU-Net's own plans, its network started from the weights nnFM pretrained for it
 NNUNET_PLANS = "nnUNetPlans"
 NNUNET_PLANS_TRAINER = "nnFMTrainer_nnUNetPlans"
-# the registered encoder that is nnU-Net's default network (PlainConvUNet) at nnFM's fixed topology: its checkpoint
-# families and registry default weights are what nnU-Net's own plans are started from
-NNUNET_NETWORK_ENCODER = "plainconv_unet"
+# nnU-Net's ExperimentPlanner plans a PlainConvUNet: the registered encoder of that class gives the checkpoint
+# families and default weights nnU-Net's own plans are started from
+NNUNET_NETWORK_ENCODER = NNUNET_NETWORK_ENCODERS["PlainConvUNet"]
 
 
 def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = None,

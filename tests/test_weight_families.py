@@ -16,7 +16,7 @@ from nnfm.errors import WrongCheckpointFamilyError
 from nnfm.registry import encoders
 from nnfm.weights import available_weights, check_weights_source, get_weights_entry
 from nnfm.weights.checkpoint_io import unwrap_state_dict
-from nnfm.weights.families import (NNUNET_NETWORK_FAMILIES, NNUNET_PLANS_COMMAND, detect_family, families,
+from nnfm.weights.families import (NNUNET_NETWORK_ENCODERS, NNUNET_PLANS_COMMAND, detect_family, families,
                                    fit_command, get_family, use_of)
 
 # layout -> family of every registered weights file that names one
@@ -105,7 +105,8 @@ def test_what_fits_a_family_names_exactly_the_encoders_whose_registry_entries_lo
     assert sorted(pairs) == sorted(loaders), text  # each once, none missing, no tiny one
     assert set(re.findall(r"-e ([a-z0-9_]+)", text)) == {name for name, _ in loaders}, text
     # files of nnU-Net's own networks also go into nnU-Net's own plans (nnFM's default), named first
-    default = {"nnFMTrainer_nnUNetPlans"} if family in NNUNET_NETWORK_FAMILIES else set()
+    nnunet_network = any(name in NNUNET_NETWORK_ENCODERS.values() for name, _ in loaders)
+    default = {"nnFMTrainer_nnUNetPlans"} if nnunet_network else set()
     assert set(re.findall(r"nnFMTrainer\w*", text)) == {trainer for _, trainer in loaders} | default, text
     assert (NNUNET_PLANS_COMMAND in text) == bool(default), text
 

@@ -29,7 +29,7 @@ import json
 import os
 import pydoc
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -75,8 +75,8 @@ class nnFMTrainer_DropGen(nnFMTrainer_nnUNetPlans):
         source = os.environ.get(WEIGHTS_ENV) or os.environ.get("nnFM_WEIGHTS") or self.feature_weights or entry.weights
         return None if is_random_init(source) else source
 
-    def weights_source(self) -> Optional[str]:
-        return None  # nnU-Net's network: nnU-Net's initialisation; the pretrained weights are the frozen encoder's
+    def weights_choice(self) -> Tuple[Optional[str], Optional[str]]:
+        return None, None  # nnU-Net's network: nnU-Net's initialisation; the pretrained weights are the frozen encoder's
 
     def new_feature_record(self) -> dict:
         """What this run feeds nnU-Net's network: encoder, weights, convention, window, recipe (checked, measured)."""

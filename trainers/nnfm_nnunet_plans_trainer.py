@@ -20,7 +20,6 @@ prediction, so that against ``nnUNetTrainer`` the initialisation is the only dif
 (``nnFM_EPOCHS`` / ``nnFM_ITERATIONS``) and provenance apply as for every nnFM trainer. The weights' input convention
 must be what nnU-Net's normalisation gives (``nnunet``, or ``zscore`` where every channel is z-scored per image).
 """
-import os
 from typing import Optional
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -31,19 +30,16 @@ from nnfm.registry import get_encoder
 from nnfm.networks.dna_unet import NNUNET_RECIPE
 from nnfm.networks.resenc_segmentation import NNSSL_RECIPE
 from nnfm.training.cpu_threads import adapts_cpu_threads
+from nnfm.weights.families import NNUNET_NETWORK_ENCODERS
 from nnfm.weights.input_convention import check_nnunet_normalisation_fits
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
-
-
-# nnU-Net's network classes (plans' network_class_name, last part) -> the registered nnFM encoder of that class,
-# whose registry default weights start it when neither nnFM_WEIGHTS nor the plans name any
-PLANS_NETWORK_ENCODERS = {"PlainConvUNet": "plainconv_unet", "ResidualEncoderUNet": "resenc_unet"}
 
 
 class nnFMTrainer_nnUNetPlans(nnFMTrainer):
     encoder = None  # nnU-Net's own network, not a registered encoder preset
     base_recipe = NNUNET_RECIPE
     shape_fit_report = None
+    default_weights_origin = "default of the plans' network (nnfm/registry.py)"
 
     # ---- network: nnU-Net's ------------------------------------------------------------------------
     @classmethod
@@ -74,9 +70,9 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
     @property
     def default_weights(self) -> Optional[str]:
         """The registry default of the nnFM encoder that is the plans' network at nnFM's fixed topology
-        (``PLANS_NETWORK_ENCODERS``; PlainConvUNet: nnFM's embedded synthetic-data weights); None for others."""
+        (``NNUNET_NETWORK_ENCODERS``; PlainConvUNet: nnFM's embedded synthetic-data weights); None for others."""
         network = self.configuration_manager.network_arch_class_name.rsplit(".", 1)[-1]
-        encoder = PLANS_NETWORK_ENCODERS.get(network)
+        encoder = NNUNET_NETWORK_ENCODERS.get(network)
         return get_encoder(encoder).weights if encoder is not None else None
 
     def _prepare_network(self) -> None:
@@ -92,12 +88,14 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
         from nnfm.weights.loading import resolve_checkpoint
         from nnfm.weights.shape_fit import load_fitting
 
-        source = self.weights_source()
+        source, where = self.weights_choice()
         if source is None:
-            why = ("nnFM_WEIGHTS / the plans say random" if self.use_pretrained else
-                   f"{self.__class__.__name__} trains from nnU-Net's initialisation")
-            if self.use_pretrained and self.default_weights is None and not os.environ.get("nnFM_WEIGHTS"):
+            if not self.use_pretrained:
+                why = f"{self.__class__.__name__} trains from nnU-Net's initialisation"
+            elif where is None:
                 why = f"nnFM has no pretrained weights for {self.configuration_manager.network_arch_class_name}"
+            else:
+                why = f"{where} says random"
             provenance = {"encoder": None, "weights": None, "sha256": None,
                           "note": f"nnU-Net's own initialisation ({why}; nnFM_WEIGHTS=FILE names weights)"}
             self.print_to_log_file(f"nnFM: nnU-Net's network with nnU-Net's initialisation ({why}).")
@@ -110,19 +108,12 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
             provenance = {"encoder": None, "weights": source, "sha256": sha, "path": str(path),
                           "input_convention": report.input_convention,
                           "loaded_fraction": round(report.loaded_fraction, 4),
-                          "via": self._weights_via() + ", shape-fitting load into the plans' network"}
+                          "via": f"{where}, shape-fitting load into the plans' network"}
         provenance.update(trainer=self.__class__.__name__, fold=self.fold)
         self._set_provenance(provenance)
         if self.local_rank == 0:
             full = dict(provenance, report=self.shape_fit_report.to_dict() if self.shape_fit_report else None)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
-
-    def _weights_via(self) -> str:
-        if os.environ.get("nnFM_WEIGHTS"):
-            return "nnFM_WEIGHTS"
-        if self.configuration_manager.configuration.get("nnfm", {}).get("weights"):
-            return "plans (nnFM_plan_and_preprocess -w)"
-        return "default of the plans' network (nnfm/registry.py)"
 
     def _check_convention(self, recorded: Optional[str], source) -> None:
         """nnU-Net's network sees nnU-Net's normalisation: weights pretrained on other intensities are refused."""

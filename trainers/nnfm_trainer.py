@@ -8,7 +8,7 @@ the model (and so into every checkpoint and ``plans.json``), and into ``nnfm_pre
 import gc
 import os
 import pydoc
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
@@ -45,6 +45,8 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
     # ``recipe_changes`` replaced (nnfm/conventions.py Recipe; documentation/design.md, "Fine-tuning recipes")
     base_recipe: Optional[Recipe] = None
     recipe_changes: Mapping = {}
+    # how provenance names ``default_weights`` when they were used
+    default_weights_origin = "the encoder's registry default (nnfm/registry.py)"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -156,16 +158,26 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
         return [s[:ndim] for s in net.deep_supervision_scales]
 
     # ---- pretrained weights ---------------------------------------------------------------
-    def weights_source(self) -> Optional[str]:
-        """Where the encoder weights come from: env nnFM_WEIGHTS > plans (nnFM planner -w) > registry default."""
+    def weights_choice(self) -> Tuple[Optional[str], Optional[str]]:
+        """(weights or None for random initialisation, where they were named): env nnFM_WEIGHTS > plans (nnFM
+        planner -w) > ``default_weights``; where is None when nothing names any (or the variant trains from
+        scratch)."""
         if not self.use_pretrained:
-            return None
+            return None, None
         planned = self.configuration_manager.configuration.get("nnfm") or {}
         # plans' weights are for the network they were planned for (nnU-Net's own plans record weights for
         # nnU-Net's network, encoder None: not for a registered encoder trained on those plans)
         plans_weights = planned.get("weights") if planned.get("encoder") == self.encoder else None
-        source = os.environ.get("nnFM_WEIGHTS") or plans_weights or self.default_weights
-        return None if is_random_init(source) else source
+        for source, where in ((os.environ.get("nnFM_WEIGHTS"), "nnFM_WEIGHTS"),
+                              (plans_weights, "plans (nnFM_plan_and_preprocess -w)"),
+                              (self.default_weights, self.default_weights_origin)):
+            if source:
+                return (None if is_random_init(source) else source), where
+        return None, None
+
+    def weights_source(self) -> Optional[str]:
+        """Where the encoder weights come from (:meth:`weights_choice`); None: random initialisation."""
+        return self.weights_choice()[0]
 
     def _prepare_network(self) -> None:
         """Check the built network against the plans and load the pretrained encoder (once, not on resume).

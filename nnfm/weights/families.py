@@ -109,9 +109,11 @@ def set_family_encoders(lookup: Optional[Callable[[str], Sequence[Any]]]) -> Non
     _FAMILY_ENCODERS = lookup
 
 
-# state dicts of nnU-Net's own networks (dynamic-network-architectures' names): nnFMTrainer_nnUNetPlans loads them
-# by name and shape into the network nnU-Net plans for any dataset (nnFM's default, nnfm/weights/shape_fit.py)
-NNUNET_NETWORK_FAMILIES = ("nnunet_plainconv", "nnssl_resenc")
+# nnU-Net's network classes (a plans' network_class_name, last part) -> the registered nnFM encoder that is that
+# class at a fixed topology. Its checkpoint families are state dicts of nnU-Net's own networks, which
+# nnFMTrainer_nnUNetPlans loads by name and shape into the network nnU-Net plans for any dataset (nnFM's default,
+# nnfm/weights/shape_fit.py), and its registry default weights start that network
+NNUNET_NETWORK_ENCODERS = {"PlainConvUNet": "plainconv_unet", "ResidualEncoderUNet": "resenc_unet"}
 NNUNET_PLANS_COMMAND = ("plan nnU-Net's own plans with nnFM_plan_and_preprocess -d ID -w FILE and train with "
                         "-tr nnFMTrainer_nnUNetPlans (nnFM's default)")
 
@@ -125,10 +127,10 @@ def fit_command(name: str) -> str:
                 f"checkpoint families include '{name}': python -m nnfm.registry --markdown lists each encoder's "
                 f"families and trainer")
     entries = sorted(_FAMILY_ENCODERS(name), key=lambda e: e.name)
-    nnunet_plans = name in NNUNET_NETWORK_FAMILIES
+    nnunet_plans = any(e.name in NNUNET_NETWORK_ENCODERS.values() for e in entries)
     first = f"{NNUNET_PLANS_COMMAND}, or " if nnunet_plans else ""
     if not entries:
-        return NNUNET_PLANS_COMMAND if nnunet_plans else f"no registered nnFM encoder loads '{name}' files"
+        return f"no registered nnFM encoder loads '{name}' files"
     if len(entries) == 1:
         return (f"{first}plan with nnFM_plan_and_preprocess -d ID -e {entries[0].name} and train with "
                 f"-tr {entries[0].trainer}")
