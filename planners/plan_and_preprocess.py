@@ -9,6 +9,7 @@ With ``-e ENCODER``: a registered encoder's fixed topology, planned by its nnFM 
 nnUNetv2_plan_experiment -pl only finds planners inside nnunetv2, so nnFM ships this entry point.
 """
 import argparse
+import contextlib
 import os
 
 from nnfm.errors import ConfigurationError
@@ -16,10 +17,6 @@ from nnfm.flags import parse_args
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import encoder_names, get_encoder
 from nnfm.weights.families import NNUNET_NETWORK_ENCODERS
-
-def plans_name_for(encoder: str) -> str:
-    return get_encoder(encoder).plans_name
-
 
 def plan_command(dataset_id: int, encoder: str, weights: str = None, *options) -> str:
     """The ``nnFM_plan_and_preprocess`` line for this dataset, encoder and weights (the advice of planning errors)."""
@@ -39,31 +36,74 @@ NNUNET_PLANS_TRAINER = "nnFMTrainer_nnUNetPlans"
 NNUNET_NETWORK_ENCODER = NNUNET_NETWORK_ENCODERS["PlainConvUNet"]
 
 
+@contextlib.contextmanager
+def stops_with_its_message():
+    """nnFM's errors end the command with their message (they name the problem and the fix), not a traceback."""
+    from nnfm.errors import NNFMError
+    try:
+        yield
+    except NNFMError as error:
+        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
+
+
 def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = None,
                         gpu_memory_target_gb: float = 8, num_processes: int = 2, preprocess: bool = True,
                         verify_dataset_integrity: bool = False, hires: int = None, vit_kwargs: str = None,
                         overwrite_target_spacing=None, check_dataset: bool = True, clean: bool = False) -> str:
+    """Check, fingerprint, plan and preprocess one dataset; returns the plans name. Without ``encoder``: nnU-Net's
+    own plans (:func:`plan_nnunet_own`); with one: its nnFM planner (:func:`plan_encoder`). Every check that can
+    refuse the input runs before nnU-Net writes plans or preprocessed data."""
     require_nnunet_paths()
-    try:
+    with stops_with_its_message():
         entry = get_encoder(encoder or NNUNET_NETWORK_ENCODER)
-    except ConfigurationError as error:
-        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
-    from nnfm.errors import NNFMError
+        weights = checked_weights(weights, entry)
+    extra = planner_options(entry, encoder, hires, vit_kwargs, overwrite_target_spacing)
+    preprocessed = prepare_dataset(dataset_id, entry, encoder, weights, num_processes, verify_dataset_integrity,
+                                   check_dataset, clean)
+    if encoder is None:
+        return plan_nnunet_own(dataset_id, preprocessed, weights or entry.weights, gpu_memory_target_gb,
+                               num_processes, preprocess, extra.get("overwrite_target_spacing"))
+    return plan_encoder(dataset_id, entry, weights, preprocessed, gpu_memory_target_gb, num_processes, preprocess,
+                        extra)
+
+
+def checked_weights(weights, entry):
+    """``-w`` as the plans will store it (a downloaded snapshot folder: its only checkpoint), checked against the
+    encoder's checkpoint families: a wrong -w stops here, not after preprocessing, at nnUNetv2_train."""
     from nnfm.weights import check_weights_source
     from nnfm.weights.loading import resolve_weights_folder
-    try:  # a wrong -w stops here, not after fingerprinting and preprocessing, at nnUNetv2_train
-        weights, note = resolve_weights_folder(weights)  # a downloaded snapshot folder: its only checkpoint
-        if note:
-            print(f"nnFM: {note}")
-        check_weights_source(weights or entry.weights, entry.families)  # what the planner will store
-    except NNFMError as error:
-        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
-    import pydoc
+    weights, note = resolve_weights_folder(weights)
+    if note:
+        print(f"nnFM: {note}")
+    check_weights_source(weights or entry.weights, entry.families)
+    return weights
+
+
+def planner_options(entry, encoder, hires, vit_kwargs, overwrite_target_spacing) -> dict:
+    """The planner's keyword arguments beyond nnU-Net's; options that do not apply to the encoder are refused."""
+    extra = {}
+    if entry.configuration == "2d":
+        from nnfm_planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg
+        extra = {"hires": hires, "vit_kwargs": vit_kwargs_from_env_or_arg(vit_kwargs)}
+    elif hires is not None or vit_kwargs is not None:
+        raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder or 'nnU-Net plans'!r}.")
+    if overwrite_target_spacing is not None:  # nnU-Net's flag (e.g. 1 1 1: plan an nnssl encoder like its pretraining)
+        extra["overwrite_target_spacing"] = [float(s) for s in overwrite_target_spacing]
+    return extra
+
+
+def prepare_dataset(dataset_id: int, entry, encoder, weights, num_processes: int, verify_dataset_integrity: bool,
+                    check_dataset: bool, clean: bool) -> str:
+    """nnFM's check of every image and label map, nnU-Net's fingerprint (reused unless ``clean``), the fingerprint's
+    check and, for a 3D encoder, the refusal of 2D datasets; returns the dataset's nnUNet_preprocessed folder."""
     from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
+    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
+    from nnfm.planning.statistics_checks import check_fingerprint
     try:
         dataset_name = convert_id_to_dataset_name(dataset_id)
     except RuntimeError as error:  # nnU-Net's own message names the folders it searched
@@ -73,11 +113,9 @@ def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = Non
     if check_dataset:  # every image and label map, before nnU-Net's fingerprint (nnfm/planning/dataset_checks.py)
         from nnfm.planning.dataset_checks import CHECK_FILE
         from nnfm.planning.dataset_checks import check_dataset as run_dataset_check
-        try:
+        with stops_with_its_message():
             checked = run_dataset_check(join(nnUNet_raw, dataset_name), num_processes,
                                         cache_file=join(preprocessed, CHECK_FILE))
-        except NNFMError as error:
-            raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
         print(checked.summary())
         for warning in checked.warnings:
             print(f"WARNING (nnFM): {warning}")
@@ -89,24 +127,16 @@ def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = Non
         from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity as nnunet_verify
         nnunet_verify(join(nnUNet_raw, dataset_name), num_processes)
     dataset_json = load_json(join(nnUNet_raw, dataset_name, "dataset.json"))
-    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
-    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
-
-    from nnfm.planning.statistics_checks import check_fingerprint, check_plans
+    fingerprint = load_json(fingerprint_file)
     channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
-    try:
-        check_fingerprint(load_json(fingerprint_file), fingerprint_file, len(channel_names),
+    with stops_with_its_message():
+        check_fingerprint(fingerprint, fingerprint_file, len(channel_names),
                           plan_command(dataset_id, encoder, weights, "--clean"),
                           [get_normalization_scheme(n) is CTNormalization for n in channel_names.values()])
-    except NNFMError as error:
-        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
-    planner_class = pydoc.locate(entry.planner)
-    plans_name = entry.plans_name
-    configuration = entry.configuration
-    if configuration == "3d_fullres":  # before any planning or preprocessing work
+    if entry.configuration == "3d_fullres":  # before any planning or preprocessing work
         from nnfm_planners.dimensionality import refuse_2d_dataset_for_3d_encoder
         try:
-            refuse_2d_dataset_for_3d_encoder(load_json(fingerprint_file), dataset_json, entry.name)
+            refuse_2d_dataset_for_3d_encoder(fingerprint, dataset_json, entry.name)
         except ConfigurationError as error:
             if encoder is None:  # nnFM's default: the user named no encoder, so the message names none
                 raise SystemExit(
@@ -116,41 +146,45 @@ def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = Non
                     f"nnUNetTrainer (2d), or a 2D encoder: nnFM_plan_and_preprocess -d {dataset_id} -e "
                     f"dinov3_vitb16 (python -m nnfm.registry lists the 2d ones).") from None
             raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
-    extra = {}
-    if configuration == "2d":
-        from nnfm_planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg
-        extra = {"hires": hires, "vit_kwargs": vit_kwargs_from_env_or_arg(vit_kwargs)}
-    elif hires is not None or vit_kwargs is not None:
-        raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder or 'nnU-Net plans'!r}.")
-    if overwrite_target_spacing is not None:  # nnU-Net's flag (e.g. 1 1 1: plan an nnssl encoder like its pretraining)
-        extra["overwrite_target_spacing"] = [float(s) for s in overwrite_target_spacing]
-    if encoder is None:
-        return plan_nnunet_own(dataset_id, preprocessed, weights or entry.weights, gpu_memory_target_gb,
-                               num_processes, preprocess, extra.get("overwrite_target_spacing"))
-    planner = planner_class(dataset_id, gpu_memory_target_gb, plans_name=plans_name, encoder=encoder,
-                            weights=weights, **extra)
+    return preprocessed
+
+
+def plan_encoder(dataset_id: int, entry, weights, preprocessed: str, gpu_memory_target_gb: float,
+                 num_processes: int, preprocess: bool, extra: dict) -> str:
+    """The encoder's nnFM planner writes ``nnFMPlans_<encoder>`` (patch and batch for its fixed topology); plans
+    that fail nnFM's checks are removed. Returns the plans name."""
+    import pydoc
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+    from nnfm.planning.patch_padding import padding_warning
+    from nnfm.planning.statistics_checks import check_plans
+    plans_name, configuration = entry.plans_name, entry.configuration
+    planner = pydoc.locate(entry.planner)(dataset_id, gpu_memory_target_gb, plans_name=plans_name,
+                                          encoder=entry.name, weights=weights, **extra)
     plans = planner.plan_experiment()
     plans_file = join(preprocessed, plans_name + ".json")
     try:
-        check_plans(plans, configuration, plans_file)
-    except NNFMError as error:
+        with stops_with_its_message():
+            check_plans(plans, configuration, plans_file)
+    except SystemExit:
         if isfile(plans_file):
             os.remove(plans_file)  # never trained on: nnUNetv2_train finds no plans instead of NaN ones
-        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
+        raise
     config = plans["configurations"][configuration]
     print(f"nnFM plans '{plans_name}' ({configuration}): patch {config['patch_size']}, batch {config['batch_size']}, "
           f"spacing {config['spacing']}, estimated training memory "
           f"{config['nnfm']['estimated_training_memory_gb']} GB (target {gpu_memory_target_gb} GB), "
           f"intensity window {config['architecture']['arch_kwargs'].get('input_window', 'none (z-scored input)')}")
     print(describe_weights(config["nnfm"]["weights"]))
-    from nnfm.planning.patch_padding import padding_warning
     gpu = [] if gpu_memory_target_gb == 8 else ["-gpu_memory_target", f"{gpu_memory_target_gb:g}"]
-    warning = padding_warning(plans, configuration, dataset_id, plan_command(dataset_id, encoder, weights, *gpu))
+    warning = padding_warning(plans, configuration, dataset_id, plan_command(dataset_id, entry.name, weights, *gpu))
     if warning:
         print(warning)
     if preprocess:
         preprocess_dataset(dataset_id, plans_name, (configuration,), (num_processes,), verbose=False)
     return plans_name
+
 
 
 def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory_target_gb: float,
@@ -161,7 +195,6 @@ def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
 
-    from nnfm.errors import NNFMError
     from nnfm.planning.statistics_checks import check_plans
     from nnfm.weights.input_convention import check_nnunet_normalisation_fits, weights_convention
     from nnfm.weights.random_init import is_random_init
@@ -169,21 +202,17 @@ def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory
     planner = ExperimentPlanner(dataset_id, gpu_memory_target_gb, plans_name=NNUNET_PLANS,
                                 overwrite_target_spacing=overwrite_target_spacing)
     convention = None if is_random_init(weights) else weights_convention(weights)
-    try:  # before nnU-Net's planner writes (and so replaces) nnUNetPlans.json
+    with stops_with_its_message():  # before nnU-Net's planner writes (and so replaces) nnUNetPlans.json
         check_nnunet_normalisation_fits(convention,
                                         *planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm(),
                                         weights)
-    except NNFMError as error:
-        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     planner.plan_experiment()
     plans_file = join(preprocessed, NNUNET_PLANS + ".json")
     plans = load_json(plans_file)
     configuration = "3d_fullres"
     config = plans["configurations"][configuration]  # a 2D dataset was refused before planning
-    try:
+    with stops_with_its_message():
         check_plans(plans, configuration, plans_file)
-    except NNFMError as error:
-        raise SystemExit(f"nnFM_plan_and_preprocess: {error}") from None
     # read by nnFMTrainer_nnUNetPlans (nnFM_WEIGHTS overrides); nnU-Net itself ignores the section. Every 3D
     # configuration gets it (3d_lowres too; 3d_cascade_fullres inherits 3d_fullres'), so -w holds for all of them;
     # 2d has none (3D weights are refused there)

@@ -64,3 +64,36 @@ def test_former_budget_names_still_resolve_for_old_result_folders():
         assert not hasattr(former_budget_names, name)
     assert not hasattr(former_budget_names, "nnFMTrainer_7epochs")  # no new names are invented
     assert not hasattr(former_budget_names, "nnFMTrainer_SGD_5epochs")
+
+
+def test_install_script_skips_pip_while_the_installed_sources_are_unchanged(tmp_path):
+    """README's commands rerun scripts/install.sh: with the sources as installed it must not rebuild (seconds, not
+    a minute of pip), and any edit of what the install copies must reinstall. A stub .venv/bin/python logs pip."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(repo / "scripts" / "install.sh", tmp_path / "scripts" / "install.sh")
+    for name in ("setup.py", "nnfm-ext-trainer.pth", "nnfm/__init__.py", "trainers/__init__.py",
+                 "planners/__init__.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("# " + name + "\n")
+    stub = tmp_path / ".venv" / "bin" / "python"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "calls.log"}\n')
+    stub.chmod(0o755)
+
+    def install() -> str:
+        result = subprocess.run(["bash", "scripts/install.sh"], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def pip_installs() -> int:
+        return (tmp_path / "calls.log").read_text().count('install -q --disable-pip-version-check .[test]')
+
+    assert "nnFM installed" in install() and pip_installs() == 1
+    assert "already installed" in install() and pip_installs() == 1
+    (tmp_path / "trainers" / "__init__.py").write_text("# edited\n")
+    assert "nnFM installed" in install() and pip_installs() == 2
