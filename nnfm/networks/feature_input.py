@@ -9,10 +9,11 @@ training, its validation and ``nnUNetv2_predict`` compute them identically, and 
 DropGen's recipe, read from the authors' code (sebodiaz/DropGen, commit c1a40ee; documentation/dropgen.md has the
 table): the values below carry their source. Where nnFM departs from it, the comment says so and why.
 
-What the frozen encoder is fed. anatomix's weights saw each volume min-max scaled to [0, 1] (``window01``; the
-anatomix and DropGen code use MONAI ``ScaleIntensityd`` per volume). nnU-Net's plans z-score MRI per image
-(``ZScoreNormalization``; CT: ``CTNormalization``, clipped to the foreground's 0.5 / 99.5 percentiles and
-standardised with the dataset's mean / std), and the network only ever sees a patch, never the whole image, so a
+What the frozen encoder is fed. anatomix's weights saw their input min-max scaled to [0, 1] (``window01``; MONAI
+``ScaleIntensityd``: in DropGen's and anatomix's training on the augmented crop, at DropGen's evaluation on the whole
+volume; sebodiaz/DropGen src/augmentations.py, neel-dey/anatomix anatomix/segmentation/segmentation_utils.py).
+nnU-Net's plans z-score MRI per image (``ZScoreNormalization``; CT: ``CTNormalization``, clipped to the
+foreground's 0.5 / 99.5 percentiles and standardised with the dataset's mean / std), and the network only ever sees a patch, never the whole image, so a
 per-image min-max cannot be taken inside it. What nnFM's anatomix network already does (nnfm/networks/
 intensity_window.py, segmentation_unet.py ``input_norm``) is used: a fixed window ``[lo, hi]`` in nnU-Net's normalised
 units, clipped and scaled to [0, 1], with ``lo`` / ``hi`` the 0.5 / 99.5 percentiles of each normalised image, median
