@@ -10,19 +10,20 @@ DropGen's recipe, read from the authors' code (sebodiaz/DropGen, commit c1a40ee;
 table): the values below carry their source. Where nnFM departs from it, the comment says so and why.
 
 What the frozen encoder is fed. anatomix's weights saw their input min-max scaled to [0, 1] (``window01``; MONAI
-``ScaleIntensityd``: in DropGen's and anatomix's training on the augmented crop, at DropGen's evaluation on the whole
-volume; sebodiaz/DropGen src/augmentations.py, neel-dey/anatomix anatomix/segmentation/segmentation_utils.py).
-nnU-Net's plans z-score MRI per image (``ZScoreNormalization``; CT: ``CTNormalization``, clipped to the
-foreground's 0.5 / 99.5 percentiles and standardised with the dataset's mean / std), and the network only ever sees a patch, never the whole image, so a
-per-image min-max cannot be taken inside it. What nnFM's anatomix network already does (nnfm/networks/
-intensity_window.py, segmentation_unet.py ``input_norm``) is used: a fixed window ``[lo, hi]`` in nnU-Net's normalised
-units, clipped and scaled to [0, 1], with ``lo`` / ``hi`` the 0.5 / 99.5 percentiles of each normalised image, median
-over up to 20 preprocessed cases of the dataset (nnfm/planning/intensity.py; nnFM's planner measures the same on the
-raw images). For z-scored MRI this is per-volume min-max up to each image's spread of its percentiles in z units; it
-is robust to single outliers, as nnFM's window for fine-tuning anatomix is. Channels nnU-Net normalises inside the
-nonzero mask map their exact zeros (outside the mask, padding) to 0, anatomix's background. Weights pretrained on
-nnU-Net's z-scores (``zscore``) get them as they are, where the plans z-score every channel without a mask. Any other
-convention cannot be produced from nnU-Net's normalised input and is refused (``check_feature_convention``).
+``ScaleIntensityd``: in DropGen's and anatomix's training on the augmented crop, at DropGen's evaluation on the
+whole volume; sebodiaz/DropGen src/augmentations.py, neel-dey/anatomix anatomix/segmentation/segmentation_utils.py).
+nnU-Net's plans z-score MRI per image (``ZScoreNormalization``; CT: ``CTNormalization``, clipped to the foreground's
+0.5 / 99.5 percentiles and standardised with the dataset's mean / std), and the network only ever sees a patch,
+never the whole image, so a per-image min-max cannot be taken inside it. What nnFM's anatomix network already does
+(nnfm/networks/intensity_window.py, segmentation_unet.py ``input_norm``) is used: a fixed window ``[lo, hi]`` in
+nnU-Net's normalised units, clipped and scaled to [0, 1], with ``lo`` / ``hi`` the 0.5 / 99.5 percentiles of each
+normalised image, median over up to 20 preprocessed cases of the dataset (nnfm/planning/intensity.py; nnFM's planner
+measures the same on the raw images). For z-scored MRI this is per-volume min-max up to each image's spread of its
+percentiles in z units; it is robust to single outliers, as nnFM's window for fine-tuning anatomix is. Channels
+nnU-Net normalises inside the nonzero mask map their exact zeros (outside the mask, padding) to 0, anatomix's
+background. Weights pretrained on nnU-Net's z-scores (``zscore``) get them as they are, where the plans z-score
+every channel without a mask. Any other convention cannot be produced from nnU-Net's normalised input and is refused
+(``check_feature_convention``).
 """
 import inspect
 import time
