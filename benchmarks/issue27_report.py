@@ -8,7 +8,9 @@ ahead, and the cost: seconds per iteration relative to nnUNetTrainer's on the sa
 by nnFM_benchmark in the same queue, ``s_per_iteration``), and nnUNetTrainer at equal wall time, i.e. its test
 Dice interpolated (linear in log iterations, between the budgets it was run at) at ``iterations x that ratio``
 (a candidate twice as slow is compared with nnUNetTrainer at twice the iterations; "–" outside the measured
-budgets). Writes issue27_dice_vs_budget.png (one panel per labelled-case count). Unfinished runs are left out.
+budgets). Writes issue27_dice_vs_budget.png (one panel per labelled-case count) and, with ``--labelled-at N``,
+issue27_dice_vs_labelled_Nits.png (every trainer run at N iterations, test Dice vs labelled cases: the candidates
+run at one budget only, as DropGen's). Unfinished runs are left out.
 """
 import argparse
 import math
@@ -16,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from nnfm.benchmark.imported_results import merge, records_from_csv
-from nnfm.benchmark.plots import plot_dice_vs_budget
+from nnfm.benchmark.plots import plot_dice_vs_budget, plot_dice_vs_labelled
 
 REFERENCE_CLASSES = ("nnUNetTrainer", "nnUNetTrainer_nnFMBudget")  # nnU-Net's own trainer under nnFM's budgets
 REFERENCE = "nnUNetTrainer"
@@ -101,12 +103,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="nnFM_benchmark results.csv files")
     parser.add_argument("--figures", type=Path, help="folder for issue27_dice_vs_budget.png (default: none)")
+    parser.add_argument("--labelled-at", type=int, metavar="N",
+                        help="with --figures: also Dice vs labelled cases of the runs at N iterations")
     args = parser.parse_args()
     done = load(args.results)
     print("\n".join(table(done)))
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         plot_dice_vs_budget(done, args.figures / "issue27_dice_vs_budget.png")
+        if args.labelled_at:
+            at = [r for r in done if iterations(r) == args.labelled_at]
+            if not at:
+                parser.error(f"--labelled-at {args.labelled_at}: no finished run has that many iterations")
+            plot_dice_vs_labelled(at, args.figures / f"issue27_dice_vs_labelled_{args.labelled_at}its.png")
 
 
 if __name__ == "__main__":

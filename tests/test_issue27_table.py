@@ -28,3 +28,19 @@ def test_every_published_candidate_cell_is_paired_with_nnunets_trainer_on_the_sa
                 if report.candidate(r) != report.REFERENCE and
                 (report.iterations(r), int(r["n_train"]), int(r["seed"])) not in reference]
     assert not unpaired, unpaired
+
+
+def test_labelled_at_draws_the_runs_of_one_budget_and_refuses_a_budget_nobody_ran(tmp_path):
+    import subprocess
+    import sys
+
+    from benchmark_tables import ROOT
+    csvs = [str(p) for p in sorted(FIGURES.glob("issue27_grid_results_*.csv"))]
+    script = str(ROOT / "benchmarks" / "issue27_report.py")
+    done = subprocess.run([sys.executable, script, *csvs, "--figures", str(tmp_path), "--labelled-at", "400"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "issue27_dice_vs_labelled_400its.png").stat().st_size > 10_000
+    refused = subprocess.run([sys.executable, script, *csvs, "--figures", str(tmp_path), "--labelled-at", "123"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "no finished run has that many iterations" in refused.stderr

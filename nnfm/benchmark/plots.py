@@ -109,7 +109,7 @@ def plot_dice_vs_labelled(records: list, path: Path) -> Path:
         axis.set_xlabel("labelled training cases")
         axis.set_ylabel(f"mean foreground Dice ({SPLITS[split]})")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7, loc="best")  # where it covers fewest points: low-Dice runs sit anywhere
     first = records[0]
     figure.suptitle(f"{first['dataset']} {first['configuration']}, profile {first['profile']} "
                     f"({first['epochs']} x {first['iterations_per_epoch']})")
