@@ -59,7 +59,7 @@ def plot_dice_vs_budget(records: list, path: Path) -> Path:
         axis.set_ylabel(f"mean foreground Dice ({SPLITS[split]})")
         axis.set_title(f"{n} labelled case{'s' if n != 1 else ''}")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="lower right")  # Dice rises with the budget: the lower right stays free
+        axis.legend(fontsize=7, loc="best")  # inside the axes (outside it covered the y labels), over fewest points
     first = records[0]
     figure.suptitle(f"{first['dataset']} {first['configuration']}: Dice vs fine-tuning budget")
     figure.tight_layout()
