@@ -57,7 +57,7 @@ def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = Non
     with stops_with_its_message():
         entry = get_encoder(encoder or NNUNET_NETWORK_ENCODER)
         weights = checked_weights(weights, entry)
-    extra = planner_options(entry, encoder, hires, vit_kwargs, overwrite_target_spacing)
+        extra = planner_options(entry, encoder, hires, vit_kwargs, overwrite_target_spacing)
     preprocessed = prepare_dataset(dataset_id, entry, encoder, weights, num_processes, verify_dataset_integrity,
                                    check_dataset, clean)
     if encoder is None:

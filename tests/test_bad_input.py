@@ -93,6 +93,19 @@ def test_unset_nnunet_paths_are_named_with_the_export_line(monkeypatch):
         plan_and_preprocess(4)
 
 
+def test_planner_options_are_refused_with_their_message_before_any_dataset_work(tmp_path, monkeypatch):
+    """A bad --vit_kwargs / --hires stops first, as one line naming the option, not as a traceback after the
+    dataset check and fingerprint (dataset 9999 does not exist: reaching it would name the dataset instead)."""
+    from nnfm_planners.plan_and_preprocess import plan_and_preprocess
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    with pytest.raises(SystemExit, match="--vit_kwargs must be a JSON object"):
+        plan_and_preprocess(9999, "dinov3_vitb16", "random", vit_kwargs="[1, 2]")
+    with pytest.raises(SystemExit, match="--hires / --vit_kwargs apply to the ViT encoders"):
+        plan_and_preprocess(9999, None, "random", hires=896)
+
+
 def test_trainer_refuses_unset_results_folder(hippocampus, monkeypatch):
     from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
