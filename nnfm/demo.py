@@ -94,11 +94,13 @@ def main(argv=None) -> None:
     parser.add_argument("-tr", "--trainer", default=None,
                         help="trainer (default: what nnFM_plan_and_preprocess names: nnFMTrainer_nnUNetPlans, or the "
                              "encoder's)")
-    parser.add_argument("--train-cases", type=int, default=TRAIN_CASES, help="fold 0's training cases (default: %(default)s)")
+    parser.add_argument("--train-cases", type=int, default=TRAIN_CASES,
+                        help="fold 0's training cases (default: %(default)s)")
     parser.add_argument("--val-cases", type=int, default=VAL_CASES,
                         help="fold 0's validation cases (nnU-Net's final validation; few keep the demo short; "
                              "default: %(default)s)")
-    parser.add_argument("--test-cases", type=int, default=TEST_CASES, help="held-back cases, never seen in training (default: %(default)s)")
+    parser.add_argument("--test-cases", type=int, default=TEST_CASES,
+                        help="held-back cases, never seen in training (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=BUDGET.epochs, help="default: %(default)s")
     parser.add_argument("--iterations", type=int, default=BUDGET.iterations,
                         help="training iterations per epoch (default: %(default)s)")

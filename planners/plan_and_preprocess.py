@@ -18,6 +18,7 @@ from nnfm.paths import require_nnunet_paths
 from nnfm.registry import encoder_names, get_encoder
 from nnfm.weights.families import NNUNET_NETWORK_ENCODERS
 
+
 def plan_command(dataset_id: int, encoder: str, weights: str = None, *options) -> str:
     """The ``nnFM_plan_and_preprocess`` line for this dataset, encoder and weights (the advice of planning errors)."""
     import shlex
@@ -157,6 +158,7 @@ def plan_encoder(dataset_id: int, entry, weights, preprocessed: str, gpu_memory_
     from batchgenerators.utilities.file_and_folder_operations import isfile, join
     from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
 
+    from nnfm.errors import NNFMError
     from nnfm.planning.patch_padding import padding_warning
     from nnfm.planning.statistics_checks import check_plans
     plans_name, configuration = entry.plans_name, entry.configuration
@@ -164,13 +166,13 @@ def plan_encoder(dataset_id: int, entry, weights, preprocessed: str, gpu_memory_
                                           encoder=entry.name, weights=weights, **extra)
     plans = planner.plan_experiment()
     plans_file = join(preprocessed, plans_name + ".json")
-    try:
-        with stops_with_its_message():
+    with stops_with_its_message():
+        try:
             check_plans(plans, configuration, plans_file)
-    except SystemExit:
-        if isfile(plans_file):
-            os.remove(plans_file)  # never trained on: nnUNetv2_train finds no plans instead of NaN ones
-        raise
+        except NNFMError:
+            if isfile(plans_file):
+                os.remove(plans_file)  # never trained on: nnUNetv2_train finds no plans instead of NaN ones
+            raise
     config = plans["configurations"][configuration]
     print(f"nnFM plans '{plans_name}' ({configuration}): patch {config['patch_size']}, batch {config['batch_size']}, "
           f"spacing {config['spacing']}, estimated training memory "
@@ -184,7 +186,6 @@ def plan_encoder(dataset_id: int, entry, weights, preprocessed: str, gpu_memory_
     if preprocess:
         preprocess_dataset(dataset_id, plans_name, (configuration,), (num_processes,), verbose=False)
     return plans_name
-
 
 
 def plan_nnunet_own(dataset_id: int, preprocessed: str, weights: str, gpu_memory_target_gb: float,

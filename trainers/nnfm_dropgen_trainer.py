@@ -76,7 +76,8 @@ class nnFMTrainer_DropGen(nnFMTrainer_nnUNetPlans):
         return None if is_random_init(source) else source
 
     def weights_choice(self) -> Tuple[Optional[str], Optional[str]]:
-        return None, None  # nnU-Net's network: nnU-Net's initialisation; the pretrained weights are the frozen encoder's
+        # nnU-Net's network: nnU-Net's initialisation; the pretrained weights are the frozen encoder's
+        return None, None
 
     def new_feature_record(self) -> dict:
         """What this run feeds nnU-Net's network: encoder, weights, convention, window, recipe (checked, measured)."""

@@ -166,11 +166,10 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
     for key, value in target.items():
         if key not in canonical:
             continue
-        if SEG_LAYERS not in key:
-            report.elements += value.numel()
         if SEG_LAYERS in key:
             report.initialised[key] = "segmentation layer: the dataset's own classes (nnU-Net's rule too)"
             continue
+        report.elements += value.numel()
         source_key = file_key(key)
         if source_key not in state:
             report.initialised[key] = "not in the file: a stage, block or layer the pretrained topology does not have"
