@@ -17,10 +17,11 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from conftest import train_and_predict
 from nnfm.conventions import ZSCORE
-from nnfm.errors import ChannelMismatchError, ConfigurationError, PatchSizeError
+from nnfm.errors import ChannelMismatchError, CheckpointMismatchError, ConfigurationError, PatchSizeError
 from nnfm.networks.dna_unet import NNUNET_RECIPE, total_stride
 from nnfm.networks.plainconv_segmentation import PLAINCONV_TOPOLOGY, PlainConvSegmentationNetwork
-from nnfm.networks.resenc_segmentation import RESENC_UNET_TOPOLOGY, ResEncSegmentationNetwork
+from nnfm.networks.resenc_segmentation import (RESENC_UNET_TOPOLOGY, ResEncSegmentationNetwork,
+                                               ResEncUNetSegmentationNetwork)
 from nnfm.registry import get_encoder
 from nnfm.weights import load_pretrained, pretrained_target
 from nnfm.weights.families import detect_family, families
@@ -105,7 +106,7 @@ def test_patches_off_the_stride_and_other_ops_are_refused():
 @pytest.mark.parametrize("name, trainers, family, weights", [
     ("plainconv_unet", ("nnFMTrainer_PlainConvUNet", "nnFMTrainer_PlainConvUNet_scratch"), "nnunet_plainconv",
      "plainconv_unet_synth_nnfm"),
-    ("resenc_unet", ("nnFMTrainer_ResEncUNet", "nnFMTrainer_ResEncUNet_scratch"), "nnssl_resenc", None)])
+    ("resenc_unet", ("nnFMTrainer_ResEncUNet", "nnFMTrainer_ResEncUNet_scratch"), "nnunet_resenc", None)])
 def test_entries_use_nnunets_recipe_the_fixed_topology_planner_and_nnfms_weights(name, trainers, family, weights):
     from nnfm_trainers import nnfm_dna_unet_trainer, nnfm_nnunet_plans_trainer, nnfm_trainer_variants
 
@@ -187,21 +188,46 @@ def test_the_plainconv_stem_adapts_to_more_channels_and_refuses_what_cannot_be_m
                         tmp_path / "two.pth", family=("nnunet_plainconv",))
 
 
-def test_a_resenc_unet_file_loads_stem_and_encoder_through_nnssls_family(tmp_path):
-    """resenc_unet loads nnssl_resenc files: that filter keeps stem + encoder only (nnU-Net master's
-    PretrainedTrainer); a full resenc_unet checkpoint's decoder is dropped with its reason, not loaded."""
+def test_a_resenc_unet_file_loads_the_whole_network_but_its_seg_layers(tmp_path):
+    """Issue 27: nnFM's ResEnc pretraining trains the decoder too, so resenc_unet reads a ResEnc file as a whole
+    network (nnunet_resenc: all but decoder.seg_layers, as nnU-Net's -pretrained_weights); the same file given to
+    nnssl's encoder (resenc_l's family) loads stem and encoder only. Both families take its keys: the loading
+    network's own family decides."""
     torch.manual_seed(2)
-    source = ResEncSegmentationNetwork(1, 3, True, **RESENC_UNET_TOPOLOGY)
+    source = ResEncUNetSegmentationNetwork(1, 3, True, **RESENC_UNET_TOPOLOGY)
     torch.save(nnunet_checkpoint(source.state_dict()), tmp_path / "checkpoint_final.pth")
-    assert detect_family(source.state_dict()) == "nnssl_resenc"
-    network = ResEncSegmentationNetwork(1, 2, True, **RESENC_UNET_TOPOLOGY)
-    assert pretrained_target(network) is network.encoder
+    assert detect_family(source.state_dict()) == "nnssl_resenc"  # no loading network: nnssl's, its published layout
+    assert detect_family(source.state_dict(), prefer=("nnunet_resenc",)) == "nnunet_resenc"
+    network = ResEncUNetSegmentationNetwork(2, 2, True, **RESENC_UNET_TOPOLOGY)  # 2 channels, 2 classes
     report = load_pretrained(pretrained_target(network), tmp_path / "checkpoint_final.pth",
                              family=get_encoder("resenc_unet").families)
-    assert report.ok and not report.missing and not report.unexpected
-    assert all(k.startswith("decoder.") for k in report.intentionally_dropped)
+    assert report.ok and report.family == "nnunet_resenc" and not report.missing and not report.unexpected
+    assert {k.split(".")[1] for k in report.intentionally_dropped} == {"seg_layers", "encoder"}  # + the alias
+    for name, value in source.state_dict().items():
+        if name.startswith(("decoder.stages.", "decoder.transpconvs.", "encoder.stages.")):
+            assert torch.equal(network.state_dict()[name], value), name
+    stem, alias = "encoder.stem.convs.0.conv.weight", "encoder.stem.convs.0.all_modules.0.weight"
+    assert set(report.adapted) == {stem, alias}  # 1 -> 2 channels, the conv and its alias alike
+    torch.testing.assert_close(network.state_dict()[alias], source.state_dict()[stem].repeat(1, 2, 1, 1, 1) / 2)
+    assert not torch.equal(network.decoder.seg_layers[-1].weight[:1], source.decoder.seg_layers[-1].weight[:1])
+
+    nnssl = ResEncSegmentationNetwork(1, 2, False, **RESENC_UNET_TOPOLOGY)
+    report = load_pretrained(pretrained_target(nnssl), tmp_path / "checkpoint_final.pth", family=("nnssl_resenc",))
+    assert report.family == "nnssl_resenc" and pretrained_target(nnssl) is nnssl.encoder
     assert any(k.startswith("decoder.stages.") for k in report.intentionally_dropped)
-    assert torch.equal(network.encoder.stem.convs[0].conv.weight, source.encoder.stem.convs[0].conv.weight)
+
+
+def test_an_nnssl_pretraining_file_is_refused_by_resenc_unet_with_the_fix(tmp_path):
+    """Its decoder is nnssl's MAE reconstruction decoder, which nnU-Net master never transfers: resenc_unet (whole
+    network) stops with the command that loads its encoder (-e resenc_l), before any tensor is loaded."""
+    source = ResEncUNetSegmentationNetwork(1, 1, False, **RESENC_UNET_TOPOLOGY)
+    torch.save({"network_weights": source.state_dict(), "nnssl_adaptation_plan": {"architecture": "ResEncL"}},
+               tmp_path / "nnssl.pth")
+    network = ResEncUNetSegmentationNetwork(1, 2, False, **RESENC_UNET_TOPOLOGY)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match=r"nnssl_adaptation_plan.*-e resenc_l .*nnFMTrainer_ResEncL"):
+        load_pretrained(pretrained_target(network), tmp_path / "nnssl.pth", family=get_encoder("resenc_unet").families)
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
 
 
 # ---- planner ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ nnfm/networks/resenc_segmentation.py ``resenc_unet``), planned by planners/nnfm_
   ``decoder.seg_layers`` (family ``nnunet_plainconv``: nnFM's pretrained file, or an nnU-Net ``checkpoint_final.pth``
   of the same topology).
 - ``nnFMTrainer_ResEncUNet``: nnU-Net's ResidualEncoderUNet (5 stages, blocks 1-3-4-6-6); a checkpoint loads into
-  stem and encoder (family ``nnssl_resenc``, whose filter drops every ``decoder.*`` key).
+  everything but ``decoder.seg_layers`` (family ``nnunet_resenc``: nnFM's pretraining export, or an nnU-Net
+  checkpoint of the same topology; an nnssl pretraining file is refused with the fix, ``-e resenc_l``).
 - ``..._scratch``: the same network and recipe, random initialisation.
 
 Recipe: nnUNetTrainer's (``NNUNET_RECIPE``, nnfm/networks/dna_unet.py: SGD lr 1e-2, Nesterov momentum 0.99, weight

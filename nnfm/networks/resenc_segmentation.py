@@ -7,8 +7,9 @@ an nnssl checkpoint's encoder loads key for key, and a checkpoint of this networ
 checkpoint. ``network.encoder`` is the part pretrained weights go into (stem + stages); the decoder is
 nnU-Net's ``UNetDecoder`` (transposed convolutions, one conv block per stage, deep-supervision heads).
 
-Two registry entries build it: ``resenc_l`` (nnssl's ResEnc-L weights, planner planners/nnfm_resenc_planner.py) and
-``resenc_unet`` (nnU-Net's ResEnc pattern cut at 5 stages, ``RESENC_UNET_TOPOLOGY``, for nnFM's own pretraining;
+Two registry entries build it: ``resenc_l`` (nnssl's ResEnc-L weights into ``network.encoder``, planner
+planners/nnfm_resenc_planner.py) and ``resenc_unet`` (``ResEncUNetSegmentationNetwork``: nnU-Net's ResEnc pattern cut
+at 5 stages, ``RESENC_UNET_TOPOLOGY``, for nnFM's own pretraining, whose files load into all but the seg layers;
 planned by planners/nnfm_dna_planner.py like ``plainconv_unet``, nnfm/networks/plainconv_segmentation.py).
 
 Topology (preset ``RESENC_L_TOPOLOGY``): nnU-Net master's "ResEncL" (MIC-DKFZ/nnUNet
@@ -23,7 +24,7 @@ from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
 from nnfm.conventions import ZSCORE
-from nnfm.networks.dna_unet import FixedTopologyUNet, check_topology
+from nnfm.networks.dna_unet import FixedTopologyUNet, NetworkWithoutSegLayers, check_topology
 from nnfm.weights.nnssl_adaptation import RESENC_L_TOPOLOGY
 
 
@@ -56,6 +57,15 @@ class ResEncSegmentationNetwork(FixedTopologyUNet, ResidualEncoderUNet):
                          {"eps": norm_eps, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True},
                          deep_supervision)
         self._set_patch_rules(strides)
+
+
+class ResEncUNetSegmentationNetwork(ResEncSegmentationNetwork):
+    """``resenc_unet``: the same network; a checkpoint loads into everything but ``decoder.seg_layers`` (family
+    ``nnunet_resenc``: nnFM's own pretraining trains the decoder too, nnfm/weights/filters_resenc.py), where
+    ``resenc_l`` takes nnssl's encoder only."""
+
+    def pretrained_part(self) -> nn.Module:
+        return NetworkWithoutSegLayers(self)
 
 
 # ---- registry entry (nnfm/registry.py) -------------------------------------------------------------------
@@ -100,11 +110,13 @@ RESENC_UNET_TOPOLOGY = {
     "norm_eps": 1e-5,
 }
 register_encoder(EncoderEntry(
-    name="resenc_unet", network_class=_RESENC["network_class"], network_kwargs=RESENC_UNET_TOPOLOGY,
+    name="resenc_unet", network_class=f"{ResEncUNetSegmentationNetwork.__module__}."
+                                      f"{ResEncUNetSegmentationNetwork.__qualname__}",
+    network_kwargs=RESENC_UNET_TOPOLOGY,
     configuration="3d_fullres", planner="nnfm_planners.nnfm_dna_planner.nnFMFixedTopologyPlanner",
     trainer="nnFMTrainer_ResEncUNet", scratch_trainer="nnFMTrainer_ResEncUNet_scratch",
-    # nnssl's family: its filter loads stem + encoder only (nnfm/weights/filters_resenc.py), the decoder starts anew
-    families=("nnssl_resenc",), weights=None, token_stride=16, min_axis=32,
+    # whole-network files (nnFM's export, nnU-Net checkpoints): all but the seg layers (nnfm/weights/filters_resenc.py)
+    families=("nnunet_resenc",), weights=None, token_stride=16, min_axis=32,
     # the weights nnFM pretrains for it see per-image z-scored volumes (nnFM_pretrain synth --encoder resenc_unet)
     input_convention=ZSCORE, recipe=NNUNET_RECIPE,
     description="nnU-Net's ResidualEncoderUNet at a fixed 5-stage topology (nnU-Net's ResEnc blocks 1-3-4-6-6)",

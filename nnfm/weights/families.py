@@ -92,10 +92,13 @@ def families() -> List[CheckpointFamily]:
     return [_FAMILIES[name] for name in order]
 
 
-def detect_family(state: StateDict) -> Optional[str]:
-    """The name of the first family (in :func:`families` order) whose layout ``state`` has, or None."""
+def detect_family(state: StateDict, prefer: Sequence[str] = ()) -> Optional[str]:
+    """The name of the first family whose layout ``state`` has, or None: first among ``prefer`` (the loading
+    network's own families, in its entry's order: families with the same keys, such as nnssl's and nnU-Net's
+    ResEnc files, are told apart by what loads them), then in :func:`families` order."""
     keys = set(state)
-    return next((f.name for f in families() if f.detect(keys, state)), None)
+    preferred = [_FAMILIES[name] for name in prefer if name in _FAMILIES]
+    return next((f.name for f in preferred + families() if f.detect(keys, state)), None)
 
 
 def has_prefix(keys: set, *prefixes: str) -> bool:

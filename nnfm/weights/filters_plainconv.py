@@ -27,9 +27,10 @@ _ALIAS_REASON = ("alias of encoder.* (dynamic_network_architectures' UNetDecoder
                  "so the state dict lists it twice); loaded from encoder.*")
 
 
-def nnunet_plainconv_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
+def nnunet_network_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
     """Every key as it is but ``decoder.seg_layers.*`` and the ``decoder.encoder.*`` alias (each dropped with its
-    reason); a key the network lacks is left for the strict comparison to report."""
+    reason); a key the network lacks is left for the strict comparison to report. Any DNA U-Net's whole-network
+    file (PlainConvUNet here, ResidualEncoderUNet in nnfm/weights/filters_resenc.py ``nnunet_resenc``)."""
     mapped, dropped = {}, {}
     for key, value in state.items():
         if key.startswith("decoder.seg_layers."):
@@ -41,20 +42,22 @@ def nnunet_plainconv_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]
     return mapped, dropped
 
 
-def adapt_plainconv_stem_alias(mapped: StateDict, module: torch.nn.Module, target: StateDict,
-                               checkpoint: Any = None) -> Dict[str, str]:
-    """Adapt the stem kernel's ``all_modules.0`` alias to the network's input channels as ``load_pretrained`` adapts
-    ``STEM_KEY`` itself (1 -> N repeat / N, N -> 1 sum, RGB -> N). Where that cannot be mapped nothing changes here:
-    ``load_pretrained`` then refuses the stem with a ChannelMismatchError."""
-    source, wanted = mapped.get(STEM_ALIAS), target.get(STEM_ALIAS)
-    if source is None or wanted is None or source.dim() != wanted.dim() or source.shape == wanted.shape \
-            or source.shape[0] != wanted.shape[0] or source.shape[2:] != wanted.shape[2:]:
-        return {}
-    try:
-        mapped[STEM_ALIAS], how = adapt_stem_channels(source, wanted.shape[1])
-    except ValueError:
-        return {}
-    return {STEM_ALIAS: how}
+def stem_alias_adapter(alias: str):
+    """The adapter that maps the stem kernel's ``all_modules.0`` alias ``alias`` (DNA's ConvDropoutNormReLU lists
+    the conv twice) to the network's input channels as ``load_pretrained`` adapts the stem key itself (1 -> N
+    repeat / N, N -> 1 sum, RGB -> N). Where that cannot be mapped nothing changes here: ``load_pretrained`` then
+    refuses the stem with a ChannelMismatchError."""
+    def adapt(mapped: StateDict, module: torch.nn.Module, target: StateDict, checkpoint: Any = None) -> Dict[str, str]:
+        source, wanted = mapped.get(alias), target.get(alias)
+        if source is None or wanted is None or source.dim() != wanted.dim() or source.shape == wanted.shape \
+                or source.shape[0] != wanted.shape[0] or source.shape[2:] != wanted.shape[2:]:
+            return {}
+        try:
+            mapped[alias], how = adapt_stem_channels(source, wanted.shape[1])
+        except ValueError:
+            return {}
+        return {alias: how}
+    return adapt
 
 
 def is_nnunet_plainconv(keys: set, state: StateDict = None) -> bool:
@@ -67,4 +70,4 @@ def is_nnunet_plainconv(keys: set, state: StateDict = None) -> bool:
 # their own prefixes (tests/test_dna_unet_encoders.py checks every registered family against one)
 register_family(CheckpointFamily(
     "nnunet_plainconv", is_nnunet_plainconv, "an nnU-Net PlainConvUNet (dynamic-network-architectures)",
-    nnunet_plainconv_filter, STEM_KEY, adapt_plainconv_stem_alias))
+    nnunet_network_filter, STEM_KEY, stem_alias_adapter(STEM_ALIAS)))

@@ -141,7 +141,7 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
     path, sha = resolve_checkpoint(source)
     checkpoint = read_checkpoint(path)  # kept whole: its metadata (plans) tells the position-embedding grid
     state, unwrapped = unwrap_state_dict(checkpoint)
-    found = detect_family(state)
+    found = detect_family(state, prefer=families)
     record = get_family(found) if found else None
     if found not in families or record is None or record.filter is None:
         needed = " or ".join(f"'{f}'" for f in families)
