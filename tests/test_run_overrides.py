@@ -98,6 +98,7 @@ def test_nnfm_and_nnunet_trainers_train_and_save_the_overridden_patch(hippocampu
                                      nnFM_PATCH_SIZE="32,48,32", nnFM_BATCH_SIZE="1")
         assert trainer.configuration_manager.patch_size == [32, 48, 32]
         assert trainer.configuration_manager.batch_size == 1
+        assert trainer.save_every == 1  # a killed benchmark run resumes from its last epoch (nnU-Net: every 50)
         # the plans nnU-Net saves next to the model (and nnUNetv2_predict reads) carry the trained patch
         assert trainer.plans_manager.plans["configurations"]["3d_fullres"]["patch_size"] == [32, 48, 32]
         assert json.loads(json.dumps(hippocampus["plans"]))["configurations"]["3d_fullres"]["patch_size"] != [32, 48, 32]

@@ -11,7 +11,8 @@ from nnfm_trainers.nnfm_trainer import nnFMTrainer
 class nnUNetTrainer_nnFMBudget(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer):
     """Unchanged nnUNetTrainer, except that nnFM's budget variables apply (nnFM_EPOCHS / nnFM_ITERATIONS /
     nnFM_VAL_ITERATIONS, and nnFM_PATCH_SIZE / nnFM_BATCH_SIZE / nnFM_VAL_CASES: nnfm/training/run_overrides.py)
-    and, as for nnFM's trainers, one training per fold (nnfm/training/fold_guard.py)."""
+    and, as for nnFM's trainers, one training per fold (nnfm/training/fold_guard.py) and a checkpoint every epoch
+    (training unchanged; nnU-Net saves every 50, so a killed short benchmark run restarted from scratch)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -21,6 +22,7 @@ class nnUNetTrainer_nnFMBudget(OneTrainingPerFold, RecordsValidatedCheckpoint, n
         for line in overrides:
             self.print_to_log_file(line)
         nnFMTrainer._apply_budget_from_environment(self)
+        self.save_every = 1
 
     def do_split(self):
         tr_keys, val_keys = super().do_split()
