@@ -13,10 +13,9 @@ relative rounding 4.9e-4). ``nnFM_benchmark``'s own report keeps runs from diffe
 one initialisation, and the table's initialisation column says which file each budget's runs used.
 """
 import argparse
-import statistics
 from pathlib import Path
 
-from nnfm.benchmark.imported_results import merge, records_from_csv
+from nnfm.benchmark.draws import finished_runs, iterations, mean_sd, paired, per_draw
 from nnfm.benchmark.plots import plot_dice_vs_budget, plot_dice_vs_labelled
 from nnfm.weights.registry import get_weights_entry
 
@@ -35,8 +34,7 @@ REFERENCE = LABELS[("nnFMTrainer_scratch", None)]
 
 
 def load(paths: list) -> list:
-    records, _ = merge([], [r for p in paths for r in records_from_csv(p)])
-    done = [r for r in records if r.get("status") == "done" and r.get("test_dice_mean") is not None]
+    done = finished_runs(paths)
     shipped_sha = get_weights_entry(SHIPPED).sha256
     for r in done:
         r["weights_file"] = Path(str(r.get("weights") or "random")).name
@@ -57,8 +55,7 @@ def initialisation(record: dict) -> str:
 def table(done: list) -> list:
     groups = {}
     for r in done:
-        groups.setdefault((int(r["epochs"]) * int(r["iterations_per_epoch"]), int(r["n_train"]), initialisation(r)),
-                          []).append(r)
+        groups.setdefault((iterations(r), int(r["n_train"]), initialisation(r)), []).append(r)
     reference = {(k[0], k[1], r["seed"]): r["test_dice_mean"] for k, g in groups.items() if k[2] == REFERENCE
                  for r in g}
     lines = ["| fine-tuning iterations | labelled cases | initialisation | test Dice seed 0 / 1 / 2 | mean ± sd | "
@@ -66,18 +63,12 @@ def table(done: list) -> list:
     for (its, shots, init), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], ORDER.index(kv[0][2]))):
         by_seed = {r["seed"]: r["test_dice_mean"] for r in group}
         seeds = sorted(by_seed)
-        dice = " / ".join(f"{by_seed[s]:.3f}" if s in by_seed else "–" for s in range(max(3, seeds[-1] + 1)))
-        values = [by_seed[s] for s in seeds]
-        spread = f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else \
-            f"{values[0]:.3f} (1 run)"
-        paired = ""
-        if init != REFERENCE:
-            diffs = [by_seed[s] - reference[(its, shots, s)] for s in seeds if (its, shots, s) in reference]
-            if diffs:
-                paired = " / ".join(f"{d:+.3f}" for d in diffs) + f" ({statistics.mean(diffs):+.3f})"
+        diffs = [] if init == REFERENCE else [by_seed[s] - reference[(its, shots, s)] for s in seeds
+                                              if (its, shots, s) in reference]
         files = sorted({r["weights_file"] for r in group} - {"random"})
         note = f" [{', '.join(files)}]" if init.startswith("synthetic") else ""
-        lines.append(f"| {its} | {shots} | {init}{note} | {dice} | {spread} | {paired} |")
+        lines.append(f"| {its} | {shots} | {init}{note} | {per_draw(by_seed)} | "
+                     f"{mean_sd([by_seed[s] for s in seeds])} | {paired(diffs)} |")
     return lines
 
 

@@ -17,7 +17,7 @@ import math
 import statistics
 from pathlib import Path
 
-from nnfm.benchmark.imported_results import merge, records_from_csv
+from nnfm.benchmark.draws import finished_runs, iterations, mean_sd, paired, per_draw
 from nnfm.benchmark.plots import plot_dice_vs_budget, plot_dice_vs_labelled
 
 REFERENCE_CLASSES = ("nnUNetTrainer", "nnUNetTrainer_nnFMBudget")  # nnU-Net's own trainer under nnFM's budgets
@@ -31,15 +31,6 @@ def candidate(record: dict) -> str:
     weights = record.get("weights")
     stem = None if weights in (None, "", "random") else Path(str(weights)).name.split(".")[0]
     return f"{record['trainer_class']} [{stem}]" if stem else record["trainer_class"]
-
-
-def iterations(record: dict) -> int:
-    return int(record["epochs"]) * int(record["iterations_per_epoch"])
-
-
-def load(paths: list) -> list:
-    records, _ = merge([], [r for p in paths for r in records_from_csv(p)])
-    return [r for r in records if r.get("status") == "done" and r.get("test_dice_mean") is not None]
 
 
 def interpolate(points: dict, x: float):
@@ -70,17 +61,12 @@ def table(done: list) -> list:
     for (its, shots, name), group in sorted(groups.items(), key=order):
         by_seed = {int(r["seed"]): r for r in group}
         seeds = sorted(by_seed)
-        dice = " / ".join(f"{by_seed[s]['test_dice_mean']:.3f}" if s in by_seed else "–"
-                          for s in range(max(3, seeds[-1] + 1)))
-        values = [by_seed[s]["test_dice_mean"] for s in seeds]
-        spread = (f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1
-                  else f"{values[0]:.3f} (1 run)")
-        paired = ahead = ratio_text = equal = ""
+        dice = {s: by_seed[s]["test_dice_mean"] for s in seeds}
+        diffs, ahead, ratio_text, equal = [], "", "", ""
         if name != REFERENCE:
             pairs = [(by_seed[s], reference[(its, shots, s)]) for s in seeds if (its, shots, s) in reference]
             if pairs:
                 diffs = [a["test_dice_mean"] - b["test_dice_mean"] for a, b in pairs]
-                paired = " / ".join(f"{d:+.3f}" for d in diffs) + f" ({statistics.mean(diffs):+.3f})"
                 ahead = f"{sum(d > 0 for d in diffs)} of {len(diffs)}"
                 ratios = [a["s_per_iteration"] / b["s_per_iteration"] for a, b in pairs
                           if a.get("s_per_iteration") and b.get("s_per_iteration")]
@@ -95,7 +81,8 @@ def table(done: list) -> list:
                     at_equal = [v for v in at_equal if v is not None]
                     if at_equal:
                         equal = f"{statistics.mean(at_equal):.3f} at {its * ratio:.0f} its"
-        lines.append(f"| {its} | {shots} | {name} | {dice} | {spread} | {paired} | {ahead} | {ratio_text} | {equal} |")
+        lines.append(f"| {its} | {shots} | {name} | {per_draw(dice)} | {mean_sd(list(dice.values()))} | "
+                     f"{paired(diffs)} | {ahead} | {ratio_text} | {equal} |")
     return lines
 
 
@@ -106,7 +93,7 @@ def main() -> None:
     parser.add_argument("--labelled-at", type=int, metavar="N",
                         help="with --figures: also Dice vs labelled cases of the runs at N iterations")
     args = parser.parse_args()
-    done = load(args.results)
+    done = finished_runs(args.results)
     print("\n".join(table(done)))
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
