@@ -22,13 +22,24 @@ def _normalizer(scheme: str, use_mask: bool, intensity_properties: dict):
     return cls(use_mask_for_norm=use_mask, intensityproperties=intensity_properties)
 
 
+def _sample(keys: Sequence[str], max_cases: int, seed: int) -> List[str]:
+    """A seeded choice of up to ``max_cases`` of ``keys`` (sorted first), in sorted order: the same cases every run."""
+    keys = sorted(keys)
+    rng = np.random.default_rng(seed)
+    return [keys[i] for i in sorted(rng.choice(len(keys), min(max_cases, len(keys)), replace=False))]
+
+
+def _median_window(per_case: list) -> List[List[float]]:
+    """Per channel, the median over cases of each case's (low, high) percentiles, rounded to 4 decimals."""
+    window = np.median(np.asarray(per_case, dtype=np.float64), axis=0)
+    return [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in window]
+
+
 def measure_input_window(dataset: Dict[str, dict], reader_writer_class, schemes: Sequence[str],
                          use_mask: Sequence[bool], intensity_properties: Dict[str, dict],
                          max_cases: int = MAX_CASES, seed: int = 1234) -> List[List[float]]:
     """Median over (up to ``max_cases``) training cases of each channel's normalised percentiles."""
-    keys = sorted(dataset)
-    rng = np.random.default_rng(seed)
-    keys = [keys[i] for i in sorted(rng.choice(len(keys), min(max_cases, len(keys)), replace=False))]
+    keys = _sample(dataset, max_cases, seed)
     reader = reader_writer_class()
     per_case = []
     for key in keys:
@@ -40,8 +51,7 @@ def measure_input_window(dataset: Dict[str, dict], reader_writer_class, schemes:
             inside = normalized[seg[0] >= 0] if use_mask[c] else normalized.ravel()
             lows_highs.append(np.percentile(inside, PERCENTILES))
         per_case.append(lows_highs)
-    window = np.median(np.asarray(per_case, dtype=np.float64), axis=0)
-    return [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in window]
+    return _median_window(per_case)
 
 
 def measure_preprocessed_window(folder: str, use_mask: Sequence[bool], max_cases: int = MAX_CASES,
@@ -53,11 +63,10 @@ def measure_preprocessed_window(folder: str, use_mask: Sequence[bool], max_cases
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     dataset_class = infer_dataset_class(folder)
-    keys = sorted(dataset_class.get_identifiers(folder))
+    keys = dataset_class.get_identifiers(folder)
     if not keys:
         raise ValueError(f"no preprocessed cases in {folder}")
-    rng = np.random.default_rng(seed)
-    keys = [keys[i] for i in sorted(rng.choice(len(keys), min(max_cases, len(keys)), replace=False))]
+    keys = _sample(keys, max_cases, seed)
     dataset = dataset_class(folder, keys)
     per_case = []
     for key in keys:
@@ -68,7 +77,7 @@ def measure_preprocessed_window(folder: str, use_mask: Sequence[bool], max_cases
             channel = np.asarray(data[c], dtype=np.float32)
             lows_highs.append(np.percentile(channel[inside] if masked else channel.ravel(), PERCENTILES))
         per_case.append(lows_highs)
-    window = np.median(np.asarray(per_case, dtype=np.float64), axis=0)
+    window = _median_window(per_case)
     if any(hi <= lo for lo, hi in window):
-        raise ValueError(f"a channel of the cases in {folder} has no intensity range (window {window.tolist()})")
-    return [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in window]
+        raise ValueError(f"a channel of the cases in {folder} has no intensity range (window {window})")
+    return window
