@@ -194,3 +194,17 @@ def test_every_registered_and_embedded_weights_file_states_its_convention():
         if entry.embedded:
             facts = json.loads(embedded_path(entry).with_suffix(".json").read_text())
             assert facts["input_convention"] == entry.input_convention, name
+
+
+def test_the_trainers_convention_error_names_the_dataset_it_trains(hippocampus, nnunet_env, monkeypatch, tmp_path):
+    """nnUNetv2_train with weights of another convention than the plans feed stops at initialisation with a
+    planning command for this very dataset (its id), not a placeholder to fill in."""
+    from conftest import trainer_in_process
+    from nnfm.errors import ConfigurationError
+    from nnfm_trainers.nnfm_trainer import nnFMTrainer
+
+    trainer = trainer_in_process(nnFMTrainer, hippocampus, nnunet_env, monkeypatch, tmp_path,
+                                 nnFM_WEIGHTS="anatomix_mae_hippocampus")  # zscore weights, window01 plans
+    with pytest.raises(ConfigurationError, match=rf"`window01`.*nnFM_plan_and_preprocess -d {hippocampus['id']} "
+                                                 r"-e anatomix -w anatomix_mae_hippocampus"):
+        trainer.initialize()

@@ -212,7 +212,7 @@ class nnFMTrainer_DropGen(nnFMTrainer_nnUNetPlans):
                                          f"folder's plans record {record['sha256']}. Restore that file, or train into "
                                          f"another results folder.")
             check_fed_convention(wrapper.features, report.input_convention, record["weights"], record["encoder"],
-                                 self.configuration_name)
+                                 self.configuration_name, self.dataset_id)
             self.feature_report = report
             self.print_to_log_file("nnFM frozen feature encoder weights:\n" + report.format())
         else:

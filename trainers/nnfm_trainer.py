@@ -216,7 +216,7 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
             # and skip nnFM's encoder load, which nnU-Net would overwrite anyway
             sha = check_pretrained_weights(net, nnunet_file)
             check_fed_convention(net, recorded_convention(nnunet_file), nnunet_file, self.encoder,
-                                 self.configuration_name)
+                                 self.configuration_name, self.dataset_id)
             provenance = {"encoder": None, "weights": os.path.abspath(nnunet_file), "sha256": sha,
                           "via": "nnUNetv2_train -pretrained_weights (whole network except seg_layers)"}
             self.print_to_log_file(f"nnFM: -pretrained_weights {nnunet_file} fits the network (sha256 {sha}).")
@@ -232,7 +232,8 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
             report = load_pretrained(pretrained_target(net), source, family=self.encoder_family,
                                      replan=self.replan_commands)
             # the plans must feed the network what the weights saw (ConfigurationError naming both otherwise)
-            check_fed_convention(net, report.input_convention, source, self.encoder, self.configuration_name)
+            check_fed_convention(net, report.input_convention, source, self.encoder, self.configuration_name,
+                                 self.dataset_id)
             self.pretrained_report = report
             self.loaded_family = report.family
             self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
@@ -247,6 +248,11 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
             full = dict(provenance, report=self.pretrained_report.to_dict() if self.pretrained_report else None)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
 
+    @property
+    def dataset_id(self) -> int:
+        """nnU-Net's id of the plans' dataset (``DatasetXXX_Name``), for the commands error messages give."""
+        return int(self.plans_manager.dataset_name[len("Dataset"):len("Dataset") + 3])
+
     def replan_commands(self, vit_kwargs: dict) -> str:
         """The commands that plan this dataset for weights of another ViT size (``vit_kwargs``, from the file's
         shapes) and train this fold with this trainer: the advice of a size-mismatch CheckpointMismatchError."""
@@ -256,7 +262,7 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
         from nnfm_planners.plan_and_preprocess import plan_command
 
         entry = self.encoder_entry()
-        dataset_id = int(self.plans_manager.dataset_name[len("Dataset"):len("Dataset") + 3])
+        dataset_id = self.dataset_id
         train = (f"nnUNetv2_train {dataset_id} {self.configuration_name} {self.fold} -tr {self.__class__.__name__} "
                  f"-p {entry.plans_name}")
         if entry.configuration != "2d" or "vit_kwargs" not in inspect.signature(self.network_class()).parameters:

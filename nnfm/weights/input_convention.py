@@ -80,16 +80,18 @@ def planned_convention(encoder_entry, weights) -> InputConvention:
     return get_convention(name)
 
 
-def check_fed_convention(network, weights_name: Optional[str], source, encoder: str, configuration: str) -> None:
+def check_fed_convention(network, weights_name: Optional[str], source, encoder: str, configuration: str,
+                         dataset="DATASET") -> None:
     """Refuse to load weights pretrained on ``weights_name`` into a ``network`` fed another convention (its
-    ``input_norm``, from the plans). ``weights_name`` None: the file records none (assumed the network's)."""
+    ``input_norm``, from the plans). ``weights_name`` None: the file records none (assumed the network's).
+    ``dataset``: the id the fix's planning command names (a placeholder where the caller has no dataset)."""
     fed = getattr(network, "input_norm", None)
     if weights_name is None or fed is None or weights_name == fed:
         return
     raise ConfigurationError(
         f"Weights {source} were pretrained on input convention {get_convention(weights_name).summary()}, but these "
         f"plans feed the network {get_convention(fed).summary()}. Fix: plan for these weights, "
-        f"nnFM_plan_and_preprocess -d DATASET -e {encoder} -w {source} (the network then gets "
+        f"nnFM_plan_and_preprocess -d {dataset} -e {encoder} -w {source} (the network then gets "
         f"'{weights_name}'), and train or extract with those plans (-p nnFMPlans_{encoder}, configuration "
         f"{configuration}).")
 
