@@ -2,13 +2,15 @@
 
     python benchmarks/issue27_report.py documentation/figures/issue27_*results_*.csv --figures documentation/figures
 
-Prints one markdown row per (fine-tuning iterations, labelled cases, candidate): test Dice per draw, mean +- sd,
-the paired difference to nnUNetTrainer on the same draw (same labelled cases, budget, patch and batch), the draws
-ahead, and the cost: seconds per iteration relative to nnUNetTrainer's on the same draw and budget (both measured
-by nnFM_benchmark in the same queue, ``s_per_iteration``), and nnUNetTrainer at equal wall time, i.e. its test
-Dice interpolated (linear in log iterations, between the budgets it was run at) at ``iterations x that ratio``
-(a candidate twice as slow is compared with nnUNetTrainer at twice the iterations; "–" outside the measured
-budgets). Writes issue27_dice_vs_budget.png (one panel per labelled-case count) and, with ``--labelled-at N``,
+Prints two markdown tables. The first has one row per (fine-tuning iterations, labelled cases, candidate): test
+Dice per draw, mean +- sd, the paired difference to nnUNetTrainer on the same draw (same labelled cases, budget,
+patch and batch), the draws ahead, and the cost: seconds per iteration relative to nnUNetTrainer's on the same draw
+and budget (both measured by nnFM_benchmark in the same queue, ``s_per_iteration``), and nnUNetTrainer at equal
+wall time, i.e. its test Dice interpolated (linear in log iterations, between the budgets it was run at) at
+``iterations x that ratio`` (a candidate twice as slow is compared with nnUNetTrainer at twice the iterations; "–"
+outside the measured budgets). The second judges issue 27's target (mean >= nnUNetTrainer's + 0.02, ahead in >= 2
+of 3 draws) in every cell a candidate ran on all three draws, saying what is missing where it is not met.
+Writes issue27_dice_vs_budget.png (one panel per labelled-case count) and, with ``--labelled-at N``,
 issue27_dice_vs_labelled_Nits.png (every trainer run at N iterations, test Dice vs labelled cases: the candidates
 run at one budget only, as DropGen's). Unfinished runs are left out.
 """
@@ -22,6 +24,8 @@ from nnfm.benchmark.plots import plot_dice_vs_budget, plot_dice_vs_labelled
 
 REFERENCE_CLASSES = ("nnUNetTrainer", "nnUNetTrainer_nnFMBudget")  # nnU-Net's own trainer under nnFM's budgets
 REFERENCE = "nnUNetTrainer"
+# issue 27, item 6: in every cell, mean test Dice >= nnUNetTrainer's + 0.02 and ahead in >= 2 of the 3 draws
+TARGET_MARGIN, TARGET_AHEAD, DRAWS = 0.02, 2, 3
 
 
 def candidate(record: dict) -> str:
@@ -47,42 +51,72 @@ def interpolate(points: dict, x: float):
     return points[xs[-1]]
 
 
-def table(done: list) -> list:
+def cells(done: list):
+    """Every (iterations, labelled cases, candidate) cell in the table's order, with its runs by seed and, for a
+    candidate, the pairs (its run, nnUNetTrainer's run) of the draws both ran; and nnUNetTrainer's runs by
+    (iterations, labelled cases, seed)."""
     groups, reference = {}, {}
     for r in done:
         key = (iterations(r), int(r["n_train"]), candidate(r))
         groups.setdefault(key, []).append(r)
         if key[2] == REFERENCE:
             reference[(key[0], key[1], r["seed"])] = r
+    order = lambda kv: (kv[0][0], kv[0][1], kv[0][2] != REFERENCE, kv[0][2])  # noqa: E731
+    out = []
+    for (its, shots, name), group in sorted(groups.items(), key=order):
+        by_seed = {int(r["seed"]): r for r in group}
+        pairs = [] if name == REFERENCE else [(by_seed[s], reference[(its, shots, s)]) for s in sorted(by_seed)
+                                              if (its, shots, s) in reference]
+        out.append(((its, shots, name), by_seed, pairs))
+    return out, reference
+
+
+def _differences(pairs: list) -> list:
+    return [a["test_dice_mean"] - b["test_dice_mean"] for a, b in pairs]
+
+
+def table(done: list) -> list:
+    all_cells, reference = cells(done)
     lines = ["| iterations | labelled cases | candidate | test Dice per draw (seed 0 / 1 / 2) | mean ± sd | "
              "− nnUNetTrainer per draw (mean) | draws ahead | s/iteration ÷ nnUNetTrainer's | nnUNetTrainer at "
              "equal wall time |", "|---|---|---|---|---|---|---|---|---|"]
-    order = lambda kv: (kv[0][0], kv[0][1], kv[0][2] != REFERENCE, kv[0][2])  # noqa: E731
-    for (its, shots, name), group in sorted(groups.items(), key=order):
-        by_seed = {int(r["seed"]): r for r in group}
+    for (its, shots, name), by_seed, pairs in all_cells:
         seeds = sorted(by_seed)
         dice = {s: by_seed[s]["test_dice_mean"] for s in seeds}
-        diffs, ahead, ratio_text, equal = [], "", "", ""
-        if name != REFERENCE:
-            pairs = [(by_seed[s], reference[(its, shots, s)]) for s in seeds if (its, shots, s) in reference]
-            if pairs:
-                diffs = [a["test_dice_mean"] - b["test_dice_mean"] for a, b in pairs]
-                ahead = f"{sum(d > 0 for d in diffs)} of {len(diffs)}"
-                ratios = [a["s_per_iteration"] / b["s_per_iteration"] for a, b in pairs
-                          if a.get("s_per_iteration") and b.get("s_per_iteration")]
-                if ratios:
-                    ratio = statistics.median(ratios)
-                    ratio_text = f"{ratio:.2f}"
-                    curves = {}
-                    for (i, n, s), r in reference.items():
-                        if n == shots:
-                            curves.setdefault(s, {})[i] = r["test_dice_mean"]
-                    at_equal = [interpolate(curves.get(s, {}), its * ratio) for s in seeds]
-                    at_equal = [v for v in at_equal if v is not None]
-                    if at_equal:
-                        equal = f"{statistics.mean(at_equal):.3f} at {its * ratio:.0f} its"
+        diffs, ahead, ratio_text, equal = _differences(pairs), "", "", ""
+        if pairs:
+            ahead = f"{sum(d > 0 for d in diffs)} of {len(diffs)}"
+            ratios = [a["s_per_iteration"] / b["s_per_iteration"] for a, b in pairs
+                      if a.get("s_per_iteration") and b.get("s_per_iteration")]
+            if ratios:
+                ratio = statistics.median(ratios)
+                ratio_text = f"{ratio:.2f}"
+                curves = {}
+                for (i, n, s), r in reference.items():
+                    if n == shots:
+                        curves.setdefault(s, {})[i] = r["test_dice_mean"]
+                at_equal = [interpolate(curves.get(s, {}), its * ratio) for s in seeds]
+                at_equal = [v for v in at_equal if v is not None]
+                if at_equal:
+                    equal = f"{statistics.mean(at_equal):.3f} at {its * ratio:.0f} its"
         lines.append(f"| {its} | {shots} | {name} | {per_draw(dice)} | {mean_sd(list(dice.values()))} | "
                      f"{paired(diffs)} | {ahead} | {ratio_text} | {equal} |")
+    return lines
+
+
+def target_table(done: list) -> list:
+    """Issue 27's target, cell by cell, for every candidate cell with all DRAWS draws paired: mean test Dice at least
+    nnUNetTrainer's + TARGET_MARGIN and ahead in at least TARGET_AHEAD draws; what is missing where it is not met."""
+    lines = [f"| candidate | iterations | labelled cases | mean − nnUNetTrainer | draws ahead | target (≥ "
+             f"+{TARGET_MARGIN:.2f}, ahead in ≥ {TARGET_AHEAD} of {DRAWS}) |", "|---|---|---|---|---|---|"]
+    judged = [(key, pairs) for key, _, pairs in cells(done)[0] if len(pairs) == DRAWS]
+    for (its, shots, name), pairs in sorted(judged, key=lambda c: (c[0][2], c[0][0], c[0][1])):
+        diffs = _differences(pairs)
+        mean, ahead = statistics.mean(diffs), sum(d > 0 for d in diffs)
+        missing = ([f"mean {TARGET_MARGIN - mean:.3f} short"] if mean < TARGET_MARGIN else []) + \
+            (["too few draws ahead"] if ahead < TARGET_AHEAD else [])
+        verdict = "met" if not missing else "not met: " + ", ".join(missing)
+        lines.append(f"| {name} | {its} | {shots} | {mean:+.3f} | {ahead} of {DRAWS} | {verdict} |")
     return lines
 
 
@@ -95,6 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     done = finished_runs(args.results)
     print("\n".join(table(done)))
+    print()
+    print("\n".join(target_table(done)))
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         plot_dice_vs_budget(done, args.figures / "issue27_dice_vs_budget.png")

@@ -44,3 +44,31 @@ def test_labelled_at_draws_the_runs_of_one_budget_and_refuses_a_budget_nobody_ra
     refused = subprocess.run([sys.executable, script, *csvs, "--figures", str(tmp_path), "--labelled-at", "123"],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "no finished run has that many iterations" in refused.stderr
+
+
+TARGET_HEADER = "| candidate | iterations | labelled cases | mean − nnUNetTrainer |"
+
+
+def test_the_published_target_table_is_what_the_committed_csvs_give():
+    report = _report_module()
+    derived = report.target_table(report.finished_runs(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    assert published_table(TARGET_HEADER) == derived
+
+
+def test_the_target_is_judged_on_all_three_draws_and_says_what_is_missing():
+    report = _report_module()
+
+    def run(trainer, seed, dice, its=400, shots=3):
+        return {"trainer_class": trainer, "weights": None, "seed": seed, "n_train": shots, "epochs": its // 20,
+                "iterations_per_epoch": 20, "test_dice_mean": dice}
+
+    reference = [run("nnUNetTrainer_nnFMBudget", s, 0.70) for s in range(3)]
+    wide_but_once = [run("A", s, d) for s, d in enumerate((0.90, 0.69, 0.69))]   # mean +0.060, ahead in 1
+    close = [run("B", s, 0.71) for s in range(3)]                                  # mean +0.010, ahead in 3
+    clear = [run("C", s, 0.73) for s in range(3)]                                  # mean +0.030, ahead in 3
+    one_draw = [run("D", 0, 0.95)]                                                 # not judged: 1 of 3 draws
+    rows = report.target_table(reference + wide_but_once + close + clear + one_draw)[2:]
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == ["A", "B", "C"]
+    assert rows[0].endswith("| +0.060 | 1 of 3 | not met: too few draws ahead |")
+    assert rows[1].endswith("| +0.010 | 3 of 3 | not met: mean 0.010 short |")
+    assert rows[2].endswith("| +0.030 | 3 of 3 | met |")
