@@ -261,9 +261,10 @@ def load_plans(path: str, configuration: str):
 
 # ---- network -------------------------------------------------------------------------------------------------
 def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict], weights: Optional[str],
-                          tile: Optional[Sequence[int]] = None):
+                          tile: Optional[Sequence[int]] = None, convention=None):
     """The encoder's segmentation network (plans kwargs when given, else the preset fed the weights' input
-    convention) with the pretrained encoder loaded.
+    convention: ``convention`` where the caller has it, else ``planned_convention``, which may read the whole file)
+    with the pretrained encoder loaded.
 
     Without plans the network gets what its class needs for dense features (``DENSE_FEATURE_KWARGS``, e.g.
     anatomix-dev-vit's pretrained up-projection) and, where it is built for one input shape (ViTs), ``tile``.
@@ -282,7 +283,7 @@ def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict],
         network_class = pydoc.locate(entry.network_class)
         kwargs = dict(entry.kwargs(), **getattr(network_class, "DENSE_FEATURE_KWARGS", {}))
         if len(network_class.INPUT_NORMS) > 1:
-            kwargs["input_norm"] = planned_convention(entry, weights).name
+            kwargs["input_norm"] = (convention or planned_convention(entry, weights)).name
         if tile is not None and "input_shape" in inspect.signature(network_class).parameters:
             kwargs["input_shape"] = [int(t) for t in tile]
     network = build_network(entry.network_class, kwargs, [], num_channels, 1, False)
@@ -479,7 +480,8 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
     weights, note = resolve_weights_folder(weights or entry.weights)  # a downloaded snapshot folder: its only file
     if note and progress:
         print(f"nnFM_extract_features: {note}", file=sys.stderr)
-    convention = convention_for(planned_convention(entry, weights))
+    planned = planned_convention(entry, weights)  # reads a .pth whole: once, for the input stage and the network
+    convention = convention_for(planned)
     if plans is not None and (normalization or ct_window or spacing or native_spacing):
         _fail("-p PLANS_JSON sets normalisation and spacing; leave out --normalization / --ct-window / --spacing / "
               "--native-spacing, or leave out -p.")
@@ -526,7 +528,7 @@ def extract_features(inputs: Sequence[str], output: str, encoder: str = "anatomi
     check_finite_voxels(cases)  # every voxel read once: after the cheap checks, before the network and any compute
     check_output_writable(out)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    network, report = build_feature_network(entry, channels, arch_kwargs, weights, tile)
+    network, report = build_feature_network(entry, channels, arch_kwargs, weights, tile, planned)
     # a windowed convention (anatomix's [0, 1], DrasCLR's [-1, 1]) needs each image's window; z-scores go in as they are
     windowed = get_convention(getattr(network, "input_norm", "window01")).output_range is not None
     network.to(torch_device)
