@@ -127,3 +127,4 @@ def test_mae_on_nnunets_network_reconstructs_through_its_own_segmentation_layer(
                             patch=(48, 48, 48), steps=1, workers=0, progress=False)
     with pytest.raises(ConfigurationError, match="multiple of 32"):
         train_mae(bad)
+    assert not (tmp_path / "bad").exists()  # refused from the registry's stride before any folder, data or model

@@ -94,11 +94,6 @@ class MAEModel(nn.Module):
         else:
             self.head = nn.Identity()   # the network's segmentation layer (1 class) is the reconstruction head
 
-    @property
-    def stride(self) -> int:
-        """What every patch edge must be a multiple of (the U-Net's total downsampling)."""
-        return int(getattr(self.encoder, "stride", 16))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
 
@@ -120,7 +115,11 @@ def _snapshot(config: MAEPretrainConfig) -> Dict:
     return snapshot
 
 
-def _check_settings(config: MAEPretrainConfig, stride: int = 16) -> None:
+def _check_settings(config: MAEPretrainConfig) -> None:
+    """Before any process, data or model: the patch fits the encoder and the mask (ConfigurationError otherwise)."""
+    from nnfm.registry import get_encoder
+
+    stride = get_encoder(config.encoder).token_stride  # what the planner fits patches to (registry record)
     if any(p % stride for p in config.patch):
         raise ConfigurationError(f"--patch {tuple(config.patch)}: every edge must be a multiple of {stride} "
                                  f"(the total downsampling of {config.encoder}'s network)")
@@ -194,7 +193,6 @@ def _train(config: MAEPretrainConfig, context: DistributedContext) -> Dict:
     random.seed(config.seed)
     np.random.seed(config.seed)
     model = MAEModel(config.encoder)
-    _check_settings(config, model.stride)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)
     start_step, history = 0, []
