@@ -63,6 +63,31 @@ def test_every_fitting_tensor_is_loaded_and_every_other_keeps_nnunets_init_with_
     assert torch.equal(state["decoder.encoder.stages.0.0.convs.0.conv.weight"], state[stem])  # the alias too
 
 
+def test_an_nnssl_pretraining_file_transfers_stem_and_encoder_only(tmp_path):
+    """A file carrying nnssl_adaptation_plan: its decoder is nnssl's MAE reconstruction decoder, which nnU-Net master
+    never transfers; in nnU-Net's own ResEnc plans the decoder keeps nnU-Net's init, with that reason, even where
+    its shapes fit."""
+    from nnfm.networks.resenc_segmentation import RESENC_UNET_TOPOLOGY, ResEncUNetSegmentationNetwork
+
+    torch.manual_seed(1)
+    source = ResEncUNetSegmentationNetwork(1, 1, False, **RESENC_UNET_TOPOLOGY)
+    path = tmp_path / "nnssl.pth"
+    torch.save({"network_weights": source.state_dict(),
+                "nnssl_adaptation_plan": {"key_to_encoder": "encoder.stages", "key_to_stem": "encoder.stem"}}, path)
+    network = ResEncUNetSegmentationNetwork(1, 3, True, **RESENC_UNET_TOPOLOGY)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    report = load_fitting(network, path, "sha", "nnssl.pth")
+    state = network.state_dict()
+    assert report.loaded and all(k.startswith(("encoder.stem.", "encoder.stages.")) for k in report.loaded)
+    decoder = "decoder.stages.0.convs.0.conv.weight"
+    assert "nnssl pretraining" in report.initialised[decoder] and torch.equal(state[decoder], before[decoder])
+    assert "nnssl pretraining" in report.unused[decoder]
+    # the same file without the plan is a whole nnU-Net network: its decoder loads
+    torch.save({"network_weights": source.state_dict()}, tmp_path / "whole.pth")
+    assert decoder in load_fitting(ResEncUNetSegmentationNetwork(1, 3, True, **RESENC_UNET_TOPOLOGY),
+                                   tmp_path / "whole.pth", "sha").loaded
+
+
 def test_a_file_of_another_architecture_is_refused_with_both_key_layouts(tmp_path):
     path = tmp_path / "anatomix.pth"
     torch.save(AnatomixUNet().state_dict(), path)
