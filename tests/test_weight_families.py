@@ -132,3 +132,13 @@ def test_a_registered_name_of_another_family_names_the_encoder_and_trainer_it_fi
             f"{trainer}.") + "$"):
         check_weights_source("lvmmed_resnet50", anatomix.families)
     assert fit_command("lvmmed_resnet50").endswith(f"-e {name} and train with -tr {trainer}")
+
+
+def test_families_of_the_same_layout_name_registered_families_that_detect_each_others_files():
+    """``same_layout`` lets the loading network's family decide (nnfm/weights/families.py detect_family): only for
+    families that really cannot be told apart, i.e. each one's detection takes the other's published layouts."""
+    for family in families():
+        for other in family.same_layout:
+            assert get_family(other) is not None, f"{family.name}: same_layout names no family ({other!r})"
+            for layout in [layout for layout, of in LAYOUT_FAMILY.items() if of in (family.name, other)]:
+                assert {family.name, other} <= set(_detections(layout)[1]), (family.name, other, layout)

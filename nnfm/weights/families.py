@@ -43,7 +43,9 @@ class CheckpointFamily:
     noun phrase ("an nnssl / nnU-Net ResidualEncoderUNet"), never which encoder or trainer loads it (:func:`use_of`
     adds that from the encoder registry). ``filter`` None: recognised, so that a wrong-family error can say what the
     file is, but not loadable.
-    ``detect_before``: the families whose ``detect`` also takes this family's files, so this one is tried first."""
+    ``detect_before``: the families whose ``detect`` also takes this family's files, so this one is tried first.
+    ``same_layout``: families whose files are this one's layout exactly; :func:`detect_family` lets the loading
+    network's family decide between them."""
     name: str
     detect: Callable[[set, StateDict], bool]
     description: str
@@ -56,6 +58,8 @@ class CheckpointFamily:
     detect_before: Tuple[str, ...] = ()
     # what the shapes say about the architecture (for a mismatch error that says which size the file is)
     architecture: Optional[Architecture] = None
+    # families whose files have exactly this layout (no key tells them apart): the loading network's family decides
+    same_layout: Tuple[str, ...] = ()
 
 
 _FAMILIES: Dict[str, CheckpointFamily] = {}
@@ -93,12 +97,20 @@ def families() -> List[CheckpointFamily]:
 
 
 def detect_family(state: StateDict, prefer: Sequence[str] = ()) -> Optional[str]:
-    """The name of the first family whose layout ``state`` has, or None: first among ``prefer`` (the loading
-    network's own families, in its entry's order: families with the same keys, such as nnssl's and nnU-Net's
-    ResEnc files, are told apart by what loads them), then in :func:`families` order."""
+    """The name of the first family (in :func:`families` order) whose layout ``state`` has, or None; except where
+    that family and one of ``prefer`` (the loading network's own families) declare the same layout
+    (``same_layout``: files no key tells apart, such as nnssl's and nnU-Net's ResEnc files): then the preferred one,
+    as the network that loads the file reads it. A family merely tried later (``detect_before``) never wins so."""
     keys = set(state)
-    preferred = [_FAMILIES[name] for name in prefer if name in _FAMILIES]
-    return next((f.name for f in preferred + families() if f.detect(keys, state)), None)
+    found = next((f.name for f in families() if f.detect(keys, state)), None)
+    if found is None or found in prefer:
+        return found
+    for name in prefer:
+        family = _FAMILIES.get(name)
+        if family is not None and (found in family.same_layout or name in _FAMILIES[found].same_layout) \
+                and family.detect(keys, state):
+            return name
+    return found
 
 
 def has_prefix(keys: set, *prefixes: str) -> bool:

@@ -8,7 +8,8 @@
   is nnssl's MAE reconstruction decoder, which nnU-Net master never transfers.
 
 ``load_pretrained`` reads a file whose keys several families take as the loading network's own family
-(nnfm/weights/families.py ``detect_family(prefer=...)``); elsewhere (error messages) ``nnssl_resenc`` comes first.
+(nnfm/weights/families.py ``detect_family(prefer=...)``, ``same_layout``); elsewhere (error messages)
+``nnssl_resenc`` comes first.
 
 nnssl_resenc in detail: the network's ``encoder`` is dynamic_network_architectures' ``ResidualEncoder``, so its keys are the file's
 ``encoder.stem.*`` + ``encoder.stages.*`` without the ``encoder.`` prefix: exactly the two prefixes nnU-Net
@@ -139,4 +140,4 @@ register_family(CheckpointFamily(
 register_family(CheckpointFamily(
     "nnunet_resenc", _is_whole_resenc,
     "an nnU-Net ResidualEncoderUNet segmentation network (nnU-Net's checkpoint, or nnFM's own pretraining export)",
-    nnunet_network_filter, "encoder.stem.convs.0.conv.weight", adapt_nnunet_resenc))
+    nnunet_network_filter, "encoder.stem.convs.0.conv.weight", adapt_nnunet_resenc, same_layout=("nnssl_resenc",)))
