@@ -97,8 +97,7 @@ def table(done: list) -> list:
                         curves.setdefault(s, {})[i] = r["test_dice_mean"]
                 at_equal = [interpolate(curves.get(s, {}), its * ratio) for s in seeds]
                 at_equal = [v for v in at_equal if v is not None]
-                if at_equal:
-                    equal = f"{statistics.mean(at_equal):.3f} at {its * ratio:.0f} its"
+                equal = f"{statistics.mean(at_equal):.3f} at {its * ratio:.0f} its" if at_equal else "–"
         lines.append(f"| {its} | {shots} | {name} | {per_draw(dice)} | {mean_sd(list(dice.values()))} | "
                      f"{paired(diffs)} | {ahead} | {ratio_text} | {equal} |")
     return lines
