@@ -11,12 +11,12 @@
 (nnfm/weights/families.py ``detect_family(prefer=...)``, ``same_layout``); elsewhere (error messages)
 ``nnssl_resenc`` comes first.
 
-nnssl_resenc in detail: the network's ``encoder`` is dynamic_network_architectures' ``ResidualEncoder``, so its keys are the file's
-``encoder.stem.*`` + ``encoder.stages.*`` without the ``encoder.`` prefix: exactly the two prefixes nnU-Net
-master loads (``key_to_stem`` / ``key_to_encoder`` of the adaptation plan, MIC-DKFZ/nnUNet
-nnunetv2/training/nnUNetTrainer/pretraining/pretrainedTrainer.py ``load_pretrained_weights``). Everything
-else is dropped with its reason; the adapter checks the file's adaptation plan against the network and
-adapts every stem convolution in ``keys_to_in_proj`` to the dataset's input channels.
+nnssl_resenc in detail: the network's ``encoder`` is dynamic_network_architectures' ``ResidualEncoder``, so its keys
+are the file's ``encoder.stem.*`` + ``encoder.stages.*`` without the ``encoder.`` prefix: exactly the two prefixes
+nnU-Net master loads (``key_to_stem`` / ``key_to_encoder`` of the adaptation plan, MIC-DKFZ/nnUNet
+nnunetv2/training/nnUNetTrainer/pretraining/pretrainedTrainer.py ``load_pretrained_weights``). Everything else is
+dropped with its reason; the adapter checks the file's adaptation plan against the network and adapts every stem
+convolution in ``keys_to_in_proj`` to the dataset's input channels.
 """
 from typing import Any, Dict, Tuple
 
