@@ -19,7 +19,7 @@ from nnfm.registry import encoder_names, get_encoder
 from nnfm.weights.families import NNUNET_NETWORK_ENCODERS
 
 
-def plan_command(dataset_id: int, encoder: str, weights: str = None, *options) -> str:
+def plan_command(dataset_id, encoder: str, weights: str = None, *options) -> str:
     """The ``nnFM_plan_and_preprocess`` line for this dataset, encoder and weights (the advice of planning errors)."""
     import shlex
 

@@ -198,7 +198,7 @@ def test_a_resenc_unet_file_loads_the_whole_network_but_its_seg_layers(tmp_path)
     torch.save(nnunet_checkpoint(source.state_dict()), tmp_path / "checkpoint_final.pth")
     assert detect_family(source.state_dict()) == "nnssl_resenc"  # no loading network: nnssl's, its published layout
     assert detect_family(source.state_dict(), prefer=("nnunet_resenc",)) == "nnunet_resenc"
-    network = ResEncUNetSegmentationNetwork(2, 2, True, **RESENC_UNET_TOPOLOGY)  # 2 channels, 2 classes
+    network = ResEncUNetSegmentationNetwork(2, 3, True, **RESENC_UNET_TOPOLOGY)  # 2 channels, the file's 3 classes
     report = load_pretrained(pretrained_target(network), tmp_path / "checkpoint_final.pth",
                              family=get_encoder("resenc_unet").families)
     assert report.ok and report.family == "nnunet_resenc" and not report.missing and not report.unexpected
@@ -209,7 +209,7 @@ def test_a_resenc_unet_file_loads_the_whole_network_but_its_seg_layers(tmp_path)
     stem, alias = "encoder.stem.convs.0.conv.weight", "encoder.stem.convs.0.all_modules.0.weight"
     assert set(report.adapted) == {stem, alias}  # 1 -> 2 channels, the conv and its alias alike
     torch.testing.assert_close(network.state_dict()[alias], source.state_dict()[stem].repeat(1, 2, 1, 1, 1) / 2)
-    assert not torch.equal(network.decoder.seg_layers[-1].weight[:1], source.decoder.seg_layers[-1].weight[:1])
+    assert not torch.equal(network.decoder.seg_layers[-1].weight, source.decoder.seg_layers[-1].weight)  # same shape
 
     nnssl = ResEncSegmentationNetwork(1, 2, False, **RESENC_UNET_TOPOLOGY)
     report = load_pretrained(pretrained_target(nnssl), tmp_path / "checkpoint_final.pth", family=("nnssl_resenc",))
@@ -225,7 +225,7 @@ def test_an_nnssl_pretraining_file_is_refused_by_resenc_unet_with_the_fix(tmp_pa
                tmp_path / "nnssl.pth")
     network = ResEncUNetSegmentationNetwork(1, 2, False, **RESENC_UNET_TOPOLOGY)
     before = {k: v.clone() for k, v in network.state_dict().items()}
-    with pytest.raises(CheckpointMismatchError, match=r"nnssl_adaptation_plan.*-e resenc_l .*nnFMTrainer_ResEncL"):
+    with pytest.raises(CheckpointMismatchError, match=r"reconstruction.*nnFMTrainer_nnUNetPlans.*-e resenc_l"):
         load_pretrained(pretrained_target(network), tmp_path / "nnssl.pth", family=get_encoder("resenc_unet").families)
     assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
 
@@ -308,3 +308,16 @@ def test_plainconv_unet_plans_trains_from_an_nnunet_checkpoint_and_predicts(plan
     assert all(g["initial_lr"] == 1e-2 and g["momentum"] == 0.99 and g["nesterov"] for g in groups)
     debug = json.loads((run["fold"] / "debug.json").read_text())
     assert debug["enable_deep_supervision"] == "True"
+
+
+def test_a_resenc_file_given_to_another_network_names_every_network_that_takes_it(tmp_path):
+    """A whole ResEnc file has nnssl's layout and nnU-Net's: the wrong-family error names both uses (nnssl's encoder
+    with -e resenc_l, the whole network with -e resenc_unet or nnU-Net's own plans), not nnssl's alone."""
+    from nnfm.errors import WrongCheckpointFamilyError
+
+    torch.save(ResEncUNetSegmentationNetwork(1, 2, False, **RESENC_UNET_TOPOLOGY).state_dict(), tmp_path / "re.pth")
+    get_encoder("resenc_unet")  # the registry installs the family -> encoder lookup the message uses
+    with pytest.raises(WrongCheckpointFamilyError, match=r"-e resenc_l .*read as .*nnFMTrainer_nnUNetPlans.*"
+                                                         r"-e resenc_unet"):
+        load_pretrained(pretrained_target(PlainConvSegmentationNetwork(1, 2, False, **PLAINCONV_TOPOLOGY)),
+                        tmp_path / "re.pth", family=("nnunet_plainconv",))

@@ -80,8 +80,13 @@ def test_an_nnssl_pretraining_file_transfers_stem_and_encoder_only(tmp_path):
     state = network.state_dict()
     assert report.loaded and all(k.startswith(("encoder.stem.", "encoder.stages.")) for k in report.loaded)
     decoder = "decoder.stages.0.convs.0.conv.weight"
-    assert "nnssl pretraining" in report.initialised[decoder] and torch.equal(state[decoder], before[decoder])
-    assert "nnssl pretraining" in report.unused[decoder]
+    assert "reconstruction" in report.initialised[decoder] and torch.equal(state[decoder], before[decoder])
+    assert "reconstruction" in report.unused[decoder]
+    assert not any(".all_modules." in k or k.startswith("decoder.encoder.") for k in report.unused)  # first names
+    encoder = sum(v.numel() for k, v in network.named_parameters() if k.startswith("encoder."))
+    outside_seg = sum(v.numel() for k, v in network.named_parameters() if ".seg_layers." not in k)
+    buffers = sum(v.numel() for k, v in network.named_buffers() if ".seg_layers." not in k)
+    assert report.loaded_fraction == pytest.approx(encoder / (outside_seg + buffers), rel=0.02)
     # the same file without the plan is a whole nnU-Net network: its decoder loads
     torch.save({"network_weights": source.state_dict()}, tmp_path / "whole.pth")
     assert decoder in load_fitting(ResEncUNetSegmentationNetwork(1, 3, True, **RESENC_UNET_TOPOLOGY),

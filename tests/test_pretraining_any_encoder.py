@@ -122,7 +122,15 @@ def test_mae_on_nnunets_network_reconstructs_through_its_own_segmentation_layer(
     summary = train_mae(config)
     path = tmp_path / "mae" / f"{ENCODER}_mae.pth"
     assert summary["weights"] == str(path) and recorded_convention(path) == "zscore"
-    assert load_fitting(nnunet_hippocampus_network(), path, "sha").loaded_fraction == 1.0
+    # nnssl's rule: the encoder transfers, the reconstruction decoder does not (nnfm/weights/transfer.py)
+    report = load_fitting(nnunet_hippocampus_network(), path, "sha")
+    assert report.loaded and all(k.startswith("encoder.") for k in report.loaded) and 0 < report.loaded_fraction < 1
+    assert "reconstruction" in report.initialised["decoder.stages.0.convs.0.conv.weight"]
+    # a fixed-topology network loads whole files strictly: it refuses this one and names the trainer that takes it
+    from nnfm.errors import CheckpointMismatchError
+    from nnfm.weights import load_pretrained, pretrained_target
+    with pytest.raises(CheckpointMismatchError, match="reconstruction.*nnFMTrainer_nnUNetPlans"):
+        load_pretrained(pretrained_target(pretraining_network(ENCODER)), path, family=("nnunet_plainconv",))
     bad = MAEPretrainConfig(out_dir=str(tmp_path / "bad"), data_folder=str(folder), encoder="resenc_l",
                             patch=(48, 48, 48), steps=1, workers=0, progress=False)
     with pytest.raises(ConfigurationError, match="multiple of 32"):

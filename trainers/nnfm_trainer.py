@@ -7,6 +7,7 @@ the model (and so into every checkpoint and ``plans.json``), and into ``nnfm_pre
 """
 import gc
 import os
+import re
 import pydoc
 from typing import Mapping, Optional, Tuple
 
@@ -249,9 +250,11 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
 
     @property
-    def dataset_id(self) -> int:
-        """nnU-Net's id of the plans' dataset (``DatasetXXX_Name``), for the commands error messages give."""
-        return int(self.plans_manager.dataset_name[len("Dataset"):len("Dataset") + 3])
+    def dataset_id(self) -> str:
+        """nnU-Net's id of the plans' dataset (``Dataset004_Name`` -> "4"), for the commands error messages give;
+        "DATASET" for a name not of that form."""
+        match = re.match(r"Dataset(\d+)_", self.plans_manager.dataset_name)
+        return str(int(match.group(1))) if match else "DATASET"
 
     def replan_commands(self, vit_kwargs: dict) -> str:
         """The commands that plan this dataset for weights of another ViT size (``vit_kwargs``, from the file's

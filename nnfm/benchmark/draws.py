@@ -24,13 +24,14 @@ def iterations(record: dict) -> int:
 
 
 def per_draw(dice_by_seed: Dict[int, float]) -> str:
-    """'0.770 / – / 0.797': one value per seed from 0 (at least 3), '–' where a seed has no run."""
+    """'0.770 / – / 0.797': one value per seed from 0 (at least 3), '–' where a seed has no run (at least one seed
+    must have one)."""
     seeds = sorted(dice_by_seed)
     return " / ".join(f"{dice_by_seed[s]:.3f}" if s in dice_by_seed else "–" for s in range(max(3, seeds[-1] + 1)))
 
 
 def mean_sd(values: List[float]) -> str:
-    """'0.772 ± 0.025' (sample sd), or '0.770 (1 run)'."""
+    """'0.772 ± 0.025' (sample sd), or '0.770 (1 run)'. At least one value."""
     if len(values) > 1:
         return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
     return f"{values[0]:.3f} (1 run)"

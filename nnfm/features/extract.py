@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from nnfm.conventions import InputConvention
 from nnfm.errors import ConfigurationError, NNFMError
 from nnfm.flags import parse_args
 
@@ -261,7 +262,7 @@ def load_plans(path: str, configuration: str):
 
 # ---- network -------------------------------------------------------------------------------------------------
 def build_feature_network(entry, num_channels: int, arch_kwargs: Optional[dict], weights: Optional[str],
-                          tile: Optional[Sequence[int]] = None, convention=None):
+                          tile: Optional[Sequence[int]] = None, convention: Optional[InputConvention] = None):
     """The encoder's segmentation network (plans kwargs when given, else the preset fed the weights' input
     convention: ``convention`` where the caller has it, else ``planned_convention``, which may read the whole file)
     with the pretrained encoder loaded.

@@ -105,12 +105,15 @@ def detect_family(state: StateDict, prefer: Sequence[str] = ()) -> Optional[str]
     found = next((f.name for f in families() if f.detect(keys, state)), None)
     if found is None or found in prefer:
         return found
-    for name in prefer:
-        family = _FAMILIES.get(name)
-        if family is not None and (found in family.same_layout or name in _FAMILIES[found].same_layout) \
-                and family.detect(keys, state):
-            return name
-    return found
+    siblings = same_layout_families(found)
+    return next((name for name in prefer if name in siblings and _FAMILIES[name].detect(keys, state)), found)
+
+
+def same_layout_families(name: str) -> List[str]:
+    """The families whose files are family ``name``'s layout exactly (``same_layout``, declared on either side)."""
+    record = _FAMILIES.get(name)
+    declared = set(record.same_layout if record else ())
+    return sorted((declared | {f.name for f in _FAMILIES.values() if name in f.same_layout}) & set(_FAMILIES))
 
 
 def has_prefix(keys: set, *prefixes: str) -> bool:

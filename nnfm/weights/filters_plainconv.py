@@ -15,8 +15,11 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.adapters import adapt_stem_channels
-from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
+from nnfm.weights.families import (NNUNET_PLANS_COMMAND, Adapter, CheckpointFamily, StateDict, has_prefix,
+                                   register_family)
+from nnfm.weights.transfer import ENCODER_ONLY_REASON, transfer_prefixes
 
 STEM_KEY = "encoder.stages.0.0.convs.0.conv.weight"
 # the same kernel under DNA's ConvDropoutNormReLU.all_modules (DNA PlainConvUNet.keys_to_in_proj lists both)
@@ -42,12 +45,20 @@ def nnunet_network_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
     return mapped, dropped
 
 
-def stem_alias_adapter(alias: str):
-    """The adapter that maps the stem kernel's ``all_modules.0`` alias ``alias`` (DNA's ConvDropoutNormReLU lists
-    the conv twice) to the network's input channels as ``load_pretrained`` adapts the stem key itself (1 -> N
+def whole_network_adapter(alias: str) -> Adapter:
+    """The adapter of a whole-network family (a fixed-topology network loads every key but the seg layers, strictly).
+
+    It refuses a file that records that only its encoder transfers (nnfm/weights/transfer.py: an MAE pretraining,
+    whose decoder reconstructs images) with a CheckpointMismatchError naming the trainer that loads encoders into
+    nnU-Net's own plans; then maps the stem kernel's ``all_modules.0`` alias ``alias`` (DNA's ConvDropoutNormReLU
+    lists the conv twice) to the network's input channels as ``load_pretrained`` adapts the stem key itself (1 -> N
     repeat / N, N -> 1 sum, RGB -> N). Where that cannot be mapped nothing changes here: ``load_pretrained`` then
     refuses the stem with a ChannelMismatchError."""
     def adapt(mapped: StateDict, module: torch.nn.Module, target: StateDict, checkpoint: Any = None) -> Dict[str, str]:
+        if transfer_prefixes(checkpoint) is not None:
+            raise CheckpointMismatchError(
+                f"CheckpointMismatchError: {ENCODER_ONLY_REASON}, and this network loads whole files. Fix: "
+                f"{NNUNET_PLANS_COMMAND}, which takes the file's encoder only (an nnssl ResEnc-L file: -e resenc_l).")
         source, wanted = mapped.get(alias), target.get(alias)
         if source is None or wanted is None or source.dim() != wanted.dim() or source.shape == wanted.shape \
                 or source.shape[0] != wanted.shape[0] or source.shape[2:] != wanted.shape[2:]:
@@ -70,4 +81,4 @@ def is_nnunet_plainconv(keys: set, state: StateDict = None) -> bool:
 # their own prefixes (tests/test_dna_unet_encoders.py checks every registered family against one)
 register_family(CheckpointFamily(
     "nnunet_plainconv", is_nnunet_plainconv, "an nnU-Net PlainConvUNet (dynamic-network-architectures)",
-    nnunet_network_filter, STEM_KEY, stem_alias_adapter(STEM_ALIAS)))
+    nnunet_network_filter, STEM_KEY, whole_network_adapter(STEM_ALIAS)))

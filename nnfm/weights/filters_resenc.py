@@ -5,7 +5,7 @@
   plan, or nnFM's own ``nnFM_pretrain synth --encoder resenc_unet`` export, whose decoder stages are pretrained
   too) -> everything but ``decoder.seg_layers``, as nnU-Net 2.8.1's ``-pretrained_weights`` and the PlainConvUNet
   family (nnfm/weights/filters_plainconv.py). A file carrying nnssl's adaptation plan is refused there: its decoder
-  is nnssl's MAE reconstruction decoder, which nnU-Net master never transfers.
+  is nnssl's MAE reconstruction decoder, which nnU-Net master never transfers (nnfm/weights/transfer.py).
 
 ``load_pretrained`` reads a file whose keys several families take as the loading network's own family
 (nnfm/weights/families.py ``detect_family(prefer=...)``, ``same_layout``); elsewhere (error messages)
@@ -25,7 +25,7 @@ import torch
 from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
-from nnfm.weights.filters_plainconv import nnunet_network_filter, stem_alias_adapter
+from nnfm.weights.filters_plainconv import nnunet_network_filter, whole_network_adapter
 from nnfm.weights.nnssl_adaptation import (RESENC_KEY_TO_ENCODER, RESENC_KEY_TO_STEM, nnssl_adaptation,
                                            read_adaptation_plan)
 
@@ -35,6 +35,7 @@ _DECODER_REASON = ("decoder of the pretraining network (nnssl's MAE reconstructi
                    "decoder of an nnU-Net ResEnc checkpoint): only stem and encoder transfer (nnU-Net master "
                    "PretrainedTrainer.load_pretrained_weights); the decoder is re-initialised for the new task")
 STEM_KEY = "stem.convs.0.conv.weight"
+NNUNET_STEM_KEY = "encoder." + STEM_KEY  # the same kernel in a whole network's state dict
 
 
 def nnssl_resenc_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
@@ -106,32 +107,14 @@ def adapt_nnssl_resenc(mapped: StateDict, module: torch.nn.Module, target: State
 
 
 def _is_whole_resenc(keys: set, state: StateDict = None) -> bool:
-    return ("encoder.stem.convs.0.conv.weight" in keys and has_prefix(keys, "encoder.stages.")
-            and has_prefix(keys, "decoder.stages."))
-
-
-_NNUNET_STEM_ALIAS = "encoder.stem.convs.0.all_modules.0.weight"
-_adapt_nnunet_stem_alias = stem_alias_adapter(_NNUNET_STEM_ALIAS)
-
-
-def adapt_nnunet_resenc(mapped: StateDict, module: torch.nn.Module, target: StateDict,
-                        checkpoint: Any = None) -> Dict[str, str]:
-    """Refuse nnssl pretraining checkpoints (their decoder reconstructs images; only stem + encoder transfer, which
-    ``resenc_l`` loads), then adapt the stem kernel's alias to the network's input channels."""
-    if read_adaptation_plan(checkpoint) is not None:
-        raise CheckpointMismatchError(
-            "CheckpointMismatchError: this file is an nnssl pretraining checkpoint (it carries nnssl_adaptation_plan): "
-            "its decoder is nnssl's MAE reconstruction decoder, which is never transferred (nnU-Net master "
-            "PretrainedTrainer.load_pretrained_weights loads stem and encoder only). Fix: plan with it as nnssl's "
-            "encoder, nnFM_plan_and_preprocess -d ID -e resenc_l -w FILE, and train with -tr nnFMTrainer_ResEncL.")
-    return _adapt_nnunet_stem_alias(mapped, module, target, checkpoint)
+    return NNUNET_STEM_KEY in keys and has_prefix(keys, "encoder.stages.") and has_prefix(keys, "decoder.stages.")
 
 
 # nnssl / OpenMind ResEnc-L and every nnU-Net ResidualEncoderUNet state dict (encoder.stem.* + encoder.stages.*;
 # a PlainConvUNet has no encoder.stem, a Primus has eva.*): issue 15. Tried before nnunet_resenc, which takes the
 # same keys: where no loading network says otherwise a ResEnc file is named as nnssl's (its published layout)
 register_family(CheckpointFamily(
-    "nnssl_resenc", lambda k, s: "encoder.stem.convs.0.conv.weight" in k and has_prefix(k, "encoder.stages.")
+    "nnssl_resenc", lambda k, s: NNUNET_STEM_KEY in k and has_prefix(k, "encoder.stages.")
     or "stem.convs.0.conv.weight" in k and has_prefix(k, "stages.0.blocks."),
     "an nnssl / nnU-Net ResidualEncoderUNet", nnssl_resenc_filter, STEM_KEY, adapt_nnssl_resenc,
     detect_before=("nnunet_resenc",)))
@@ -140,4 +123,5 @@ register_family(CheckpointFamily(
 register_family(CheckpointFamily(
     "nnunet_resenc", _is_whole_resenc,
     "an nnU-Net ResidualEncoderUNet segmentation network (nnU-Net's checkpoint, or nnFM's own pretraining export)",
-    nnunet_network_filter, "encoder.stem.convs.0.conv.weight", adapt_nnunet_resenc, same_layout=("nnssl_resenc",)))
+    nnunet_network_filter, NNUNET_STEM_KEY, whole_network_adapter("encoder.stem.convs.0.all_modules.0.weight"),
+    same_layout=("nnssl_resenc",)))

@@ -81,7 +81,7 @@ def planned_convention(encoder_entry, weights) -> InputConvention:
 
 
 def check_fed_convention(network, weights_name: Optional[str], source, encoder: str, configuration: str,
-                         dataset="DATASET") -> None:
+                         dataset: str = "DATASET") -> None:
     """Refuse to load weights pretrained on ``weights_name`` into a ``network`` fed another convention (its
     ``input_norm``, from the plans). ``weights_name`` None: the file records none (assumed the network's).
     ``dataset``: the id the fix's planning command names (a placeholder where the caller has no dataset)."""

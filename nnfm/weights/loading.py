@@ -10,7 +10,7 @@ from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, Checksum
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.download import cache_dir, cached_file, download_entry, hub_file, sha256_of, verify_sha256
-from nnfm.weights.families import detect_family, fit_command, get_family, use_of
+from nnfm.weights.families import detect_family, fit_command, get_family, same_layout_families, use_of
 from nnfm.weights.input_convention import recorded_convention
 from nnfm.weights.random_init import is_random_init
 from nnfm.weights.registry import available_weights, embedded_path, get_weights_entry
@@ -146,9 +146,12 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
     if found not in families or record is None or record.filter is None:
         needed = " or ".join(f"'{f}'" for f in families)
         registered = sorted({n for f in families for n in available_weights(f)})
+        # a layout several families share fits what each of them fits (a ResEnc file: nnssl's encoder or the network)
+        fits = "; read as ".join(use_of(n) for n in [found] + same_layout_families(found)) if record else \
+            "no nnFM network"
         raise WrongCheckpointFamilyError(
             f"{path} is a '{found or 'unknown'}' checkpoint, but this network needs {needed}. "
-            f"That checkpoint fits {use_of(found) if record else 'no nnFM network'}; for this network use weights from "
+            f"That checkpoint fits {fits}; for this network use weights from "
             f"the registry ({', '.join(registered) or 'none registered'}) or a {needed} file.")
     family = found
     mapped, dropped = record.filter(state)

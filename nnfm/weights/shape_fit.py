@@ -17,8 +17,9 @@ that step for nnU-Net 2.8.1, as nnFM does it:
   stages than the plans holds the same full-resolution level under another index; the network's decoder level
   ``i`` takes the file's ``i + (file levels - network levels)`` (the encoder's stages are numbered from the input
   and match by index);
-- from an nnssl pretraining file (it carries ``nnssl_adaptation_plan``) only the plan's stem and encoder keys, as
-  nnU-Net master transfers them (its decoder reconstructs images); the decoder keeps nnU-Net's initialisation;
+- from a masked-image reconstruction pretraining (nnssl's, with ``nnssl_adaptation_plan``, or nnFM's MAE export)
+  only the stem and encoder keys the file records (nnfm/weights/transfer.py), as nnU-Net master transfers them; the
+  decoder keeps nnU-Net's initialisation;
 - everything else keeps nnU-Net's initialisation (``InitWeights_He``, applied by ``get_network_from_plans``):
   the segmentation layers (the dataset's classes, as nnU-Net's own rule), stages or blocks the pretrained
   topology does not have, and tensors whose features differ.
@@ -33,11 +34,9 @@ from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.input_convention import recorded_convention
-from nnfm.weights.nnssl_adaptation import RESENC_KEY_TO_ENCODER, RESENC_KEY_TO_STEM, read_adaptation_plan
+from nnfm.weights.transfer import ENCODER_ONLY_REASON, transfer_prefixes
 
 SEG_LAYERS = ".seg_layers."  # nnU-Net's own skip rule (nnunetv2/run/load_pretrained_weights.py)
-_NNSSL_REASON = ("the file is an nnssl pretraining (nnssl_adaptation_plan): only its stem and encoder transfer, its "
-                 "decoder reconstructs images (nnU-Net master PretrainedTrainer.load_pretrained_weights)")
 # dynamic_network_architectures UNetDecoder: per-level module lists, index 0 = the deepest level
 _DECODER_LEVEL = re.compile(r"^(decoder\.(?:stages|transpconvs|seg_layers))\.(\d+)\.")
 
@@ -167,10 +166,7 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
         report.decoder_levels = (f"matched by resolution (the file's {_decoder_levels(state)}, the network's "
                                  f"{_decoder_levels(target)}, from the full-resolution level up)")
     _refuse_other_dimensionality(target, state, file_key, path, network)
-    plan = read_adaptation_plan(checkpoint)
-    transferable = None if plan is None else tuple(
-        str(plan.get(k, default)) + "." for k, default in (("key_to_stem", RESENC_KEY_TO_STEM),
-                                                           ("key_to_encoder", RESENC_KEY_TO_ENCODER)))
+    transferable = transfer_prefixes(checkpoint)  # an MAE pretraining's decoder reconstructs images: left behind
     merged = {}
     for key, value in target.items():
         if key not in canonical:
@@ -181,7 +177,7 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
         report.elements += value.numel()
         source_key = file_key(key)
         if transferable is not None and not source_key.startswith(transferable):
-            report.initialised[key] = _NNSSL_REASON
+            report.initialised[key] = ENCODER_ONLY_REASON
             continue
         if source_key not in state:
             report.initialised[key] = "not in the file: a stage, block or layer the pretrained topology does not have"
@@ -212,7 +208,7 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
     report.unused = {k: "not in this network (a deeper stage, another block count or a pretraining head)"
                      for k in _alias_groups(state) if k not in aligned}
     if transferable is not None:
-        report.unused.update({k: _NNSSL_REASON for k in _alias_groups(state) if not k.startswith(transferable)})
+        report.unused.update({k: ENCODER_ONLY_REASON for k in _alias_groups(state) if not k.startswith(transferable)})
     report.pretrained_elements = sum(merged[k].numel() for k in merged)
     merged.update({alias: merged[key] for key in list(merged) for alias in canonical[key]})
     if not merged:

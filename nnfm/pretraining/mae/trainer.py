@@ -41,9 +41,13 @@ from nnfm.pretraining.mae.data import PatchStream
 from nnfm.pretraining.mae.masking import MASK_BLOCK, MASK_RATIO, block_mask, masked_mse
 from nnfm.training.cpu_threads import attach
 from nnfm.weights.input_convention import with_convention
+from nnfm.weights.transfer import with_transfer
 
 LATEST = "checkpoint_latest.pth"
 EXPORT = "anatomix_mae.pth"
+# what fine-tuning takes of an MAE-pretrained nnU-Net network (nnssl's rule, nnfm/weights/transfer.py); the anatomix
+# export is the bare U-Net (its 1x1x1 reconstruction head is not exported), taken whole as anatomix's encoder
+ENCODER_TRANSFER = ("encoder.",)
 
 
 def export_name(encoder: str) -> str:
@@ -172,7 +176,10 @@ def _save(out_dir: Path, step: int, model: MAEModel, optimizer, snapshot: Dict, 
                   "optimizer": optimizer.state_dict(), "rng": rng_state(), "settings": snapshot,
                   "loss_history": [float(x) for x in history]}, out_dir / LATEST)
     # pretrained on per-image z-scores (cases.py): fine-tuning and feature extraction feed it the same
-    _atomic_save(with_convention(encoder_state_dict(export), ZSCORE.name), out_dir / export_file)
+    saved = with_convention(encoder_state_dict(export), ZSCORE.name)
+    if snapshot["encoder"] != "anatomix":  # nnU-Net's network: its decoder reconstructs images, the encoder transfers
+        saved = with_transfer(saved, ENCODER_TRANSFER)
+    _atomic_save(saved, out_dir / export_file)
 
 
 def train_mae(config: MAEPretrainConfig) -> Dict:
