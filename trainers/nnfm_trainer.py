@@ -7,8 +7,8 @@ the model (and so into every checkpoint and ``plans.json``), and into ``nnfm_pre
 """
 import gc
 import os
-import re
 import pydoc
+import re
 from typing import Mapping, Optional, Tuple
 
 import torch

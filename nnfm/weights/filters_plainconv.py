@@ -17,8 +17,9 @@ import torch
 
 from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.adapters import adapt_stem_channels
-from nnfm.weights.families import (NNUNET_PLANS_COMMAND, Adapter, CheckpointFamily, StateDict, has_prefix,
-                                   register_family)
+from nnfm.weights.families import (NNUNET_PLANS_COMMAND, Adapter, CheckpointFamily, StateDict, fit_command,
+                                   has_prefix, register_family)
+from nnfm.weights.nnssl_adaptation import read_adaptation_plan
 from nnfm.weights.transfer import ENCODER_ONLY_REASON, transfer_prefixes
 
 STEM_KEY = "encoder.stages.0.0.convs.0.conv.weight"
@@ -56,9 +57,10 @@ def whole_network_adapter(alias: str) -> Adapter:
     refuses the stem with a ChannelMismatchError."""
     def adapt(mapped: StateDict, module: torch.nn.Module, target: StateDict, checkpoint: Any = None) -> Dict[str, str]:
         if transfer_prefixes(checkpoint) is not None:
+            nnssl = f"; for nnssl's encoder, {fit_command('nnssl_resenc')}" if read_adaptation_plan(checkpoint) else ""
             raise CheckpointMismatchError(
                 f"CheckpointMismatchError: {ENCODER_ONLY_REASON}, and this network loads whole files. Fix: "
-                f"{NNUNET_PLANS_COMMAND}, which takes the file's encoder only (an nnssl ResEnc-L file: -e resenc_l).")
+                f"{NNUNET_PLANS_COMMAND}, which takes the file's encoder only{nnssl}.")
         source, wanted = mapped.get(alias), target.get(alias)
         if source is None or wanted is None or source.dim() != wanted.dim() or source.shape == wanted.shape \
                 or source.shape[0] != wanted.shape[0] or source.shape[2:] != wanted.shape[2:]:

@@ -205,10 +205,11 @@ def load_fitting(network: torch.nn.Module, path, sha256: str, source: Optional[s
             continue
         report.initialised[key] = f"shape {list(weights.shape)} in the file, {list(value.shape)} here"
     aligned = {file_key(k) for k in target}
+    file_tensors = _alias_groups(state)  # each file tensor under its first name
     report.unused = {k: "not in this network (a deeper stage, another block count or a pretraining head)"
-                     for k in _alias_groups(state) if k not in aligned}
+                     for k in file_tensors if k not in aligned}
     if transferable is not None:
-        report.unused.update({k: ENCODER_ONLY_REASON for k in _alias_groups(state) if not k.startswith(transferable)})
+        report.unused.update({k: ENCODER_ONLY_REASON for k in file_tensors if not k.startswith(transferable)})
     report.pretrained_elements = sum(merged[k].numel() for k in merged)
     merged.update({alias: merged[key] for key in list(merged) for alias in canonical[key]})
     if not merged:
