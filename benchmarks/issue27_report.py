@@ -2,14 +2,15 @@
 
     python benchmarks/issue27_report.py documentation/figures/issue27_*results_*.csv --figures documentation/figures
 
-Prints two markdown tables. The first has one row per (fine-tuning iterations, labelled cases, candidate): test
+Prints three markdown tables. The first has one row per (fine-tuning iterations, labelled cases, candidate): test
 Dice per draw, mean +- sd, the paired difference to nnUNetTrainer on the same draw (same labelled cases, budget,
 patch and batch), the draws ahead, and the cost: seconds per iteration relative to nnUNetTrainer's on the same draw
 and budget (both measured by nnFM_benchmark in the same queue, ``s_per_iteration``), and nnUNetTrainer at equal
 wall time, i.e. its test Dice interpolated (linear in log iterations, between the budgets it was run at) at
 ``iterations x that ratio`` (a candidate twice as slow is compared with nnUNetTrainer at twice the iterations; "–"
 outside the measured budgets). The second judges issue 27's target (mean >= nnUNetTrainer's + 0.02, ahead in >= 2
-of 3 draws) in every cell a candidate ran on all three draws, saying what is missing where it is not met.
+of 3 draws) in every cell a candidate ran on all three draws, saying what is missing where it is not met. The third
+gives each candidate's best and worst cell (mean paired difference, any number of draws).
 Writes issue27_dice_vs_budget.png (one panel per labelled-case count) and, with ``--labelled-at N``,
 issue27_dice_vs_labelled_Nits.png (every trainer run at N iterations, test Dice vs labelled cases: the candidates
 run at one budget only, as DropGen's). Unfinished runs are left out.
@@ -120,6 +121,23 @@ def target_table(done: list) -> list:
     return lines
 
 
+def extremes_table(done: list) -> list:
+    """Each candidate's best and worst cell against nnUNetTrainer (mean paired difference over the draws both ran;
+    a screened candidate has one cell, so its best is its worst), as issue 27's closing note lists them."""
+    by_name = {}
+    for (its, shots, name), _, pairs in cells(done)[0]:
+        if pairs:
+            by_name.setdefault(name, []).append((statistics.mean(_differences(pairs)), its, shots, len(pairs)))
+    lines = ["| candidate | cells | best cell: mean − nnUNetTrainer (iterations, labelled cases, draws) | worst cell |",
+             "|---|---|---|---|"]
+    plural = lambda n, word: f"{n} {word}" + ("s" if n != 1 else "")  # noqa: E731
+    describe = lambda c: f"{c[0]:+.3f} ({c[1]} its, {plural(c[2], 'case')}, {plural(c[3], 'draw')})"  # noqa: E731
+    for name in sorted(by_name):
+        found = by_name[name]
+        lines.append(f"| {name} | {len(found)} | {describe(max(found))} | {describe(min(found))} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="nnFM_benchmark results.csv files")
@@ -131,6 +149,8 @@ def main() -> None:
     print("\n".join(table(done)))
     print()
     print("\n".join(target_table(done)))
+    print()
+    print("\n".join(extremes_table(done)))
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         plot_dice_vs_budget(done, args.figures / "issue27_dice_vs_budget.png")

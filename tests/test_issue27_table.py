@@ -72,3 +72,25 @@ def test_the_target_is_judged_on_all_three_draws_and_says_what_is_missing():
     assert rows[0].endswith("| +0.060 | 1 of 3 | not met: too few draws ahead |")
     assert rows[1].endswith("| +0.010 | 3 of 3 | not met: mean 0.010 short |")
     assert rows[2].endswith("| +0.030 | 3 of 3 | met |")
+
+
+EXTREMES_HEADER = "| candidate | cells | best cell: mean − nnUNetTrainer"
+
+
+def test_the_published_best_and_worst_cells_are_what_the_committed_csvs_give():
+    report = _report_module()
+    derived = report.extremes_table(report.finished_runs(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    assert published_table(EXTREMES_HEADER) == derived
+
+
+def test_best_and_worst_cell_are_the_extremes_of_the_mean_paired_difference():
+    report = _report_module()
+
+    def run(trainer, seed, dice, its, shots=3):
+        return {"trainer_class": trainer, "weights": None, "seed": seed, "n_train": shots, "epochs": its // 20,
+                "iterations_per_epoch": 20, "test_dice_mean": dice}
+
+    reference = [run("nnUNetTrainer", s, 0.70, its) for s in range(3) for its in (100, 400)]
+    a = [run("A", s, 0.80, 100) for s in range(3)] + [run("A", 0, 0.65, 400)]   # +0.100 (3 draws), -0.050 (1)
+    rows = report.extremes_table(reference + a)[2:]
+    assert rows == ["| A | 2 | +0.100 (100 its, 3 cases, 3 draws) | -0.050 (400 its, 3 cases, 1 draw) |"]
