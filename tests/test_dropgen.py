@@ -362,3 +362,29 @@ def test_dropgen_trains_predicts_and_predicts_again_from_an_exported_zip(hippoca
     here, there = _predictions(first), _predictions(again)
     assert here.keys() == there.keys() and len(here) == len(data["test"])
     assert all(np.array_equal(here[k], there[k]) for k in here)
+
+
+def test_nnunets_pretrained_weights_flag_is_checked_and_recorded(tmp_path, monkeypatch):
+    """nnUNetv2_train -tr nnFMTrainer_DropGen -pretrained_weights FILE: nnU-Net loads FILE over the whole wrapper
+    after initialize(); the provenance names it (before, it named only the feature encoder's weights) and a file
+    of another network is refused before nnU-Net's own assert."""
+    import hashlib
+    import sys
+
+    from nnfm.errors import CheckpointMismatchError
+
+    trainer = _bare_trainer(_plans())
+    trainer.feature_record, trainer.network, trainer.feature_report, trainer.fold, trainer.local_rank = (
+        dict(RECORD, weights=None, sha256=None), _wrapper(), None, 0, 0)
+    trainer.output_folder, trainer.print_to_log_file = str(tmp_path), lambda *a, **k: None
+    checkpoint = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": _wrapper().state_dict()}, checkpoint)
+    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "999", "3d_fullres", "0", "-pretrained_weights",
+                                      str(checkpoint)])
+    trainer._load_feature_weights()
+    recorded = json.loads((tmp_path / "nnfm_pretrained.json").read_text())["pretrained_weights"]
+    assert recorded["weights"] == str(checkpoint) and "-pretrained_weights" in recorded["via"]
+    assert recorded["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    torch.save({"network_weights": _plain_unet(1).state_dict()}, checkpoint)  # no feature input: another network
+    with pytest.raises(CheckpointMismatchError, match="does not fit FeatureInputNetwork"):
+        trainer._load_feature_weights()

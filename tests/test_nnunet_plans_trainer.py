@@ -1,13 +1,15 @@
 """Pretrained weights into nnU-Net's own plans (issue 27, deliverable 2): nnFMTrainer_nnUNetPlans and the
 shape-fitting load (nnfm/weights/shape_fit.py) from a network of another topology."""
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-from conftest import predict_held_back, run_cli
-from nnfm.errors import CheckpointMismatchError
+from conftest import predict_held_back, run_cli, trainer_in_process
+from nnfm.errors import CheckpointMismatchError, ConfigurationError
 from nnfm.networks.anatomix_unet import AnatomixUNet
 from nnfm.weights.shape_fit import load_fitting
 
@@ -100,13 +102,48 @@ def test_a_file_of_another_architecture_is_refused_with_both_key_layouts(tmp_pat
         load_fitting(plain_unet(1, **PLANNED), path, "sha")
 
 
+def nnunet_plans(hippocampus: dict, nnunet_env: dict) -> dict:
+    """nnU-Net's own plans of the test dataset, planned and preprocessed by nnU-Net once."""
+    path = hippocampus["preprocessed"] / "nnUNetPlans.json"
+    if not path.is_file():
+        run_cli(["nnUNetv2_plan_and_preprocess", "-d", hippocampus["id"], "-c", "3d_fullres", "-np", 1], nnunet_env)
+    return json.loads(path.read_text())
+
+
+@pytest.mark.e2e
+def test_nnunets_own_pretrained_weights_flag_is_what_the_provenance_records(hippocampus, nnunet_env, tmp_path,
+                                                                           monkeypatch):
+    """nnUNetv2_train -tr nnFMTrainer_nnUNetPlans -pretrained_weights FILE: nnU-Net loads FILE over the network right
+    after initialize(), so FILE is what nnfm_pretrained.json names. Before, the default weights were shape-fitted
+    and recorded, then overwritten by nnU-Net: the provenance named weights the network did not hold."""
+    from nnfm_trainers.nnfm_nnunet_plans_trainer import nnFMTrainer_nnUNetPlans
+
+    dataset = dict(hippocampus, plans=nnunet_plans(hippocampus, nnunet_env))
+    results = tmp_path / "results"
+    build = lambda path: trainer_in_process(nnFMTrainer_nnUNetPlans, dataset, nnunet_env, monkeypatch,  # noqa: E731
+                                            results, argv=("-device", "cpu", "-pretrained_weights", str(path)))
+    checkpoint = tmp_path / "checkpoint_final.pth"
+    donor = build(checkpoint)  # the same plans' network, as nnU-Net's -pretrained_weights needs it
+    network = nnFMTrainer_nnUNetPlans.build_network_architecture(
+        donor.plans_manager, donor.configuration_manager, 1, 3, True)
+    torch.save({"network_weights": network.state_dict(), "nnfm_input_convention": "zscore"}, checkpoint)
+    trainer = build(checkpoint)
+    trainer.initialize()
+    provenance = json.loads((Path(trainer.output_folder) / "nnfm_pretrained.json").read_text())
+    assert provenance["weights"] == str(checkpoint) and "-pretrained_weights" in provenance["via"]
+    assert provenance["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    window = tmp_path / "window01.pth"  # intensities nnU-Net's z-scoring does not give: refused, as nnFM_WEIGHTS
+    torch.save({"network_weights": network.state_dict(), "nnfm_input_convention": "window01"}, window)
+    with pytest.raises(ConfigurationError, match="pretrained on input convention `window01`"):
+        build(window).initialize()
+
+
 @pytest.mark.e2e
 def test_nnunets_own_plans_start_from_weights_of_another_topology(hippocampus, nnunet_env, tmp_path):
     """nnUNetv2_train -tr nnFMTrainer_nnUNetPlans -p nnUNetPlans with nnFM_WEIGHTS = a 5-stage PlainConvUNet (nnU-Net
     plans Hippocampus with 4): the fitting tensors are loaded, the log and nnfm_pretrained.json say which, and
     nnUNetv2_predict runs on the trained model. Weights that saw anatomix's [0, 1] input are refused."""
-    if not (hippocampus["preprocessed"] / "nnUNetPlans.json").is_file():
-        run_cli(["nnUNetv2_plan_and_preprocess", "-d", hippocampus["id"], "-c", "3d_fullres", "-np", 1], nnunet_env)
+    nnunet_plans(hippocampus, nnunet_env)
     weights = tmp_path / "pretrained.pth"
     torch.save({"network_weights": plain_unet(1, **PRETRAINED).state_dict(), "nnfm_input_convention": "zscore"},
                weights)
@@ -184,7 +221,6 @@ def test_nnfms_default_is_nnunets_own_plans_started_from_the_embedded_weights(hi
 
 
 def test_weights_pretrained_on_other_intensities_than_nnunets_normalisation_are_refused_with_the_fix():
-    from nnfm.errors import ConfigurationError
     from nnfm.weights.input_convention import check_nnunet_normalisation_fits
 
     check_nnunet_normalisation_fits("zscore", ["ZScoreNormalization"], [False], "w")  # MRI as nnU-Net plans it

@@ -40,6 +40,7 @@ from nnfm.errors import ConfigurationError
 from nnfm.networks.feature_input import (DROPGEN_DROPOUT, DROPGEN_RECIPE, FEATURE_INPUT_KEY, FeatureInputNetwork,
                                          build_feature_encoder, check_feature_convention)
 from nnfm.training.cpu_threads import adapts_cpu_threads
+from nnfm.weights.nnunet_pretrained import check_pretrained_weights, pretrained_weights_argument
 from nnfm.weights.random_init import is_random_init
 from nnfm_trainers.nnfm_nnunet_plans_trainer import nnFMTrainer_nnUNetPlans
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
@@ -229,6 +230,13 @@ class nnFMTrainer_DropGen(nnFMTrainer_nnUNetPlans):
                       "trainer": self.__class__.__name__, "fold": self.fold}
         if self.feature_report is not None:
             provenance["path"] = str(self.feature_report.path)
+        flagged = pretrained_weights_argument()
+        if flagged is not None:  # nnU-Net loads FILE over the whole wrapper, the frozen encoder included
+            sha = check_pretrained_weights(wrapper, flagged)
+            provenance["pretrained_weights"] = {
+                "weights": os.path.abspath(flagged), "sha256": sha,
+                "via": "nnUNetv2_train -pretrained_weights (whole network except seg_layers, frozen encoder included)"}
+            self.print_to_log_file(f"nnFM: -pretrained_weights {flagged} fits the network (sha256 {sha}).")
         self._set_provenance(provenance)
         if self.local_rank == 0:
             full = dict(provenance, report=self.feature_report.to_dict() if self.feature_report else None)

@@ -11,8 +11,9 @@ kernels adapted; the rest keeps nnU-Net's initialisation, each with its reason i
 (``nnFM_plan_and_preprocess -d ID -w FILE``) > for a PlainConvUNet nnFM's embedded ``plainconv_unet_synth_nnfm``
 (the plainconv_unet encoder's registry default; ``random`` for none). FILE is any PlainConvUNet / ResidualEncoderUNet state dict: an nnU-Net
 ``checkpoint_final.pth`` of another dataset, an nnssl ResEnc release, or nnFM's pretrained networks. nnU-Net 2.8.1's
-``-pretrained_weights`` needs the very same network; nnU-Net master's ``DynamicPretrainedTrainer`` (unreleased)
-does this reconciliation at load time.
+``-pretrained_weights`` needs the very same network (given, nnU-Net's load wins: FILE is checked and recorded, and
+no shape-fitting load runs); nnU-Net master's ``DynamicPretrainedTrainer`` (unreleased) does this reconciliation at
+load time.
 
 Everything else is nnUNetTrainer's: its recipe (SGD lr 1e-2, momentum 0.99 Nesterov, weight decay 3e-5, poly;
 nnunetv2 2.8.1 nnUNetTrainer.configure_optimizers), deep supervision, loss, augmentation, validation and
@@ -32,6 +33,7 @@ from nnfm.networks.resenc_segmentation import NNSSL_RECIPE
 from nnfm.training.cpu_threads import adapts_cpu_threads
 from nnfm.weights.families import NNUNET_NETWORK_ENCODERS
 from nnfm.weights.input_convention import check_nnunet_normalisation_fits
+from nnfm.weights.nnunet_pretrained import pretrained_weights_argument
 from nnfm_trainers.nnfm_trainer import nnFMTrainer
 
 
@@ -88,8 +90,11 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
         from nnfm.weights.loading import resolve_checkpoint
         from nnfm.weights.shape_fit import load_fitting
 
+        nnunet_file = pretrained_weights_argument()
         source, where = self.weights_choice()
-        if source is None:
+        if nnunet_file is not None:
+            provenance = self._flagged_weights(net, nnunet_file)
+        elif source is None:
             if not self.use_pretrained:
                 why = f"{self.__class__.__name__} trains from nnU-Net's initialisation"
             elif where is None:
@@ -102,7 +107,7 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
         else:
             path, sha = resolve_checkpoint(source)
             report = load_fitting(net, path, sha, source)
-            self._check_convention(report.input_convention, source)
+            self._check_convention(net, report.input_convention, source)
             self.shape_fit_report = report
             self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
             provenance = {"encoder": None, "weights": source, "sha256": sha, "path": str(path),
@@ -115,7 +120,7 @@ class nnFMTrainer_nnUNetPlans(nnFMTrainer):
             full = dict(provenance, report=self.shape_fit_report.to_dict() if self.shape_fit_report else None)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
 
-    def _check_convention(self, recorded: Optional[str], source) -> None:
+    def _check_convention(self, net, recorded: Optional[str], source) -> None:
         """nnU-Net's network sees nnU-Net's normalisation: weights pretrained on other intensities are refused."""
         check_nnunet_normalisation_fits(recorded, self.configuration_manager.normalization_schemes,
                                         self.configuration_manager.use_mask_for_norm, source)

@@ -213,14 +213,7 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
         nnunet_file = pretrained_weights_argument()
         source = self.weights_source()
         if nnunet_file is not None:
-            # nnU-Net loads the whole network (all but seg_layers) right after initialize(): check it now,
-            # and skip nnFM's encoder load, which nnU-Net would overwrite anyway
-            sha = check_pretrained_weights(net, nnunet_file)
-            check_fed_convention(net, recorded_convention(nnunet_file), nnunet_file, self.encoder,
-                                 self.configuration_name, self.dataset_id)
-            provenance = {"encoder": None, "weights": os.path.abspath(nnunet_file), "sha256": sha,
-                          "via": "nnUNetv2_train -pretrained_weights (whole network except seg_layers)"}
-            self.print_to_log_file(f"nnFM: -pretrained_weights {nnunet_file} fits the network (sha256 {sha}).")
+            provenance = self._flagged_weights(net, nnunet_file)
         elif source is None:
             family = self.encoder_family[0]
             provenance = {"encoder": family, "weights": None, "sha256": None,
@@ -233,8 +226,7 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
             report = load_pretrained(pretrained_target(net), source, family=self.encoder_family,
                                      replan=self.replan_commands)
             # the plans must feed the network what the weights saw (ConfigurationError naming both otherwise)
-            check_fed_convention(net, report.input_convention, source, self.encoder, self.configuration_name,
-                                 self.dataset_id)
+            self._check_convention(net, report.input_convention, source)
             self.pretrained_report = report
             self.loaded_family = report.family
             self.print_to_log_file("nnFM pretrained weights:\n" + report.format())
@@ -248,6 +240,20 @@ class nnFMTrainer(OneTrainingPerFold, RecordsValidatedCheckpoint, nnUNetTrainer)
         if self.local_rank == 0:
             full = dict(provenance, report=self.pretrained_report.to_dict() if self.pretrained_report else None)
             save_json(full, join(self.output_folder, "nnfm_pretrained.json"), sort_keys=False)
+
+    def _flagged_weights(self, net, path) -> dict:
+        """The provenance of ``nnUNetv2_train -pretrained_weights FILE``: nnU-Net loads the whole network (all but
+        seg_layers) from FILE right after initialize(), so FILE is checked now (CheckpointMismatchError,
+        ConfigurationError for another input convention) and nnFM's own load is skipped (nnU-Net overwrites it)."""
+        sha = check_pretrained_weights(net, path)
+        self._check_convention(net, recorded_convention(path), path)
+        self.print_to_log_file(f"nnFM: -pretrained_weights {path} fits the network (sha256 {sha}).")
+        return {"encoder": None, "weights": os.path.abspath(path), "sha256": sha,
+                "via": "nnUNetv2_train -pretrained_weights (whole network except seg_layers)"}
+
+    def _check_convention(self, net, recorded: Optional[str], source) -> None:
+        """The plans must feed the network what the weights saw (ConfigurationError naming both otherwise)."""
+        check_fed_convention(net, recorded, source, self.encoder, self.configuration_name, self.dataset_id)
 
     @property
     def dataset_id(self) -> str:
