@@ -40,8 +40,7 @@ class nnFMViTPlanner(nnFMPlanner):
         if get_encoder(encoder).configuration != "2d":
             raise ConfigurationError(f"nnFMViTPlanner plans 2D ViT encoders; {encoder!r} is "
                                      f"{get_encoder(encoder).configuration}. Use nnFM_plan_and_preprocess -e {encoder}.")
-        if hires is not None and (hires < PATCH or hires % PATCH):
-            raise ConfigurationError(f"--hires {hires}: the slice size must be a multiple of {PATCH} (e.g. 512, 896).")
+        check_hires(hires)
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
                          plans_name or f"nnFMPlans_{encoder}", overwrite_target_spacing, suppress_transpose,
                          encoder=encoder, weights=weights)
@@ -93,6 +92,12 @@ class nnFMViTPlanner(nnFMPlanner):
             spacing_2d, median_2d = spacing_2d * factor, median_2d / factor
             n_pixels *= float(np.prod(median_2d) / np.prod(median_shape[1:]))
         return spacing_2d, median_2d, n_pixels
+
+
+def check_hires(hires: Optional[int]) -> None:
+    """``--hires SIZE`` (pixels) must be a multiple of the ViT's patch size; ConfigurationError otherwise."""
+    if hires is not None and (hires < PATCH or hires % PATCH):
+        raise ConfigurationError(f"--hires {hires}: the slice size must be a multiple of {PATCH} (e.g. 512, 896).")
 
 
 def vit_kwargs_from_env_or_arg(value: Optional[str]) -> dict:

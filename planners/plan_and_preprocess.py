@@ -17,6 +17,7 @@ from nnfm.flags import parse_args
 from nnfm.paths import require_nnunet_paths
 from nnfm.registry import encoder_names, get_encoder
 from nnfm.weights.families import NNUNET_NETWORK_ENCODERS
+from nnfm.weights.input_convention import planned_convention
 
 
 def plan_command(dataset_id, encoder: str, weights: str = None, *options) -> str:
@@ -59,6 +60,8 @@ def plan_and_preprocess(dataset_id: int, encoder: str = None, weights: str = Non
         entry = get_encoder(encoder or NNUNET_NETWORK_ENCODER)
         weights = checked_weights(weights, entry)
         extra = planner_options(entry, encoder, hires, vit_kwargs, overwrite_target_spacing)
+        if encoder is not None:  # what the planner will refuse, before the dataset work (nnU-Net's plans: later)
+            planned_convention(entry, weights or entry.weights or "random")
     preprocessed = prepare_dataset(dataset_id, entry, encoder, weights, num_processes, verify_dataset_integrity,
                                    check_dataset, clean)
     if encoder is None:
@@ -82,15 +85,23 @@ def checked_weights(weights, entry):
 
 def planner_options(entry, encoder, hires, vit_kwargs, overwrite_target_spacing) -> dict:
     """The planner's keyword arguments beyond nnU-Net's; options that do not apply to the encoder are refused."""
+    import pydoc
+
     extra = {}
-    if entry.configuration == "2d":
-        from nnfm_planners.nnfm_vit_planner import vit_kwargs_from_env_or_arg
+    if entry.configuration == "2d" and issubclass(pydoc.locate(entry.planner), vit_planner()):
+        from nnfm_planners.nnfm_vit_planner import check_hires, vit_kwargs_from_env_or_arg
+        check_hires(hires)
         extra = {"hires": hires, "vit_kwargs": vit_kwargs_from_env_or_arg(vit_kwargs)}
     elif hires is not None or vit_kwargs is not None:
         raise SystemExit(f"--hires / --vit_kwargs apply to the ViT encoders, not {encoder or 'nnU-Net plans'!r}.")
     if overwrite_target_spacing is not None:  # nnU-Net's flag (e.g. 1 1 1: plan an nnssl encoder like its pretraining)
         extra["overwrite_target_spacing"] = [float(s) for s in overwrite_target_spacing]
     return extra
+
+
+def vit_planner() -> type:
+    from nnfm_planners.nnfm_vit_planner import nnFMViTPlanner
+    return nnFMViTPlanner
 
 
 def prepare_dataset(dataset_id: int, entry, encoder, weights, num_processes: int, verify_dataset_integrity: bool,
@@ -292,9 +303,11 @@ def main(argv=None) -> None:
                              "nnU-Net's choice, e.g. 1 1 1 to plan resenc_l / primus_m like their 1 mm pretraining")
     args = parse_args(parser, argv)
     for dataset_id in args.dataset:
-        plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
-                                         not args.no_pp, args.verify_dataset_integrity, args.hires, args.vit_kwargs,
-                                         args.overwrite_target_spacing, not args.no_dataset_check, args.clean)
+        with stops_with_its_message():  # every nnFM refusal, wherever raised (planners included), as one line
+            plans_name = plan_and_preprocess(dataset_id, args.encoder, args.weights, args.gpu_memory_target, args.np,
+                                             not args.no_pp, args.verify_dataset_integrity, args.hires,
+                                             args.vit_kwargs, args.overwrite_target_spacing,
+                                             not args.no_dataset_check, args.clean)
         if args.encoder is None:
             print(f"Train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr {NNUNET_PLANS_TRAINER}")
             continue

@@ -104,6 +104,26 @@ def test_planner_options_are_refused_with_their_message_before_any_dataset_work(
         plan_and_preprocess(9999, "dinov3_vitb16", "random", vit_kwargs="[1, 2]")
     with pytest.raises(SystemExit, match="--hires / --vit_kwargs apply to the ViT encoders"):
         plan_and_preprocess(9999, None, "random", hires=896)
+    # refused by the planners' constructors, i.e. after the dataset work, until they were checked up front
+    with pytest.raises(SystemExit, match="--hires / --vit_kwargs apply to the ViT encoders, not 'lvmmed_resnet50'"):
+        plan_and_preprocess(9999, "lvmmed_resnet50", "random", hires=512)
+    with pytest.raises(SystemExit, match="--hires 100: the slice size must be a multiple of 16"):
+        plan_and_preprocess(9999, "dinov3_vitb16", "random", hires=100)
+    weights = tmp_path / "anatomix_hu.pth"  # the anatomix layout, pretrained on a HU window anatomix cannot apply
+    torch.save({"state_dict": random_state_dict_from_layout(LAYOUTS / "anatomix_unet.json"),
+                "nnfm_input_convention": "hu_window"}, weights)
+    with pytest.raises(SystemExit, match="pretrained on input convention `hu_window`.*can only be fed"):
+        plan_and_preprocess(9999, "anatomix", str(weights))
+
+
+def test_the_command_ends_every_nnfm_refusal_with_its_message_not_a_traceback(monkeypatch):
+    from nnfm_planners import plan_and_preprocess as command
+
+    def refuse(*args, **kwargs):
+        raise ConfigurationError("what is wrong. Fix: what to do.")
+    monkeypatch.setattr(command, "plan_and_preprocess", refuse)
+    with pytest.raises(SystemExit, match="^nnFM_plan_and_preprocess: what is wrong. Fix: what to do.$"):
+        command.main(["-d", "4"])
 
 
 def test_trainer_refuses_unset_results_folder(hippocampus, monkeypatch):
