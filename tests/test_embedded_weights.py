@@ -103,3 +103,28 @@ def test_an_embedded_nnunet_state_dict_stores_each_tensor_once_and_reads_back_ev
         assert torch.allclose(read[key].float(), value, rtol=1e-3, atol=1e-4), key
     alias = "encoder.stages.0.0.convs.0.all_modules.0.weight"
     assert read[alias] is read["encoder.stages.0.0.convs.0.conv.weight"]
+
+
+@pytest.mark.parametrize("record", [{"nnfm_transfer": ["encoder.stem.", "encoder.stages."]},
+                                    {"nnssl_adaptation_plan": {"key_to_encoder": "encoder.stages",
+                                                               "key_to_stem": "encoder.stem"}}])
+def test_an_embedded_mae_file_keeps_its_encoder_only_rule(record, tmp_path):
+    """An MAE pretraining file (nnFM's record or nnssl's plan) transfers only its stem and encoder; embedded as fp16
+    safetensors it said nothing, and its reconstruction decoder was shape-fitted into nnU-Net's network."""
+    import torch
+
+    from nnfm.weights.checkpoint_io import read_checkpoint
+    from nnfm.weights.embed import embed
+    from nnfm.weights.shape_fit import load_fitting
+    from nnfm.weights.transfer import transfer_prefixes
+    kwargs = dict(PLAINCONV_TOPOLOGY, features_per_stage=[4, 8, 8, 8, 8])
+    source = tmp_path / "mae.pth"
+    torch.save(dict(record, state_dict=PlainConvSegmentationNetwork(1, 1, False, **kwargs).state_dict(),
+                    nnfm_input_convention="zscore"), source)
+    embed(source, "mae", {"steps": 0}, tmp_path)
+    embedded = tmp_path / "mae.safetensors"
+    assert transfer_prefixes(read_checkpoint(embedded)) == ("encoder.stem.", "encoder.stages.")
+    report = load_fitting(PlainConvSegmentationNetwork(1, 3, True, **kwargs), embedded, "sha")
+    decoder = "decoder.stages.0.convs.0.conv.weight"
+    assert decoder in report.initialised and "reconstruction" in report.initialised[decoder]
+    assert report.loaded and all(k.startswith("encoder.") for k in report.loaded)

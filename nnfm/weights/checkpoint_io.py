@@ -54,6 +54,9 @@ def _corrupt_message(path: Path, error: Exception) -> str:
 # safetensors metadata of nnFM's embedded files: {alias: stored name} for keys naming one tensor twice
 # (nnfm/weights/embed.py split_aliases)
 ALIASES_KEY = "nnfm_aliases"
+# safetensors metadata key prefix of a .pth export's top-level records that an embedded copy keeps (JSON values):
+# read back as ``{"state_dict": tensors, record: value}``, the layout of the .pth it was made from
+RECORD_PREFIX = "nnfm_record."
 
 
 def read_checkpoint(path: Path):
@@ -64,11 +67,14 @@ def read_checkpoint(path: Path):
         try:
             state = load_file(str(path))
             with safe_open(str(path), framework="pt") as handle:
-                aliases = json.loads((handle.metadata() or {}).get(ALIASES_KEY, "{}"))
+                metadata = handle.metadata() or {}
+            aliases = json.loads(metadata.get(ALIASES_KEY, "{}"))
+            records = {k[len(RECORD_PREFIX):]: json.loads(v) for k, v in metadata.items() if k.startswith(RECORD_PREFIX)}
         except Exception as error:  # safetensors raises its own error types
             raise CheckpointCorruptError(_corrupt_message(path, error)) from None
         # every name back, as the same tensor (as torch.load returns nnU-Net's aliased state dicts)
-        return {**state, **{alias: state[name] for alias, name in aliases.items()}}
+        state = {**state, **{alias: state[name] for alias, name in aliases.items()}}
+        return dict(records, state_dict=state) if records else state
     return _torch_load(path)
 
 

@@ -4,7 +4,8 @@
 repository, so the file lands where it is committed) reads SRC (any layout ``load_pretrained`` reads; its state
 dict is unwrapped), stores its floating-point tensors as float16 in ``FOLDER/NAME.safetensors`` (half the bytes;
 ``load_pretrained`` casts back to the network's dtype) with the input convention it was pretrained with in the
-file's metadata (recorded in SRC by nnFM's pretraining, or ``--input-convention``), writes ``NAME.json`` beside it
+file's metadata (recorded in SRC by nnFM's pretraining, or ``--input-convention``), and the part of the network
+that transfers where SRC records one (an MAE file's stem and encoder: nnfm/weights/transfer.py), writes ``NAME.json`` beside it
 (the facts given, the convention, the fp16 rounding error, the sha256) and prints the sha256 and convention for
 the registry entry (``register_embedded_weights(NAME, ..., sha256, input_convention=...)`` in
 ``nnfm/weights/registry.py``).
@@ -19,8 +20,9 @@ import torch
 
 from nnfm.conventions import CONVENTIONS, get_convention
 from nnfm.errors import ConfigurationError
-from nnfm.weights.checkpoint_io import ALIASES_KEY, read_checkpoint, unwrap_state_dict
+from nnfm.weights.checkpoint_io import ALIASES_KEY, RECORD_PREFIX, read_checkpoint, unwrap_state_dict
 from nnfm.weights.input_convention import CONVENTION_KEY, recorded_convention
+from nnfm.weights.transfer import TRANSFER_KEY, transfer_prefixes
 
 
 def to_fp16(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -74,10 +76,14 @@ def embed(source: Path, name: str, facts: dict, folder: Path, input_convention: 
     metadata = {CONVENTION_KEY: convention}
     if aliases:
         metadata[ALIASES_KEY] = json.dumps(aliases)
+    transfer = transfer_prefixes(checkpoint)  # an MAE file's encoder-only rule (nnssl's plan or nnFM's record)
+    if transfer is not None:
+        metadata[RECORD_PREFIX + TRANSFER_KEY] = json.dumps(list(transfer))
     save_file(half, str(target), metadata=metadata)
     target.chmod(0o644)  # safetensors writes owner-only files; an installed package must be readable by all
     sha = hashlib.sha256(target.read_bytes()).hexdigest()
     record = dict(facts, name=name, file=target.name, sha256=sha, input_convention=convention, tensors=len(half),
+                  transfer=list(transfer) if transfer is not None else "whole network",
                   aliases=len(aliases), unwrapped=unwrapped,
                   source_sha256=hashlib.sha256(Path(source).read_bytes()).hexdigest(),
                   fp16_max_relative_rounding_error=worst, bytes=target.stat().st_size)
