@@ -6,7 +6,7 @@ embedded weights) names its convention; an encoder's registry entry (nnfm/regist
 published weights. The planner writes the convention's name into the plans' ``arch_kwargs["input_norm"]``, and the
 network applies it inside ``forward``, so training, validation, ``nnUNetv2_predict`` and
 ``nnFM_extract_features`` all feed the weights what they saw. A network whose plans say one convention refuses
-weights of another (nnfm/weights/conventions_check.py).
+weights of another (nnfm/weights/input_convention.py).
 
 A :class:`Recipe` is a fact of an **encoder**: optimiser, learning rates, schedule, as the authors fine-tune it.
 The trainers read it; a trainer variant changes one field (``recipe_changes``). The documentation's encoder table

@@ -185,7 +185,7 @@ def validate(dataset, configuration: str, fold, trainer: str = "nnUNetTrainer", 
     path = choose_checkpoint(folder, checkpoint)
     note = "" if path.name == FINAL else (
         f"{'no ' + FINAL + ' in this fold; ' if not (folder / FINAL).is_file() else ''}chosen by nnFM_validate. "
-        f"nnUNetv2_predict and nnUNetv2_find_best_configuration use {FINAL} unless told: add -chk {path.name}")
+        f"nnUNetv2_predict uses {FINAL} unless told: add -chk {path.name}")
     nnunet_trainer.load_checkpoint(str(path))
     record = dict(checkpoint_record(path), **({"note": note} if note else {}))
     if isinstance(nnunet_trainer, RecordsValidatedCheckpoint):
