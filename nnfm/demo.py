@@ -120,6 +120,10 @@ def main(argv=None) -> None:
     start = time.time()
     if not (args.msd / "dataset.json").is_file():
         raise SystemExit(f"No MSD dataset at {args.msd.resolve()}: pass --msd /path/to/Task04_Hippocampus.")
+    # what the arguments choose, checked before the previous demo's outputs are removed
+    plans_name, trainer, default_weights = demo_setup(args.encoder)
+    trainer = args.trainer or trainer
+    weights = resolve_demo_weights(args.weights or default_weights)
     work = args.workdir.resolve()
     if work.exists():
         shutil.rmtree(work)
@@ -146,9 +150,6 @@ def main(argv=None) -> None:
     pool = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))
     train, val = pool[:args.train_cases], pool[args.train_cases:]
 
-    plans_name, trainer, default_weights = demo_setup(args.encoder)
-    trainer = args.trainer or trainer
-    weights = resolve_demo_weights(args.weights or default_weights)
     run([console_script("nnFM_plan_and_preprocess"), "-d", str(DATASET_ID)] +
         (["-e", args.encoder] if args.encoder else []) + ["-w", weights, "-np", "2"], env, shown)
     preprocessed = work / "preprocessed" / dataset_name
@@ -195,9 +196,13 @@ def demo_setup(encoder: str = None) -> tuple:
     default without an encoder (nnU-Net's own plans, tests/test_embedded_weights.py keeps its weights embedded)."""
     from nnfm.registry import get_encoder
     from nnfm_planners.plan_and_preprocess import NNUNET_NETWORK_ENCODER, NNUNET_PLANS, NNUNET_PLANS_TRAINER
+    from nnfm.errors import NNFMError
     if encoder is None:
         return NNUNET_PLANS, NNUNET_PLANS_TRAINER, get_encoder(NNUNET_NETWORK_ENCODER).weights
-    entry = get_encoder(encoder)
+    try:
+        entry = get_encoder(encoder)
+    except NNFMError as error:
+        raise SystemExit(f"--encoder {encoder}: {error}") from None
     if entry.configuration != "3d_fullres":
         raise SystemExit(f"--encoder {encoder}: the demo trains 3d_fullres; {encoder} is a {entry.configuration} "
                          f"encoder (use nnFM_benchmark for it).")

@@ -117,3 +117,18 @@ def test_the_demo_runs_nnfms_default_end_to_end_and_draws_the_figure(nnunet_env,
     assert "trainer nnFMTrainer_nnUNetPlans, plans nnUNetPlans, weights: plainconv_unet_synth_nnfm" in out
     assert "Dice       mean:" in out and (work / "segmentation.png").stat().st_size > 10_000
     assert len(list((work / "test_predictions").glob("*.nii.gz"))) == 2
+
+
+@pytest.mark.parametrize("encoder, message", [("no_such_encoder", "--encoder no_such_encoder: Unknown encoder"),
+                                              ("dinov3_vitb16", "the demo trains 3d_fullres")])
+def test_a_wrong_encoder_stops_the_demo_before_the_last_demos_outputs_are_removed(encoder, message, tmp_path):
+    """Before, the work folder was emptied and the dataset converted (minutes) before -e was looked at, and an
+    unknown name ended in a traceback."""
+    from nnfm.demo import main
+
+    work = tmp_path / "demo"
+    work.mkdir()
+    (work / "segmentation.png").write_bytes(b"the last demo's figure")
+    with pytest.raises(SystemExit, match=message):
+        main(["--msd", str(HIPPOCAMPUS), "--workdir", str(work), "-e", encoder])
+    assert (work / "segmentation.png").read_bytes() == b"the last demo's figure"
