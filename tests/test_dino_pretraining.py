@@ -362,3 +362,7 @@ def test_cli_reports_bad_input_without_a_traceback(preprocessed, tmp_path):
     from nnfm.pretraining.cli import main
     with pytest.raises(SystemExit, match="nnFM_pretrain dino: stage 2 continues an earlier stage: pass --from"):
         main(["dino", "--data-folder", str(data_folder(preprocessed)), "--out", str(tmp_path), "--stage", "2"])
+    # missing checkpoints were FileNotFoundError tracebacks
+    with pytest.raises(SystemExit, match="nnFM_pretrain dino: no checkpoint_latest.pth in .*--from"):
+        main(["dino", "--data-folder", str(data_folder(preprocessed)), "--out", str(tmp_path / "s2"), "--stage", "2",
+              "--from", str(tmp_path / "no_stage_1")])

@@ -239,3 +239,17 @@ def test_two_process_gloo_ddp_run(tmp_path):
     state = read_state_dict(out / EXPORT)[0]
     AnatomixUNet().load_state_dict(state, strict=True)
     assert torch.load(out / LATEST, weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resume"], "--resume: no checkpoint_latest.pth in .*Fix: --out the folder of the run to resume"),
+    (["--labels-dir", "no_such_folder"], "--labels-dir no_such_folder does not exist")])
+def test_bad_paths_end_as_one_line_before_any_step(flags, message, tmp_path):
+    """Before: FileNotFoundError tracebacks (--labels-dir from inside a DataLoader worker, after the model was
+    built); nnFM_pretrain mae and dino gave one line for the same kind of mistake."""
+    from nnfm.pretraining.cli import main
+
+    with pytest.raises(SystemExit, match="^nnFM_pretrain synth: " + message):
+        main(["synth", "--out", str(tmp_path / "run"), "--steps", "1", "--size", "32", "--batch-size", "1",
+              "--workers", "0", "--no-progress", *flags])
+    assert not (tmp_path / "run" / "checkpoint_latest.pth").exists()

@@ -13,6 +13,7 @@ from typing import Any, Dict
 
 import torch
 
+from nnfm.errors import ConfigurationError
 from nnfm.weights.input_convention import with_convention
 
 LATEST = "checkpoint_latest.pth"
@@ -73,6 +74,7 @@ def save_training_checkpoint(out_dir: Path, step: int, model, optimizer, setting
 def load_training_checkpoint(out_dir: Path) -> Dict[str, Any]:
     path = Path(out_dir) / LATEST
     if not path.exists():
-        raise FileNotFoundError(f"--resume: no {LATEST} in {out_dir}")
+        raise ConfigurationError(f"--resume: no {LATEST} in {out_dir}. Fix: --out the folder of the run to resume, "
+                                 f"or leave --resume out to start one.")
     # own file, tensors and plain Python values only: the safe loader suffices
     return torch.load(path, map_location="cpu", weights_only=True)

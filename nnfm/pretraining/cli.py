@@ -69,7 +69,7 @@ def _add_synth(subparsers) -> None:
 
 
 def _run_synth(args) -> int:
-    from nnfm.errors import ConfigurationError
+    from nnfm.errors import NNFMError
     from nnfm.pretraining.synth_trainer import SynthPretrainConfig, train_synth
     if args.size % 16 or args.size < 32:
         raise SystemExit(f"--size must be a multiple of 16 and >= 32 (the U-Net pools 4 times), got {args.size}")
@@ -82,7 +82,7 @@ def _run_synth(args) -> int:
         checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.no_progress)
     try:
         summary = train_synth(config)
-    except (ValueError, ConfigurationError) as error:  # bad taps/settings: the message says what to change
+    except (ValueError, NNFMError) as error:  # bad taps/settings/paths: the message says what to change
         raise SystemExit(f"nnFM_pretrain synth: {error}") from None
     history = summary.pop("loss_history")
     if summary["world_size"] == 1 or _is_main_process():

@@ -33,6 +33,7 @@ from nnfm.pretraining.supcon_heads import anatomix_init_
 from nnfm.pretraining.supcon_model import SupConPretrainingModel, SupConSettings
 from nnfm.pretraining.taps import Tap, pretraining_taps
 from nnfm.pretraining.synth.engine import SyntheticPairDataset, SyntheticPairGenerator, SynthConfig, worker_init
+from nnfm.pretraining.synth.label_files import find_label_files
 from nnfm.training.cpu_threads import attach
 
 
@@ -159,6 +160,8 @@ def _train(config: SynthPretrainConfig, context: DistributedContext) -> Dict:
     np.random.seed(config.seed)
     if config.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}")
+    if config.labels_dir:  # here, not first in a DataLoader worker
+        find_label_files(config.labels_dir)
     tapper = pretraining_taps(config.encoder, (config.size,) * 3)
     config = resolved(config, tapper)
     settings = SupConSettings(config.taps, config.voxels_per_layer, config.head_dim,

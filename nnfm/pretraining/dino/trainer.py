@@ -146,7 +146,8 @@ def _check_resume_settings(saved: Dict, config: DinoPretrainConfig) -> None:
 
 def _load_state(path: Path) -> Dict:
     if not path.is_file():
-        raise FileNotFoundError(f"no {path.name} in {path.parent}")
+        raise ConfigurationError(f"no {path.name} in {path.parent}: --resume needs it in --out, stage 2 and 3 in "
+                                 f"--from (the previous stage's --out).")
     return torch.load(path, map_location="cpu", weights_only=True)   # own file: tensors and plain values
 
 

@@ -10,16 +10,19 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from nnfm.errors import ConfigurationError
+
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 def find_label_files(folder) -> List[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"labels folder {folder} does not exist")
+        raise ConfigurationError(f"--labels-dir {folder} does not exist (a folder of label maps, e.g. nnU-Net's "
+                                 f"labelsTr).")
     files = sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIXES) and not p.name.startswith("."))
     if not files:
-        raise FileNotFoundError(f"no label maps ({', '.join(SUFFIXES)}) in {folder}")
+        raise ConfigurationError(f"--labels-dir {folder} holds no label maps ({', '.join(SUFFIXES)}).")
     return files
 
 
