@@ -4,7 +4,7 @@
 - ``nnFMTrainer_anatomixDev_scratch``: the same network and recipe, random initialisation.
 - ``nnFMTrainer_anatomixDevTiny`` (+ ``_scratch``): the dev topology at ngf 4 for CPU runs and tests
   (random unless ``nnFM_WEIGHTS`` names a checkpoint of that size).
-- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+- Short budgets: ``nnFM_EPOCHS`` / ``nnFM_ITERATIONS`` (as for every nnFM trainer).
 
 Everything else is nnFMTrainer's: network built from the plans' arch_kwargs (the registry preset for plans
 of nnU-Net's own networks), strict encoder load, and the anatomix authors' fine-tuning recipe, which their

@@ -4,7 +4,7 @@
   are licensed CC BY-NC-ND 2.0 (academic research only); the licence is printed into the training log
   whenever they are loaded.
 - ``nnFMTrainer_LVMMed_scratch``: same network and recipe, random initialisation.
-- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+- Short budgets: ``nnFM_EPOCHS`` / ``nnFM_ITERATIONS`` (as for every nnFM trainer).
 
 Recipe: the encoder entry's ``LVMMED_RECIPE`` (nnfm/networks/lvmmed_segmentation.py, with its source: Adam 1e-4,
 no decay, clip 1, one full-resolution output); nnU-Net's loss is also CE + Dice. Epochs, batch size, patch and

@@ -4,7 +4,7 @@
   that nnU-Net master's ``nnUNetv2_train_pretrained`` takes (an nnssl ``checkpoint_final.pth`` with its
   ``nnssl_adaptation_plan``) works as it is: ``nnFM_plan_and_preprocess -e resenc_l -w FILE``.
 - ``nnFMTrainer_ResEncL_scratch``: the same network and schedule, random initialisation.
-- ``..._{1,5,10,20,50,100,250}epoch(s)``: short budgets.
+- Short budgets: ``nnFM_EPOCHS`` / ``nnFM_ITERATIONS`` (as for every nnFM trainer).
 
 Recipe: nnU-Net master's fine-tuning of nnssl checkpoints, the encoder entry's ``NNSSL_RECIPE``
 (nnfm/networks/resenc_segmentation.py, with its source); nothing frozen. Only stem and
