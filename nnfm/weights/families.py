@@ -156,6 +156,15 @@ def fit_command(name: str) -> str:
             + "; ".join(f"-e {e.name} with -tr {e.trainer}" for e in entries))
 
 
+def scratch_advice(families: Sequence[str]) -> str:
+    """How to train without such weights: nnFM_WEIGHTS=random, and the scratch trainer of each registered encoder that
+    loads one of ``families`` (its registry record's ``scratch_trainer``), where the registry is loaded."""
+    entries = [e for f in families for e in (_FAMILY_ENCODERS(f) if _FAMILY_ENCODERS else [])]
+    trainers = sorted({e.scratch_trainer for e in entries if e.scratch_trainer})
+    return "train from random initialisation (nnFM_WEIGHTS=random" + \
+        (f", or -tr {' / '.join(trainers)})" if trainers else ")")
+
+
 def use_of(name: str) -> str:
     """What fits a file of family ``name``, for error messages: what the file is and :func:`fit_command`."""
     record = _FAMILIES.get(name)

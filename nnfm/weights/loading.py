@@ -10,7 +10,8 @@ from nnfm.errors import (ChannelMismatchError, CheckpointMismatchError, Checksum
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.download import cache_dir, cached_file, download_entry, hub_file, sha256_of, verify_sha256
-from nnfm.weights.families import detect_family, fit_command, get_family, same_layout_families, use_of
+from nnfm.weights.families import (detect_family, fit_command, get_family, same_layout_families, scratch_advice,
+                                    use_of)
 from nnfm.weights.input_convention import recorded_convention
 from nnfm.weights.random_init import is_random_init
 from nnfm.weights.registry import available_weights, embedded_path, get_weights_entry
@@ -175,8 +176,8 @@ def load_pretrained(module: torch.nn.Module, source, family: Union[str, Sequence
         except ValueError:
             raise ChannelMismatchError(
                 f"ChannelMismatchError: the checkpoint's stem {stem} takes {have} input channel(s), the dataset has "
-                f"{need}; {have} -> {need} cannot be mapped (1 -> N, N -> 1 and RGB -> N can). Train with "
-                f"nnFMTrainer_scratch, or use a checkpoint pretrained with {need} channel(s).") from None
+                f"{need}; {have} -> {need} cannot be mapped (1 -> N, N -> 1 and RGB -> N can). Fix: "
+                f"{scratch_advice(families)}, or use a checkpoint pretrained with {need} channel(s).") from None
 
     report.missing = sorted(k for k in target if k not in mapped)
     report.unexpected = sorted(k for k in mapped if k not in target)
