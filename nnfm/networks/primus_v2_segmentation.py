@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from nnfm.errors import ConfigurationError, PatchSizeError
 from nnfm.conventions import NNUNET, WINDOW01, Recipe
 from nnfm.networks.intensity_window import IntensityWindow
-from nnfm.networks.primus_segmentation import check_rope_compatible
+from nnfm.networks.primus_segmentation import PRIMUS_RECIPE, check_rope_compatible
 from nnfm.networks.stride_padding import check_divisible
 from nnfm.networks.token_decoder import PrimusStyleDecoder, evenly_spaced_blocks, tokens_to_grid
 
@@ -346,11 +346,8 @@ class PrimusV2SegmentationNetwork(nn.Module):
 # ---- registry entries (nnfm/registry.py) ------------------------------------------------------------------
 from nnfm.encoder_entry import EncoderEntry, register_encoder  # noqa: E402  (registered beside the network)
 
-# nnU-Net 2.8.1 nnunetv2/training/nnUNetTrainer/primus/primus_trainers.py AbstractPrimus: AdamW (0.9, 0.98), lr 3e-4,
-# wd 0.05, linear warm-up then poly, clip 1 (a pretrained PrimusV2 encoder fine-tuned at 1e-4, as nnssl's Primus)
-_NNUNET_RECIPE = Recipe("AdamW", 3e-4, 0.05, "poly", "nnU-Net 2.8.1 nnunetv2/training/nnUNetTrainer/primus/"
-                        "primus_trainers.py", encoder_lr={"primus_v2": 1e-4}, betas=(0.9, 0.98), grad_clip=1.0,
-                        full_warmup_fraction=0.05, deep_supervision=False)
+# nnU-Net's Primus recipe (PRIMUS_RECIPE, with its source); a pretrained PrimusV2 encoder at nnssl's Primus 1e-4
+_NNUNET_RECIPE = PRIMUS_RECIPE.with_changes({"encoder_lr": {"primus_v2": 1e-4}})
 # neel-dey/anatomix anatomix/segmentation/train_segmentation.py (load_model(hf_variant="anatomix-dev-vit")):
 # torch.optim.Adam(all parameters, 2e-4, weight_decay=0), CosineAnnealingLR over the epochs, no clipping
 _ANATOMIX_VIT_RECIPE = Recipe("Adam", 2e-4, 0.0, "cosine", "neel-dey/anatomix anatomix/segmentation/"
