@@ -105,3 +105,15 @@ def test_nnfm_and_nnunet_trainers_train_and_save_the_overridden_patch(hippocampu
         # nnFM_VAL_CASES: fold 0 of the test dataset validates on one case; 1 keeps it, for both trainers
         monkeypatch.setenv("nnFM_VAL_CASES", "1")
         assert trainer.do_split()[1] == hippocampus["val"]
+
+
+def test_an_encoders_plans_with_their_own_topology_divide_by_its_pooling_not_the_registry_default():
+    """nnFMResEncPlanner plans resenc_l at the topology of the checkpoint's adaptation plan (any number of stages):
+    a 4-stage ResEnc pools 8x, not the 32x of the registry's default 6-stage ResEnc-L (before: 40,48,40 refused)."""
+    plans = plans_for("resenc_l")
+    plans["configurations"]["3d_fullres"]["architecture"] = {
+        "arch_kwargs": {"strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]}}
+    new, _ = apply_patch_and_batch_overrides(plans, "3d_fullres", {"nnFM_PATCH_SIZE": "40,48,40"})
+    assert new["configurations"]["3d_fullres"]["patch_size"] == [40, 48, 40]
+    with pytest.raises(ConfigurationError, match=r"multiples of \[8, 8, 8\]"):
+        apply_patch_and_batch_overrides(plans, "3d_fullres", {"nnFM_PATCH_SIZE": "36,48,40"})

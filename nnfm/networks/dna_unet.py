@@ -36,6 +36,13 @@ def total_stride(strides: Sequence[Sequence[int]]) -> List[int]:
     return [int(math.prod(axis)) for axis in zip(*strides)]
 
 
+def patch_rules(strides: Sequence[Sequence[int]]) -> dict:
+    """A DNA U-Net's registry ``token_stride`` and ``min_axis`` from its strides: every patch axis a multiple of the
+    total stride and at least twice it (instance norm needs more than one voxel at the bottleneck)."""
+    stride = max(total_stride(strides))
+    return {"token_stride": stride, "min_axis": 2 * stride}
+
+
 def check_topology(network: str, encoder: str, n_stages: int, per_stage: dict,
                    n_conv_per_stage_decoder: Sequence[int], kernel_sizes, strides, nnunet_kwargs: dict) -> None:
     """ConfigurationError unless the kwargs describe a 3D U-Net with ``n_stages`` stages built from nnU-Net's 3D ops.
@@ -71,8 +78,8 @@ class FixedTopologyUNet:
         self.strides_per_stage = [list(s) for s in strides]
         self.stride_per_axis = total_stride(strides)
         # nnFMTrainer checks the planned patch against these (pad_to_stride False: no silent padding)
-        self.stride = max(self.stride_per_axis)
-        self.min_size = 2 * self.stride
+        rules = patch_rules(strides)
+        self.stride, self.min_size = rules["token_stride"], rules["min_axis"]
         self.pad_to_stride = False
 
     @property

@@ -26,7 +26,8 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
 from nnfm.conventions import ZSCORE
-from nnfm.networks.dna_unet import NNUNET_RECIPE, FixedTopologyUNet, NetworkWithoutSegLayers, check_topology
+from nnfm.networks.dna_unet import (NNUNET_RECIPE, FixedTopologyUNet, NetworkWithoutSegLayers, check_topology,
+                                    patch_rules)
 
 # nnU-Net 2.8.1's 3D plans at 5 stages: features 32 * 2^i capped at 320 (nnunetv2 2.8.1
 # experiment_planners/default_experiment_planner.py UNet_base_num_features 32, UNet_max_features_3d 320), two convs
@@ -89,7 +90,7 @@ register_encoder(EncoderEntry(
     network_kwargs=PLAINCONV_TOPOLOGY, configuration="3d_fullres",
     planner="nnfm_planners.nnfm_dna_planner.nnFMFixedTopologyPlanner",
     trainer="nnFMTrainer_PlainConvUNet", scratch_trainer="nnFMTrainer_PlainConvUNet_scratch",
-    families=("nnunet_plainconv",), weights="plainconv_unet_synth_nnfm", token_stride=16, min_axis=32,
+    families=("nnunet_plainconv",), weights="plainconv_unet_synth_nnfm", **patch_rules(PLAINCONV_TOPOLOGY["strides"]),
     # the weights nnFM pretrains for it see per-image z-scored volumes (nnFM_pretrain synth --encoder plainconv_unet)
     input_convention=ZSCORE, recipe=NNUNET_RECIPE,
     description="nnU-Net's PlainConvUNet at a fixed 5-stage topology (what nnU-Net plans at isotropic spacing)",

@@ -24,7 +24,7 @@ from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
 from nnfm.conventions import ZSCORE
-from nnfm.networks.dna_unet import FixedTopologyUNet, NetworkWithoutSegLayers, check_topology
+from nnfm.networks.dna_unet import FixedTopologyUNet, NetworkWithoutSegLayers, check_topology, patch_rules
 from nnfm.weights.nnssl_adaptation import RESENC_L_TOPOLOGY
 
 
@@ -87,7 +87,8 @@ _RESENC = dict(
     input_convention=ZSCORE, recipe=NNSSL_RECIPE)
 register_encoder(EncoderEntry(
     name="resenc_l", network_kwargs=RESENC_L_TOPOLOGY, trainer="nnFMTrainer_ResEncL",
-    scratch_trainer="nnFMTrainer_ResEncL_scratch", weights="resenc_l_openmind_mae", token_stride=32, min_axis=64,
+    scratch_trainer="nnFMTrainer_ResEncL_scratch", weights="resenc_l_openmind_mae",
+    **patch_rules(RESENC_L_TOPOLOGY["strides"]),
     description="nnssl / OpenMind ResEnc-L (nnU-Net's ResidualEncoderUNet, MAE on 114k brain MRI)",
     license="CC-BY-4.0 (model card of MIC-DKFZ/ResEncL-OpenMind-MAE)",
     status="loader tested on the published layout; trains at tiny size only on CPU", **_RESENC))
@@ -116,7 +117,7 @@ register_encoder(EncoderEntry(
     configuration="3d_fullres", planner="nnfm_planners.nnfm_dna_planner.nnFMFixedTopologyPlanner",
     trainer="nnFMTrainer_ResEncUNet", scratch_trainer="nnFMTrainer_ResEncUNet_scratch",
     # whole-network files (nnFM's export, nnU-Net checkpoints): all but the seg layers (nnfm/weights/filters_resenc.py)
-    families=("nnunet_resenc",), weights=None, token_stride=16, min_axis=32,
+    families=("nnunet_resenc",), weights=None, **patch_rules(RESENC_UNET_TOPOLOGY["strides"]),
     # the weights nnFM pretrains for it see per-image z-scored volumes (nnFM_pretrain synth --encoder resenc_unet)
     input_convention=ZSCORE, recipe=NNUNET_RECIPE,
     description="nnU-Net's ResidualEncoderUNet at a fixed 5-stage topology (nnU-Net's ResEnc blocks 1-3-4-6-6)",

@@ -31,13 +31,16 @@ def parse_patch(text: str) -> Tuple[int, ...]:
 
 
 def _strides(configuration: dict, n_axes: int) -> Tuple[int, ...]:
-    """Per axis, the factor the patch must divide by: nnFM's token stride, else nnU-Net's total pooling."""
+    """Per axis, the factor the patch must divide by: the total pooling of the planned network where its kwargs
+    give strides (nnU-Net's networks, nnFM's DNA U-Nets at whatever topology their planner chose), else the
+    encoder's token stride (ViTs, the anatomix U-Net: registry record)."""
+    strides = (configuration.get("architecture") or {}).get("arch_kwargs", {}).get("strides")
     encoder = (configuration.get("nnfm") or {}).get("encoder")
-    if encoder:
+    if not strides and encoder:
         from nnfm.registry import get_encoder
         return (get_encoder(encoder).token_stride,) * n_axes
     total = [1] * n_axes
-    for stage in (configuration.get("architecture") or {}).get("arch_kwargs", {}).get("strides") or []:
+    for stage in strides or []:
         stage = stage if isinstance(stage, (list, tuple)) else [stage] * n_axes
         total = [t * s for t, s in zip(total, stage)]
     return tuple(total)
