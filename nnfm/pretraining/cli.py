@@ -21,7 +21,8 @@ from nnfm.flags import parse_args
 def _add_synth(subparsers) -> None:
     from nnfm.pretraining.supcon_heads import HEADS
     from nnfm.pretraining.supcon_model import ANATOMIX_TAPS, SAMPLINGS
-    from nnfm.pretraining.synth_trainer import CONVENTIONS, LR_SCHEDULES
+    from nnfm.pretraining.synth_trainer import CONVENTIONS, LR_SCHEDULES, SynthPretrainConfig
+    defaults = _defaults(SynthPretrainConfig)
     p = subparsers.add_parser("synth", help="anatomix-style voxel SupCon pretraining on synthetic volumes",
                               description="Pretrain a 3D encoder network (default: the anatomix U-Net; also "
                                           "plainconv_unet, resenc_unet: nnU-Net's own networks) on synthetic label "
@@ -30,39 +31,39 @@ def _add_synth(subparsers) -> None:
                                           "(DIR/<encoder>_synth.pth; use with -w / nnFM_WEIGHTS=...) and "
                                           "DIR/checkpoint_latest.pth (for --resume).")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--encoder", default="anatomix",
+    p.add_argument("--encoder", default=defaults["encoder"],
                    help="registry encoder whose network is pretrained (python -m nnfm.registry lists them)")
     p.add_argument("--input-convention", default=None, choices=CONVENTIONS,
                    help="intensities the network sees: window01 (the synthetic [0, 1] views, anatomix's) or zscore "
                         "(each view z-scored, what nnU-Net's normalisation feeds); default: the encoder's")
-    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (also the target when resuming)")
-    p.add_argument("--batch-size", type=int, default=1, help="samples per step and process (x2 views); anatomix: 1")
-    p.add_argument("--size", type=int, default=128, help="cube edge in voxels (multiple of 16, >= 32); anatomix: 128")
-    p.add_argument("--workers", type=int, default=2, help="data-generating processes per training process")
+    p.add_argument("--steps", type=int, default=defaults["steps"], help="total optimizer steps (also the target when resuming)")
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="samples per step and process (x2 views); anatomix: 1")
+    p.add_argument("--size", type=int, default=defaults["size"], help="cube edge in voxels (multiple of 16, >= 32); anatomix: 128")
+    p.add_argument("--workers", type=int, default=defaults["workers"], help="data-generating processes per training process")
     p.add_argument("--labels-dir", default=None, help="folder of label maps (e.g. nnU-Net labelsTr) to mix in")
-    p.add_argument("--real-label-prob", type=float, default=0.5, help="share of samples from --labels-dir")
+    p.add_argument("--real-label-prob", type=float, default=defaults["real_label_prob"], help="share of samples from --labels-dir")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-5, help="AdamW weight decay (anatomix: 1e-5)")
-    p.add_argument("--lr-schedule", default="anatomix", choices=LR_SCHEDULES,
+    p.add_argument("--seed", type=int, default=defaults["seed"])
+    p.add_argument("--lr", type=float, default=defaults["lr"])
+    p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"], help="AdamW weight decay (anatomix: 1e-5)")
+    p.add_argument("--lr-schedule", default=defaults["lr_schedule"], choices=LR_SCHEDULES,
                    help="anatomix: 5 equal phases at 1, .8, .6, .4, .2 x lr (its const_linear); constant")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up from lr/100 (anatomix: none)")
-    p.add_argument("--temperature", type=float, default=0.33)
-    p.add_argument("--voxels-per-layer", type=int, default=512)
-    p.add_argument("--head-dim", type=int, default=256)
+    p.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"], help="linear warm-up from lr/100 (anatomix: none)")
+    p.add_argument("--temperature", type=float, default=defaults["temperature"])
+    p.add_argument("--voxels-per-layer", type=int, default=defaults["voxels_per_layer"])
+    p.add_argument("--head-dim", type=int, default=defaults["head_dim"])
     p.add_argument("--taps", nargs="+", default=None,
                    help="where the loss is applied: anatomix U-Net layer indices (default: its conv outputs "
                         f"{' '.join(map(str, ANATOMIX_TAPS))}; nnFM's earlier taps: 65 57 50), or submodule names of "
                         "another encoder's network (default: the bottleneck, the stage above it and every decoder "
                         "level, nnfm/pretraining/taps.py)")
-    p.add_argument("--sampling", default="uniform", choices=SAMPLINGS,
+    p.add_argument("--sampling", default=defaults["sampling"], choices=SAMPLINGS,
                    help="voxel positions: uniform without replacement (anatomix) or label-balanced (nnFM's earlier)")
-    p.add_argument("--head", default="anatomix", choices=sorted(HEADS),
+    p.add_argument("--head", default=defaults["head"], choices=sorted(HEADS),
                    help="projection head: anatomix (3 layers, batch norm) or plain (nnFM's earlier 2 layers)")
-    p.add_argument("--init", default="anatomix", choices=("anatomix", "torch"),
+    p.add_argument("--init", default=defaults["init"], choices=("anatomix", "torch"),
                    help="initial weights: anatomix's kaiming init or torch's default")
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"])
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_synth)
@@ -143,6 +144,13 @@ def _run_synth_benchmark(args) -> int:
     return 0
 
 
+def _defaults(config_class) -> dict:
+    """A pretraining config dataclass' defaults, which its command's flags default to (the values and their sources
+    are stated once, in the dataclass)."""
+    from dataclasses import MISSING, fields
+    return {f.name: f.default for f in fields(config_class) if f.default is not MISSING}
+
+
 def _add_run_loop_arguments(p) -> None:
     """Resume, seed, checkpointing, loaders, device and progress: the same for every dataset-based method."""
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
@@ -162,6 +170,8 @@ def _exit_on_bad_input(method: str, run, args) -> int:
 
 
 def _add_dino(subparsers) -> None:
+    from nnfm.pretraining.dino.trainer import DinoPretrainConfig
+    defaults = _defaults(DinoPretrainConfig)
     p = subparsers.add_parser("dino", help="DINOv3-style SSL of a timm DINOv3 ViT on nnU-Net preprocessed slices",
                               description="Stage 1: DINO + iBOT + KoLeo with an EMA teacher and multi-crop; stage 2: "
                                           "plus Gram anchoring to the previous stage's teacher; stage 3: stage 2 at a "
@@ -177,28 +187,28 @@ def _add_dino(subparsers) -> None:
     p.add_argument("--stage", type=int, default=1, choices=(1, 2, 3))
     p.add_argument("--from", dest="from_dir", default=None, help="stages 2-3: the previous stage's --out")
     p.add_argument("--init", default=None, help="stage 1: DINOv3/MedDINOv3 weights (path or registered name)")
-    p.add_argument("--model", default="vit_small_patch16_dinov3", help="timm DINOv3 model name")
+    p.add_argument("--model", default=defaults["model"], help="timm DINOv3 model name")
     p.add_argument("--embed-dim", type=int, default=None, help="override for small/tiny ViTs (with --depth, --num-heads)")
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--num-heads", type=int, default=None)
-    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps of this stage (also when resuming)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per step and process")
+    p.add_argument("--steps", type=int, default=defaults["steps"], help="total optimizer steps of this stage (also when resuming)")
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="images per step and process")
     p.add_argument("--global-size", type=int, default=None, help="global crop edge (default 224; stage 3: 2x previous)")
     p.add_argument("--local-size", type=int, default=None, help="local crop edge (default 96)")
-    p.add_argument("--n-local", type=int, default=8, help="local crops per image")
-    p.add_argument("--prototypes", type=int, default=4096)
-    p.add_argument("--head-hidden", type=int, default=2048)
-    p.add_argument("--head-bottleneck", type=int, default=256)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--momentum", type=float, default=0.992,
+    p.add_argument("--n-local", type=int, default=defaults["n_local"], help="local crops per image")
+    p.add_argument("--prototypes", type=int, default=defaults["n_prototypes"])
+    p.add_argument("--head-hidden", type=int, default=defaults["head_hidden"])
+    p.add_argument("--head-bottleneck", type=int, default=defaults["head_bottleneck"])
+    p.add_argument("--lr", type=float, default=defaults["lr"])
+    p.add_argument("--momentum", type=float, default=defaults["momentum"][0],
                    help="teacher EMA momentum at the start (cosine to 1); short runs need ~0.9")
-    p.add_argument("--teacher-temp", type=float, default=0.07, help="teacher temperature after warm-up")
-    p.add_argument("--warmup-teacher-temp", type=float, default=0.04,
+    p.add_argument("--teacher-temp", type=float, default=defaults["teacher_temp"][1], help="teacher temperature after warm-up")
+    p.add_argument("--warmup-teacher-temp", type=float, default=defaults["teacher_temp"][0],
                    help="teacher temperature at step 0 (linear to --teacher-temp over a third of the steps); "
                         "short runs from scratch need a sharper teacher, e.g. 0.02 for both")
-    p.add_argument("--koleo-weight", type=float, default=0.1)
+    p.add_argument("--koleo-weight", type=float, default=defaults["koleo_weight"])
     p.add_argument("--gram-weight", type=float, default=None, help="default 0 in stage 1, 1.0 in stages 2-3")
-    p.add_argument("--freeze-last-layer-steps", type=int, default=0)
+    p.add_argument("--freeze-last-layer-steps", type=int, default=defaults["freeze_last_layer_steps"])
     _add_run_loop_arguments(p)
     p.set_defaults(run=_run_dino)
 
@@ -233,6 +243,8 @@ def _run_dino_checked(args) -> int:
 
 
 def _add_mae(subparsers) -> None:
+    from nnfm.pretraining.mae.trainer import MAEPretrainConfig
+    defaults = _defaults(MAEPretrainConfig)
     p = subparsers.add_parser("mae", help="masked-image reconstruction of an encoder network on nnU-Net data",
                               description="nnssl-style MAE for CNNs (75%% of 16^3 blocks zeroed, MSE on masked "
                                           "voxels, SGD 1e-2 / poly) on the images of an nnU-Net preprocessed "
@@ -245,7 +257,7 @@ def _add_mae(subparsers) -> None:
     p.add_argument("-c", "--configuration", default="3d_fullres", help="nnU-Net configuration whose images are used")
     p.add_argument("-p", "--plans", default=None, help="plans identifier (default: nnUNetPlans, else any *Plans*)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--encoder", default="anatomix",
+    p.add_argument("--encoder", default=defaults["encoder"],
                    help="registry encoder whose network is pretrained (3D; e.g. plainconv_unet, resenc_unet)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="CASE", help="case identifiers never to read")
     p.add_argument("--exclude-split", default=None, metavar="FILE",
@@ -255,14 +267,14 @@ def _add_mae(subparsers) -> None:
     p.add_argument("--patch", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="patch size, multiples of 16 (default: the configuration's patch size rounded up to 16)")
     p.add_argument("--batch-size", type=int, default=None, help="patches per step and process (default: the plans')")
-    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (also the target when resuming)")
-    p.add_argument("--mask-ratio", type=float, default=0.75, help="share of masked blocks (nnssl: 0.75)")
-    p.add_argument("--mask-block", type=int, default=16, help="mask block edge in voxels (nnssl: 16)")
-    p.add_argument("--lr", type=float, default=1e-2, help="SGD lr, poly decay (nnssl: 1e-2)")
-    p.add_argument("--momentum", type=float, default=0.99, help="SGD Nesterov momentum (nnssl: 0.99)")
-    p.add_argument("--weight-decay", type=float, default=3e-5, help="(nnssl: 3e-5)")
-    p.add_argument("--grad-clip", type=float, default=12.0, help="gradient norm clip (nnssl: 12)")
-    p.add_argument("--bn-recalibration-batches", type=int, default=8,
+    p.add_argument("--steps", type=int, default=defaults["steps"], help="total optimizer steps (also the target when resuming)")
+    p.add_argument("--mask-ratio", type=float, default=defaults["mask_ratio"], help="share of masked blocks (nnssl: 0.75)")
+    p.add_argument("--mask-block", type=int, default=defaults["mask_block"], help="mask block edge in voxels (nnssl: 16)")
+    p.add_argument("--lr", type=float, default=defaults["lr"], help="SGD lr, poly decay (nnssl: 1e-2)")
+    p.add_argument("--momentum", type=float, default=defaults["momentum"], help="SGD Nesterov momentum (nnssl: 0.99)")
+    p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"], help="(nnssl: 3e-5)")
+    p.add_argument("--grad-clip", type=float, default=defaults["grad_clip"], help="gradient norm clip (nnssl: 12)")
+    p.add_argument("--bn-recalibration-batches", type=int, default=defaults["bn_recalibration_batches"],
                    help="unmasked batches that re-estimate batch-norm statistics before each export (0: off)")
     _add_run_loop_arguments(p)
     p.set_defaults(run=_run_mae)
@@ -288,7 +300,8 @@ def _run_mae_checked(args) -> int:
         raise ConfigurationError(f"no plans describe {folder}; pass --patch Z Y X (multiples of 16)")
     exclude = list(args.exclude) + (read_exclusions(args.exclude_split, args.split_fold) if args.exclude_split else [])
     config = MAEPretrainConfig(
-        out_dir=args.out, data_folder=folder, encoder=args.encoder, patch=tuple(patch), batch_size=batch_size or 2, steps=args.steps,
+        out_dir=args.out, data_folder=folder, encoder=args.encoder, patch=tuple(patch), batch_size=batch_size or MAEPretrainConfig.batch_size,
+        steps=args.steps,
         exclude=tuple(sorted(set(exclude))), mask_ratio=args.mask_ratio, mask_block=args.mask_block, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
         bn_recalibration_batches=args.bn_recalibration_batches, seed=args.seed, resume=args.resume,

@@ -30,7 +30,7 @@ from nnfm.training import validation
 
 LOCK_FILE = "nnfm_training.lock"
 OVERWRITE_ENV = "nnFM_OVERWRITE"
-FINAL = "checkpoint_final.pth"
+FINAL = validation.FINAL
 
 
 def _process_start(pid: int) -> Optional[str]:

@@ -27,7 +27,7 @@ STEM_KEY = "encoder.stages.0.0.convs.0.conv.weight"
 STEM_ALIAS = "encoder.stages.0.0.convs.0.all_modules.0.weight"
 _SEG_REASON = ("segmentation layers of the dataset the file was trained on (its classes): re-initialised for the new "
                "task, as nnU-Net's -pretrained_weights (nnunetv2/run/load_pretrained_weights.py skips .seg_layers.)")
-_ALIAS_REASON = ("alias of encoder.* (dynamic_network_architectures' UNetDecoder keeps a reference to the encoder, "
+ALIAS_REASON = ("alias of encoder.* (dynamic_network_architectures' UNetDecoder keeps a reference to the encoder, "
                  "so the state dict lists it twice); loaded from encoder.*")
 
 
@@ -40,7 +40,7 @@ def nnunet_network_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
         if key.startswith("decoder.seg_layers."):
             dropped[key] = _SEG_REASON
         elif key.startswith("decoder.encoder."):
-            dropped[key] = _ALIAS_REASON
+            dropped[key] = ALIAS_REASON
         else:
             mapped[key] = value
     return mapped, dropped

@@ -25,12 +25,10 @@ import torch
 from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
-from nnfm.weights.filters_plainconv import nnunet_network_filter, whole_network_adapter
+from nnfm.weights.filters_plainconv import ALIAS_REASON, nnunet_network_filter, whole_network_adapter
 from nnfm.weights.nnssl_adaptation import (RESENC_KEY_TO_ENCODER, RESENC_KEY_TO_STEM, nnssl_adaptation,
                                            read_adaptation_plan)
 
-_ALIAS_REASON = ("alias of encoder.* (dynamic_network_architectures' UNetDecoder keeps a reference to the encoder, "
-                 "so the state dict lists it twice); loaded from encoder.*")
 _DECODER_REASON = ("decoder of the pretraining network (nnssl's MAE reconstruction decoder, or the segmentation "
                    "decoder of an nnU-Net ResEnc checkpoint): only stem and encoder transfer (nnU-Net master "
                    "PretrainedTrainer.load_pretrained_weights); the decoder is re-initialised for the new task")
@@ -46,7 +44,7 @@ def nnssl_resenc_filter(state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
         if key.startswith(("encoder.stem.", "encoder.stages.")):
             mapped[key[len("encoder."):]] = value
         elif key.startswith("decoder.encoder."):
-            dropped[key] = _ALIAS_REASON
+            dropped[key] = ALIAS_REASON
         elif key.startswith("decoder."):
             dropped[key] = _DECODER_REASON
         else:

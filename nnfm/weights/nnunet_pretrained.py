@@ -15,7 +15,7 @@ from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.download import sha256_of
 
-SKIPPED = ".seg_layers."  # nnU-Net's skip rule (nnunetv2/run/load_pretrained_weights.py)
+SEG_LAYERS = ".seg_layers."  # nnU-Net's skip rule (nnunetv2/run/load_pretrained_weights.py)
 
 
 FLAG = "-pretrained_weights"
@@ -47,7 +47,7 @@ def check_pretrained_weights(network: torch.nn.Module, path) -> str:
     path = Path(path)
     checkpoint = read_checkpoint(path)
     state, _ = unwrap_state_dict(checkpoint)
-    target = {k: v for k, v in network.state_dict().items() if SKIPPED not in k}
+    target = {k: v for k, v in network.state_dict().items() if SEG_LAYERS not in k}
     missing = [k for k in target if k not in state]
     shapes = [f"{k}: file {list(state[k].shape)}, network {list(v.shape)}" for k, v in target.items()
               if k in state and state[k].shape != v.shape]

@@ -34,9 +34,9 @@ from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.checkpoint_io import read_checkpoint, unwrap_state_dict
 from nnfm.weights.input_convention import recorded_convention
+from nnfm.weights.nnunet_pretrained import SEG_LAYERS
 from nnfm.weights.transfer import ENCODER_ONLY_REASON, transfer_prefixes
 
-SEG_LAYERS = ".seg_layers."  # nnU-Net's own skip rule (nnunetv2/run/load_pretrained_weights.py)
 # dynamic_network_architectures UNetDecoder: per-level module lists, index 0 = the deepest level
 _DECODER_LEVEL = re.compile(r"^(decoder\.(?:stages|transpconvs|seg_layers))\.(\d+)\.")
 

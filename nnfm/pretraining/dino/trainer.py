@@ -28,11 +28,11 @@ from nnfm.pretraining.dino.key_mapping import meddinov3_checkpoint
 from nnfm.pretraining.dino.masking import global_crop_masks
 from nnfm.pretraining.dino.meta_arch import DinoSSL, LossSettings, SSLBranch
 from nnfm.pretraining.dino.schedules import cosine, linear_warmup
+from nnfm.pretraining.checkpoints import LATEST
 from nnfm.pretraining.distributed import DistributedContext, distributed_run
 from nnfm.training.cpu_threads import attach
 from nnfm.weights.input_convention import CONVENTION_KEY
 
-LATEST = "checkpoint_latest.pth"
 EXPORT = "meddinov3_teacher.pth"
 N_GLOBAL = 2
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from nnfm.conventions import ZSCORE
 from nnfm.errors import ConfigurationError
-from nnfm.pretraining.checkpoints import _atomic_save, encoder_state_dict, restore_rng_state, rng_state
+from nnfm.pretraining.checkpoints import LATEST, _atomic_save, encoder_state_dict, restore_rng_state, rng_state
 from nnfm.pretraining.distributed import DistributedContext, distributed_run
 from nnfm.pretraining.loss_curve import write_loss_curve
 from nnfm.pretraining.mae.cases import ImageReader, case_filter, select_cases
@@ -43,7 +43,6 @@ from nnfm.training.cpu_threads import attach
 from nnfm.weights.input_convention import with_convention
 from nnfm.weights.transfer import with_transfer
 
-LATEST = "checkpoint_latest.pth"
 EXPORT = "anatomix_mae.pth"
 # what fine-tuning takes of an MAE-pretrained nnU-Net network (nnssl's rule, nnfm/weights/transfer.py); the anatomix
 # export is the bare U-Net (its 1x1x1 reconstruction head is not exported), taken whole as anatomix's encoder
