@@ -16,7 +16,7 @@ This module is a leaf: it imports nothing from nnFM.
 """
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 OPTIMIZERS = ("Adam", "AdamW", "SGD")
 LR_DECAYS = ("cosine", "poly", "constant")
@@ -151,8 +151,3 @@ class Recipe:
         if not self.deep_supervision:
             parts.append("no deep supervision")
         return "; ".join(parts) + f" ({self.source})"
-
-
-def convention_names() -> Dict[str, str]:
-    """name -> summary, for help texts."""
-    return {n: c.summary() for n, c in CONVENTIONS.items()}

@@ -129,7 +129,8 @@ def main(argv=None) -> None:
         shutil.rmtree(work)
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
                nnUNet_results=str(work / "results"), nnFM_EPOCHS=str(args.epochs),
-               nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS="1", nnUNet_compile="0",
+               nnFM_ITERATIONS=str(args.iterations), nnFM_VAL_ITERATIONS=str(BUDGET.val_iterations),
+               nnUNet_compile="0",
                nnUNet_n_proc_DA=env_default("nnUNet_n_proc_DA", "2"),
                # nnU-Net's final validation exports through a pool of 8 spawned processes by default, each importing
                # torch and nnU-Net: about a minute of a 2-core CPU for 4 validation cases

@@ -63,14 +63,6 @@ def get_encoder(name: str) -> EncoderEntry:
     return _ENCODERS[name]
 
 
-def encoder_of_plans_name(plans_name: str) -> Optional[str]:
-    """``nnFMPlans_<encoder>`` -> encoder name (None for other plans, e.g. nnUNetPlans)."""
-    prefix = "nnFMPlans_"
-    if plans_name.startswith(prefix) and plans_name[len(prefix):] in encoder_names():
-        return plans_name[len(prefix):]
-    return None
-
-
 def encoder_table_markdown(include_tiny: bool = False) -> str:
     """The documentation's encoder table, generated from the registry (README.md embeds it verbatim)."""
     rows = ["| `-e` encoder | configuration | trainer | checkpoint families | default weights | input | "

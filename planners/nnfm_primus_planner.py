@@ -14,17 +14,20 @@ normalisation, the shrink-the-largest-axis patch search and the batch-size rules
   convention of the weights, which nnFMPlanner plans as nnU-Net's ``ZScoreNormalization`` for every channel,
   CT included (nnU-Net would pick CTNormalization: a dataset-wide clip the encoder never saw). No window.
 """
+import math
 from typing import Sequence
 
 import torch
 
 from nnfm.planning.vit_memory import estimate_vit_training_memory
+from nnfm.weights.nnssl_adaptation import NNSSL_DEFAULT_PATCH
 from nnfm_planners.nnfm_planner import nnFMPlanner
 
 
 class nnFMPrimusPlanner(nnFMPlanner):
     """Plans every Primus preset of the registry (primus_m, primus_tiny): kwargs and weights from its entry."""
-    initial_patch_voxels = 160 ** 3
+    # nnssl's recommended downstream patch (160^3, nnssl AbstractTrainer; nnFMResEncPlanner reads a checkpoint's own)
+    initial_patch_voxels = math.prod(NNSSL_DEFAULT_PATCH)
     # "fused": flash / memory-efficient SDPA (GPU, bf16 autocast; also PyTorch's CPU kernel) saves no N x N
     # attention matrix; "math": PyTorch's reference SDPA keeps heads x N x N probabilities per block for backward
     attention_backend = "fused"
@@ -48,7 +51,3 @@ class nnFMPrimusPlanner(nnFMPlanner):
     def architecture_kwargs(self, patch_size, schemes, use_mask) -> dict:
         # input_shape is the patch: Eva's position embedding and RoPE tables are built for its token grid
         return dict(self.network_kwargs, input_shape=[int(p) for p in patch_size])
-
-
-# plans written before the registry name this planner; it plans whichever encoder it is given
-nnFMPrimusTinyPlanner = nnFMPrimusPlanner

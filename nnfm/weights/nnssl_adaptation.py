@@ -39,9 +39,6 @@ NNSSL_DEFAULT_PATCH = [160, 160, 160]
 NNSSL_DEFAULT_SPACING = [1.0, 1.0, 1.0]
 RESENC_ARCHITECTURES = ("ResEncL", "ResidualEncoderUNet")
 
-_TOPOLOGY_ITEMS = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_blocks_per_stage",
-                   "n_conv_per_stage_decoder", "conv_bias")
-
 
 @dataclass(frozen=True)
 class NnsslAdaptation:
