@@ -171,7 +171,7 @@ def download_from_hub(entry, hub: HubFile, timeout: float = 30.0) -> Path:
             f"{error} It was not used. Fix: fetch it again (a broken transfer):\n    $ "
             f"{hub.command('--force-download')}\n" + ("" if hub.pinned else
             "  If it differs again, the repository changed after the sha256 was recorded: pin the entry's revision "
-            f"(nnfm/weights/registry.py) to the commit the sha256 belongs to.")) from None
+            "(nnfm/weights/registry.py) to the commit the sha256 belongs to.")) from None
     commit = _commit_of(path)
     if not hub.pinned and commit:  # a branch moves: say which commit this file is, so that it can be pinned
         warnings.warn(f"'{entry.name}' came from {hub.repo_id} at revision {hub.revision}, commit {commit}; to always "
