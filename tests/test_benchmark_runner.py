@@ -215,6 +215,8 @@ def test_a_killed_run_continues_from_its_last_checkpoint(smoke, nnunet_env):
     row, = [r for r in read_csv(smoke["output"] / "results.csv") if r["profile"] == profile]
     assert (row["mode"], row["n_train"], row["fold"], row["epochs"], row["test_n"]) == ("resumed", "4", "0", "3", "")
     assert (row["patch_size"], row["batch_size"]) == ("32x32x32", "1")
+    # the resumed session's wall time is not the run's (the killed session's is unmeasured): none is reported
+    assert record["wall_s"] is None and row["wall_s"] == "" and record["peak_rss_mb"] > 0
 
 
 @pytest.mark.e2e
@@ -244,3 +246,24 @@ def test_other_weights_on_a_finished_runs_fold_stop_the_benchmark_before_any_tra
     assert "requested_weights" in output and str(other) in output and "use another --output" in output
     assert "training (" not in output
     assert {p: p.stat().st_mtime for p in finals} == finals
+
+
+def test_a_draw_another_process_wrote_at_the_same_index_is_refused_not_trained_on(tmp_path, monkeypatch):
+    """Two benchmarks appending at once: the second write replaced the first, and the first process returned the
+    other draw's cases under its own N and seed. Now appends are serialised (flock) and the entry is checked."""
+    (tmp_path / splits.SPLITS).write_text(json.dumps([{"train": ["a", "b", "c", "d"], "val": ["e"]}]))
+    real = splits._complete_splits
+    calls = []
+
+    def other_process_wins(preprocessed):
+        result = real(preprocessed)
+        calls.append(1)
+        if len(calls) == 2:  # right after this process's append: the other process's entry replaced it
+            registry = json.loads((tmp_path / splits.FEW_SHOT_REGISTRY).read_text())
+            registry["1"].update(n_train=3, seed=7)
+            (tmp_path / splits.FEW_SHOT_REGISTRY).write_text(json.dumps(registry))
+            return result[0], registry
+        return result
+    monkeypatch.setattr(splits, "_complete_splits", other_process_wins)
+    with pytest.raises(splits.SplitConflict, match="not the draw asked for.*another process"):
+        splits.few_shot_fold(tmp_path, 0, 2, 0)

@@ -1,4 +1,6 @@
 """documentation/benchmarks.md's issue-27 grid table is derived from the committed per-run CSVs, not typed in."""
+import pytest
+
 from benchmark_tables import FIGURES, published_table, report_module
 
 HEADER = "| iterations | labelled cases | candidate |"
@@ -94,3 +96,53 @@ def test_best_and_worst_cell_are_the_extremes_of_the_mean_paired_difference():
     a = [run("A", s, 0.80, 100) for s in range(3)] + [run("A", 0, 0.65, 400)]   # +0.100 (3 draws), -0.050 (1)
     rows = report.extremes_table(reference + a)[2:]
     assert rows == ["| A | 2 | +0.100 (100 its, 3 cases, 3 draws) | -0.050 (400 its, 3 cases, 1 draw) |"]
+
+
+def _record(trainer, seed, dice, its=400, shots=3, **extra):
+    record = {"trainer_class": trainer, "weights": None, "seed": seed, "n_train": shots, "epochs": its // 20,
+              "iterations_per_epoch": 20, "test_dice_mean": dice, "s_per_iteration": 1.0, "patch_size": "32x48x32",
+              "batch_size": 2}
+    return dict(record, **extra)
+
+
+def test_equal_wall_time_is_over_every_draw_of_the_candidate_or_not_given():
+    """Before, a draw whose nnUNetTrainer curve did not reach the scaled budget was dropped from nnUNetTrainer's
+    mean only: 0.630 'at 437 its' over 2 draws against the candidate's mean over 3."""
+    report = _report_module()
+    reference = [_record("nnUNetTrainer", s, 0.6, its) for s in range(3) for its in (400,)] + \
+        [_record("nnUNetTrainer", s, 0.7, 1000) for s in (0, 1)]                    # seed 2 never ran 1000
+    slower = [_record("A", s, 0.65, s_per_iteration=1.1) for s in range(3)]        # 440 its of wall time
+    row = next(r for r in report.table(reference + slower) if "| A |" in r)
+    assert row.endswith("| 1.10 | – |")
+    reference.append(_record("nnUNetTrainer", 2, 0.7, 1000))
+    row = next(r for r in report.table(reference + slower) if "| A |" in r)
+    assert row.endswith("| 1.10 | 0.610 at 440 its |")
+
+
+def test_the_full_data_row_has_one_draw_and_is_paired_with_nnunets_full_data_run():
+    """--shots all runs have no seed (the CSV's empty cell): the report failed on int(None)."""
+    report = _report_module()
+    rows = report.table([_record("nnUNetTrainer", None, 0.80, 1000, 128), _record("A", None, 0.83, 1000, 128)])
+    assert rows[2].startswith("| 1000 | 128 | nnUNetTrainer | 0.800 (all cases) | 0.800 (1 run) |")
+    assert rows[3].startswith("| 1000 | 128 | A | 0.830 (all cases) | 0.830 (1 run) | +0.030 (+0.030) | 1 of 1 |")
+
+
+def test_runs_that_cannot_be_compared_as_the_table_says_are_refused_or_left_unpaired():
+    report = _report_module()
+    reference = [_record("nnUNetTrainer", s, 0.6) for s in range(3)]
+    with pytest.raises(ValueError, match="two finished runs of A .* seed 0"):
+        report.cells(reference + [_record("A", 0, 0.7), _record("A", 0, 0.71)])
+    with pytest.raises(ValueError, match="names 2 weights files"):
+        report.cells(reference + [_record("A", 0, 0.7, weights_sha256="a"), _record("A", 1, 0.7, weights_sha256="b")])
+    other_patch = [_record("A", s, 0.7, patch_size="48x64x48") for s in range(3)]
+    assert all(not pairs for _, _, pairs in report.cells(reference + other_patch)[0])
+
+
+def test_the_target_is_judged_on_the_unrounded_mean_and_the_same_share_of_more_draws():
+    report = _report_module()
+    reference = [_record("nnUNetTrainer", s, 0.70) for s in range(4)]
+    just_below = [_record("A", s, 0.7199) for s in range(3)]                       # +0.0199: printed +0.020
+    half = [_record("B", s, d) for s, d in enumerate((0.80, 0.80, 0.69, 0.69))]     # 2 of 4 ahead: not 2 of 3
+    rows = report.target_table(reference + just_below + half)[2:]
+    assert rows[0].endswith("| +0.020 | 3 of 3 | not met: mean 0.001 short |")
+    assert rows[1].endswith("| 2 of 4 | not met: too few draws ahead |")

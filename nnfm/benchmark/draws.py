@@ -7,7 +7,7 @@ tables of documentation/benchmarks.md.
 """
 import statistics
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from nnfm.benchmark.imported_results import merge, records_from_csv
 
@@ -23,9 +23,11 @@ def iterations(record: dict) -> int:
     return int(record["epochs"]) * int(record["iterations_per_epoch"])
 
 
-def per_draw(dice_by_seed: Dict[int, float]) -> str:
+def per_draw(dice_by_seed: Dict[Optional[int], float]) -> str:
     """'0.770 / – / 0.797': one value per seed from 0 (at least 3), '–' where a seed has no run (at least one seed
-    must have one)."""
+    must have one); '0.812 (all cases)' for the full-data run (``--shots all``: no draw, seed None)."""
+    if None in dice_by_seed:
+        return f"{dice_by_seed[None]:.3f} (all cases)"
     seeds = sorted(dice_by_seed)
     return " / ".join(f"{dice_by_seed[s]:.3f}" if s in dice_by_seed else "–" for s in range(max(3, seeds[-1] + 1)))
 

@@ -170,7 +170,10 @@ def _collect_training(run: Run, context: Context, folder: Path) -> dict:
                 val_dice_mean=validation["dice_mean"], val_dice=validation["dice"],
                 val_per_case=validation["per_case"], epochs_run=len(durations), epochs_time_s=sum(durations),
                 s_per_iteration=nnunet_outputs.seconds_per_iteration(durations, run.budget.iterations),
-                wall_s=measured.get("process_wall_s"), peak_rss_mb=measured.get("peak_rss_mb"),
+                # the training's wall time only where one process ran all of it (a resumed run's earlier sessions
+                # are not measured); peak memory: that of the last training process
+                wall_s=measured.get("process_wall_s") if measured.get("whole_training") else None,
+                peak_rss_mb=measured.get("peak_rss_mb"),
                 peak_gpu_mb=measured.get("peak_gpu_mb"), **nnunet_outputs.final_losses(logging))
 
 

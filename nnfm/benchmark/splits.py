@@ -5,6 +5,8 @@ is appended there (existing entries, folds 0-4 included, are never changed) and 
 splits_fewshot.json (index -> base fold, N, seed, cases), so a rerun finds the same index.
 Draws are nested: with the same seed, the N=3 cases contain the N=1 case.
 """
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -67,23 +69,39 @@ def few_shot_fold(preprocessed: Path, fold: int, n_train: int, seed: int) -> Fol
         raise SplitConflict(f"Cannot draw {n_train} of the {base.n_train} training cases of fold {fold}.")
     if n_train == base.n_train:
         return base
-    splits, registry = _complete_splits(preprocessed)
     wanted = {"base_fold": fold, "n_train": n_train, "seed": seed}
-    index = next((int(i) for i, e in registry.items() if {k: e[k] for k in wanted} == wanted), None)
-    if index is None:
-        index = len(splits)
-        train = draw_training_cases(list(base.train), n_train, fold, seed)
-        registry[str(index)] = dict(wanted, train=train, val=list(base.val))
-        # the registry first: a run killed in between finds its entry and completes splits_final.json
-        _write_json(Path(preprocessed) / FEW_SHOT_REGISTRY, registry)
+    with _registry_lock(preprocessed):  # two benchmarks on one workdir append one after the other
         splits, registry = _complete_splits(preprocessed)
-    entry = registry[str(index)]
+        index = next((int(i) for i, e in registry.items() if {k: e[k] for k in wanted} == wanted), None)
+        if index is None:
+            index = len(splits)
+            train = draw_training_cases(list(base.train), n_train, fold, seed)
+            registry[str(index)] = dict(wanted, train=train, val=list(base.val))
+            # the registry first: a run killed in between finds its entry and completes splits_final.json
+            _write_json(Path(preprocessed) / FEW_SHOT_REGISTRY, registry)
+            splits, registry = _complete_splits(preprocessed)
+    entry = registry.get(str(index), {})
+    if {k: entry.get(k) for k in wanted} != wanted:  # another process's draw at this index: never train on it
+        raise SplitConflict(f"Entry {index} of {Path(preprocessed) / FEW_SHOT_REGISTRY} is not the draw asked for "
+                            f"({wanted}) but {({k: entry.get(k) for k in wanted})}: another process wrote the file "
+                            f"meanwhile. Run the benchmark again (it finds or appends its own entry).")
     if entry["val"] != list(base.val) or index >= len(splits) or \
             splits[index] != {"train": entry["train"], "val": entry["val"]}:
         raise SplitConflict(f"Entry {index} of {Path(preprocessed) / SPLITS} is not the few-shot fold recorded in "
                             f"{FEW_SHOT_REGISTRY}, or fold {fold} changed since: the split file was edited. "
                             "Restore it, or start afresh without both files.")
     return Fold(index, fold, n_train, seed, tuple(entry["train"]), tuple(entry["val"]))
+
+
+@contextlib.contextmanager
+def _registry_lock(preprocessed: Path):
+    """An exclusive lock (flock) on the dataset's few-shot registry while it is read, appended and written."""
+    with open(Path(preprocessed) / (FEW_SHOT_REGISTRY + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _complete_splits(preprocessed: Path) -> tuple:

@@ -32,8 +32,11 @@ def main(argv=None) -> None:
     start = time.time()
     sys.argv = ["nnUNetv2_train"] + train_arguments
     run_training_entry()
+    # whole_training: this process trained from the first epoch to the last (not --c or --val), so its wall time is
+    # the run's; a resumed run's earlier sessions are not in it
+    whole = not {"--c", "--val"} & set(train_arguments)
     with open(measurements, "w") as f:
-        json.dump(dict(peak_memory(), process_wall_s=time.time() - start), f, indent=1)
+        json.dump(dict(peak_memory(), process_wall_s=time.time() - start, whole_training=whole), f, indent=1)
 
 
 if __name__ == "__main__":
