@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from torch.optim.lr_scheduler import _LRScheduler
 
+from nnfm.conventions import LR_DECAYS
+
 
 @dataclass(frozen=True)
 class FineTuneSchedule:
@@ -25,8 +27,8 @@ class FineTuneSchedule:
     decay: str = "poly"
 
     def __post_init__(self):
-        if self.decay not in ("poly", "cosine", "constant"):
-            raise ValueError(f"decay must be 'poly', 'cosine' or 'constant', not {self.decay!r}")
+        if self.decay not in LR_DECAYS:
+            raise ValueError(f"decay must be one of {LR_DECAYS}, not {self.decay!r}")
 
     @classmethod
     def from_fractions(cls, num_epochs: int, head_fraction: float, full_fraction: float,

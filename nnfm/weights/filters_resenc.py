@@ -26,8 +26,8 @@ from nnfm.errors import CheckpointMismatchError
 from nnfm.weights.adapters import adapt_stem_channels
 from nnfm.weights.families import CheckpointFamily, StateDict, has_prefix, register_family
 from nnfm.weights.filters_plainconv import ALIAS_REASON, nnunet_network_filter, whole_network_adapter
-from nnfm.weights.nnssl_adaptation import (RESENC_KEY_TO_ENCODER, RESENC_KEY_TO_STEM, nnssl_adaptation,
-                                           read_adaptation_plan)
+from nnfm.weights.nnssl_adaptation import (RESENC_KEY_TO_ENCODER, RESENC_KEY_TO_STEM, RESENC_KEYS_TO_IN_PROJ,
+                                           nnssl_adaptation, read_adaptation_plan)
 
 _DECODER_REASON = ("decoder of the pretraining network (nnssl's MAE reconstruction decoder, or the segmentation "
                    "decoder of an nnU-Net ResEnc checkpoint): only stem and encoder transfer (nnU-Net master "
@@ -88,7 +88,7 @@ def adapt_nnssl_resenc(mapped: StateDict, module: torch.nn.Module, target: State
                 f"topology: nnFM_plan_and_preprocess -d ID -e resenc_l -w FILE.")
         in_proj = adaptation.keys_to_in_proj
     else:
-        in_proj = ("encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0")
+        in_proj = RESENC_KEYS_TO_IN_PROJ
     for name in in_proj:
         key = (name[len("encoder."):] if name.startswith("encoder.") else name) + ".weight"
         source, wanted = mapped.get(key), target.get(key)
