@@ -159,7 +159,8 @@ def extremes_table(done: list) -> list:
     for (its, shots, name), _, pairs in cells(done)[0]:
         if pairs:
             by_name.setdefault(name, []).append((statistics.mean(_differences(pairs)), its, shots, len(pairs)))
-    lines = ["| candidate | cells | best cell: mean − nnUNetTrainer (iterations, labelled cases, draws) | worst cell |",
+    lines = ["| candidate | cells | best cell: mean − nnUNetTrainer (iterations, labelled cases, draws) | "
+             "worst cell |",
              "|---|---|---|---|"]
     plural = lambda n, word: f"{n} {word}" + ("s" if n != 1 else "")  # noqa: E731
     describe = lambda c: f"{c[0]:+.3f} ({c[1]} its, {plural(c[2], 'case')}, {plural(c[3], 'draw')})"  # noqa: E731

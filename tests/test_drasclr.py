@@ -72,8 +72,9 @@ def test_two_channel_stem_into_three_channels_is_refused(tmp_path):
     two = DrasCLREncoder(2, **{k: TINY[k] for k in ("widths", "rep_dim", "num_experts")})
     path = tmp_path / "two.pth"
     torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in two.state_dict().items()}}, path)
-    # the fix names DrasCLR's own scratch trainer (it named nnFMTrainer_scratch, the anatomix U-Net's, for every encoder)
-    with pytest.raises(ChannelMismatchError, match="2 input channel.*dataset has 3.*-tr nnFMTrainer_DrasCLR_scratch\\)"):
+    # the fix names DrasCLR's own scratch trainer (it named the anatomix U-Net's nnFMTrainer_scratch for every encoder)
+    with pytest.raises(ChannelMismatchError,
+                       match="2 input channel.*dataset has 3.*-tr nnFMTrainer_DrasCLR_scratch\\)"):
         load_pretrained(DrasCLREncoder(3, **{k: TINY[k] for k in ("widths", "rep_dim", "num_experts")}), path,
                         family="drasclr")
 

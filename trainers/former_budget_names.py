@@ -7,8 +7,9 @@ The budget is now ``nnFM_EPOCHS=N`` with any trainer (plus the written-out ``nnF
 inference/predict_from_raw_data.py ``initialize_from_trained_model_folder`` ->
 utilities/find_objects.py ``recursive_find_trainer_class_by_name``, which asks every module of the
 nnUNet_extTrainer folders ``hasattr(module, name)``); nnUNetv2_train --c and -val do the same with -tr.
-This module answers those names on first use (82: the two written out above are classes of their own) (a module ``__getattr__``, PEP 562) with the class
-they always were: the trainer with ``num_epochs = N``, an explicit nnFM_EPOCHS still winning.
+This module answers those names (82: the two written out above are classes of their own) on first use (a module
+``__getattr__``, PEP 562) with the class they always were: the trainer with ``num_epochs = N``, an explicit
+nnFM_EPOCHS still winning.
 """
 import importlib
 

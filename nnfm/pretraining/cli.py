@@ -36,19 +36,26 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--input-convention", default=None, choices=CONVENTIONS,
                    help="intensities the network sees: window01 (the synthetic [0, 1] views, anatomix's) or zscore "
                         "(each view z-scored, what nnU-Net's normalisation feeds); default: the encoder's")
-    p.add_argument("--steps", type=int, default=defaults["steps"], help="total optimizer steps (also the target when resuming)")
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="samples per step and process (x2 views); anatomix: 1")
-    p.add_argument("--size", type=int, default=defaults["size"], help="cube edge in voxels (multiple of 16, >= 32); anatomix: 128")
-    p.add_argument("--workers", type=int, default=defaults["workers"], help="data-generating processes per training process")
+    p.add_argument("--steps", type=int, default=defaults["steps"],
+                   help="total optimizer steps (also the target when resuming)")
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                   help="samples per step and process (x2 views); anatomix: 1")
+    p.add_argument("--size", type=int, default=defaults["size"],
+                   help="cube edge in voxels (multiple of 16, >= 32); anatomix: 128")
+    p.add_argument("--workers", type=int, default=defaults["workers"],
+                   help="data-generating processes per training process")
     p.add_argument("--labels-dir", default=None, help="folder of label maps (e.g. nnU-Net labelsTr) to mix in")
-    p.add_argument("--real-label-prob", type=float, default=defaults["real_label_prob"], help="share of samples from --labels-dir")
+    p.add_argument("--real-label-prob", type=float, default=defaults["real_label_prob"],
+                   help="share of samples from --labels-dir")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_latest.pth")
     p.add_argument("--seed", type=int, default=defaults["seed"])
     p.add_argument("--lr", type=float, default=defaults["lr"])
-    p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"], help="AdamW weight decay (anatomix: 1e-5)")
+    p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"],
+                   help="AdamW weight decay (anatomix: 1e-5)")
     p.add_argument("--lr-schedule", default=defaults["lr_schedule"], choices=LR_SCHEDULES,
                    help="anatomix: 5 equal phases at 1, .8, .6, .4, .2 x lr (its const_linear); constant")
-    p.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"], help="linear warm-up from lr/100 (anatomix: none)")
+    p.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"],
+                   help="linear warm-up from lr/100 (anatomix: none)")
     p.add_argument("--temperature", type=float, default=defaults["temperature"])
     p.add_argument("--voxels-per-layer", type=int, default=defaults["voxels_per_layer"])
     p.add_argument("--head-dim", type=int, default=defaults["head_dim"])
@@ -188,10 +195,12 @@ def _add_dino(subparsers) -> None:
     p.add_argument("--from", dest="from_dir", default=None, help="stages 2-3: the previous stage's --out")
     p.add_argument("--init", default=None, help="stage 1: DINOv3/MedDINOv3 weights (path or registered name)")
     p.add_argument("--model", default=defaults["model"], help="timm DINOv3 model name")
-    p.add_argument("--embed-dim", type=int, default=None, help="override for small/tiny ViTs (with --depth, --num-heads)")
+    p.add_argument("--embed-dim", type=int, default=None,
+                   help="override for small/tiny ViTs (with --depth, --num-heads)")
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--num-heads", type=int, default=None)
-    p.add_argument("--steps", type=int, default=defaults["steps"], help="total optimizer steps of this stage (also when resuming)")
+    p.add_argument("--steps", type=int, default=defaults["steps"],
+                   help="total optimizer steps of this stage (also when resuming)")
     p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="images per step and process")
     p.add_argument("--global-size", type=int, default=None, help="global crop edge (default 224; stage 3: 2x previous)")
     p.add_argument("--local-size", type=int, default=None, help="local crop edge (default 96)")
@@ -202,7 +211,8 @@ def _add_dino(subparsers) -> None:
     p.add_argument("--lr", type=float, default=defaults["lr"])
     p.add_argument("--momentum", type=float, default=defaults["momentum"][0],
                    help="teacher EMA momentum at the start (cosine to 1); short runs need ~0.9")
-    p.add_argument("--teacher-temp", type=float, default=defaults["teacher_temp"][1], help="teacher temperature after warm-up")
+    p.add_argument("--teacher-temp", type=float, default=defaults["teacher_temp"][1],
+                   help="teacher temperature after warm-up")
     p.add_argument("--warmup-teacher-temp", type=float, default=defaults["teacher_temp"][0],
                    help="teacher temperature at step 0 (linear to --teacher-temp over a third of the steps); "
                         "short runs from scratch need a sharper teacher, e.g. 0.02 for both")
@@ -267,9 +277,12 @@ def _add_mae(subparsers) -> None:
     p.add_argument("--patch", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="patch size, multiples of 16 (default: the configuration's patch size rounded up to 16)")
     p.add_argument("--batch-size", type=int, default=None, help="patches per step and process (default: the plans')")
-    p.add_argument("--steps", type=int, default=defaults["steps"], help="total optimizer steps (also the target when resuming)")
-    p.add_argument("--mask-ratio", type=float, default=defaults["mask_ratio"], help="share of masked blocks (nnssl: 0.75)")
-    p.add_argument("--mask-block", type=int, default=defaults["mask_block"], help="mask block edge in voxels (nnssl: 16)")
+    p.add_argument("--steps", type=int, default=defaults["steps"],
+                   help="total optimizer steps (also the target when resuming)")
+    p.add_argument("--mask-ratio", type=float, default=defaults["mask_ratio"],
+                   help="share of masked blocks (nnssl: 0.75)")
+    p.add_argument("--mask-block", type=int, default=defaults["mask_block"],
+                   help="mask block edge in voxels (nnssl: 16)")
     p.add_argument("--lr", type=float, default=defaults["lr"], help="SGD lr, poly decay (nnssl: 1e-2)")
     p.add_argument("--momentum", type=float, default=defaults["momentum"], help="SGD Nesterov momentum (nnssl: 0.99)")
     p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"], help="(nnssl: 3e-5)")
