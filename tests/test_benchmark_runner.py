@@ -267,3 +267,17 @@ def test_a_draw_another_process_wrote_at_the_same_index_is_refused_not_trained_o
     monkeypatch.setattr(splits, "_complete_splits", other_process_wins)
     with pytest.raises(splits.SplitConflict, match="not the draw asked for.*another process"):
         splits.few_shot_fold(tmp_path, 0, 2, 0)
+
+
+@pytest.mark.parametrize("flags, whole", [([], True), (["--c"], False), (["--val"], False)])
+def test_only_a_process_that_trained_from_the_first_epoch_claims_the_runs_wall_time(flags, whole, tmp_path,
+                                                                                   monkeypatch):
+    """A resumed run's killed sessions are not measured, so its last session's wall time is not the run's."""
+    import nnunetv2.run.run_training as run_training
+
+    from nnfm.benchmark import train_and_measure
+    monkeypatch.setattr(run_training, "run_training_entry", lambda: None)
+    out = tmp_path / "measurements.json"
+    train_and_measure.main([str(out), "4", "3d_fullres", "0", "-tr", "nnFMTrainer", *flags])
+    measured = json.loads(out.read_text())
+    assert measured["whole_training"] is whole and measured["process_wall_s"] >= 0
