@@ -60,15 +60,11 @@ def test_the_published_target_table_is_what_the_committed_csvs_give():
 def test_the_target_is_judged_on_all_three_draws_and_says_what_is_missing():
     report = _report_module()
 
-    def run(trainer, seed, dice, its=400, shots=3):
-        return {"trainer_class": trainer, "weights": None, "seed": seed, "n_train": shots, "epochs": its // 20,
-                "iterations_per_epoch": 20, "test_dice_mean": dice}
-
-    reference = [run("nnUNetTrainer_nnFMBudget", s, 0.70) for s in range(3)]
-    wide_but_once = [run("A", s, d) for s, d in enumerate((0.90, 0.69, 0.69))]   # mean +0.060, ahead in 1
-    close = [run("B", s, 0.71) for s in range(3)]                                  # mean +0.010, ahead in 3
-    clear = [run("C", s, 0.73) for s in range(3)]                                  # mean +0.030, ahead in 3
-    one_draw = [run("D", 0, 0.95)]                                                 # not judged: 1 of 3 draws
+    reference = [_record("nnUNetTrainer_nnFMBudget", s, 0.70) for s in range(3)]
+    wide_but_once = [_record("A", s, d) for s, d in enumerate((0.90, 0.69, 0.69))]   # mean +0.060, ahead in 1
+    close = [_record("B", s, 0.71) for s in range(3)]                                  # mean +0.010, ahead in 3
+    clear = [_record("C", s, 0.73) for s in range(3)]                                  # mean +0.030, ahead in 3
+    one_draw = [_record("D", 0, 0.95)]                                                 # not judged: 1 of 3 draws
     rows = report.target_table(reference + wide_but_once + close + clear + one_draw)[2:]
     assert [row.split(" | ")[0].lstrip("| ") for row in rows] == ["A", "B", "C"]
     assert rows[0].endswith("| +0.060 | 1 of 3 | not met: too few draws ahead |")
@@ -88,12 +84,8 @@ def test_the_published_best_and_worst_cells_are_what_the_committed_csvs_give():
 def test_best_and_worst_cell_are_the_extremes_of_the_mean_paired_difference():
     report = _report_module()
 
-    def run(trainer, seed, dice, its, shots=3):
-        return {"trainer_class": trainer, "weights": None, "seed": seed, "n_train": shots, "epochs": its // 20,
-                "iterations_per_epoch": 20, "test_dice_mean": dice}
-
-    reference = [run("nnUNetTrainer", s, 0.70, its) for s in range(3) for its in (100, 400)]
-    a = [run("A", s, 0.80, 100) for s in range(3)] + [run("A", 0, 0.65, 400)]   # +0.100 (3 draws), -0.050 (1)
+    reference = [_record("nnUNetTrainer", s, 0.70, its) for s in range(3) for its in (100, 400)]
+    a = [_record("A", s, 0.80, 100) for s in range(3)] + [_record("A", 0, 0.65, 400)]   # +0.100 (3 draws), -0.050 (1)
     rows = report.extremes_table(reference + a)[2:]
     assert rows == ["| A | 2 | +0.100 (100 its, 3 cases, 3 draws) | -0.050 (400 its, 3 cases, 1 draw) |"]
 
