@@ -161,7 +161,8 @@ def check_finite_voxels(cases: Sequence[Case]) -> None:
     bad = []
     for case in cases:
         for c, file in enumerate(case.files):
-            array = sitk.GetArrayViewFromImage(sitk.ReadImage(file))
+            image = sitk.ReadImage(file)  # bound: a view of a temporary Image reads freed memory (NaN seen in CI)
+            array = sitk.GetArrayViewFromImage(image)
             finite = np.isfinite(array)
             if not finite.all():
                 n_nan = int(np.count_nonzero(np.isnan(array)))
