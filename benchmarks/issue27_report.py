@@ -10,7 +10,9 @@ wall time, i.e. its test Dice interpolated (linear in log iterations, between th
 ``iterations x that ratio`` (a candidate twice as slow is compared with nnUNetTrainer at twice the iterations; "–"
 outside the measured budgets). The second judges issue 27's target (mean >= nnUNetTrainer's + 0.02, ahead in >= 2
 of 3 draws) in every cell a candidate ran on all three draws, saying what is missing where it is not met. The third
-gives each candidate's best and worst cell (mean paired difference, any number of draws).
+gives each candidate's best and worst cell (mean paired difference, any number of draws). Runs that started from
+an embedded fp16 export of a file other runs started from count as that file's (one candidate), and a line after
+the first table says which.
 Writes issue27_dice_vs_budget.png (one panel per labelled-case count) and, with ``--labelled-at N``,
 issue27_dice_vs_labelled_Nits.png (every trainer run at N iterations, test Dice vs labelled cases: the candidates
 run at one budget only, as DropGen's). Unfinished runs are left out.
@@ -27,6 +29,50 @@ REFERENCE_CLASSES = ("nnUNetTrainer", "nnUNetTrainer_nnFMBudget")  # nnU-Net's o
 REFERENCE = "nnUNetTrainer"
 # issue 27, item 6: in every cell, mean test Dice >= nnUNetTrainer's + 0.02 and ahead in >= 2 of the 3 draws
 TARGET_MARGIN, TARGET_AHEAD, DRAWS = 0.02, 2, 3
+
+
+def embedded_exports() -> dict:
+    """{sha256 of an embedded fp16 file: its provenance record} (``source_sha256``: the fp32 file it came from)."""
+    from nnfm.weights.registry import embedded_provenance, embedded_weights
+    return {e.sha256: embedded_provenance(e) for e in embedded_weights()}
+
+
+def load(paths) -> list:
+    """The finished runs of ``paths`` (results.csv files), exports counted as their sources (``merge_exports``)."""
+    return merge_exports(finished_runs(paths), embedded_exports())
+
+
+def merge_exports(done: list, exports: dict) -> list:
+    """A run from an fp16 export (``exports``: {its sha256: provenance record}) counts as a run of the fp32 file it
+    was exported from when that file ran too: the same weights up to fp16 rounding, so one candidate; the run keeps
+    the export's record in ``export``. The grid ran the fp32 file; runs after it was lost ran the shipped export."""
+    sources = {r["weights_sha256"]: r for r in done if r.get("weights_sha256")}
+    out = []
+    for r in done:
+        record = exports.get(r.get("weights_sha256"))
+        source = sources.get(record["source_sha256"]) if record else None
+        if source is not None:
+            r = dict(r, weights=source["weights"], weights_sha256=source["weights_sha256"],
+                     export=dict(record, runs_sha256=r["weights_sha256"]))
+        out.append(r)
+    return out
+
+
+def exports_note(done: list) -> list:
+    """One line per export that ran in place of its source (``load``): which runs, and how close the two files are."""
+    runs = {}
+    for r in done:
+        if r.get("export"):
+            runs.setdefault((candidate(r), r["export"]["name"]), []).append(r)
+    lines = []
+    for (name, export), group in sorted(runs.items()):
+        record = group[0]["export"]
+        which = "; ".join(sorted(f"{iterations(r)} its x {r['n_train']} cases, " +
+                                 (f"seed {_seed(r)}" if _seed(r) is not None else "full data") for r in group))
+        lines.append(f"{name}: {len(group)} run(s) started from the shipped fp16 export {export} (sha256 "
+                     f"{record['runs_sha256'][:8]}…, fp16 rounding at most {record['fp16_max_relative_rounding_error']:.1e} "
+                     f"relative) of that file (sha256 {record['source_sha256'][:8]}…): {which}.")
+    return lines
 
 
 def candidate(record: dict) -> str:
@@ -177,9 +223,11 @@ def main() -> None:
     parser.add_argument("--labelled-at", type=int, metavar="N",
                         help="with --figures: also Dice vs labelled cases of the runs at N iterations")
     args = parser.parse_args()
-    done = finished_runs(args.results)
+    done = load(args.results)
     print("\n".join(table(done)))
     print()
+    for line in exports_note(done):
+        print(line + "\n")
     print("\n".join(target_table(done)))
     print()
     print("\n".join(extremes_table(done)))

@@ -16,14 +16,14 @@ def _published_table() -> list:
 
 def test_the_published_issue27_table_is_what_the_committed_csvs_give():
     report = _report_module()
-    derived = report.table(report.finished_runs(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    derived = report.table(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
     assert _published_table() == derived
 
 
 def test_every_published_candidate_cell_is_paired_with_nnunets_trainer_on_the_same_draws():
     """A candidate's row compares draws that nnUNetTrainer also ran (same cases, budget, patch and batch)."""
     report = _report_module()
-    done = report.finished_runs(sorted(FIGURES.glob("issue27_grid_results_*.csv")))
+    done = report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv")))
     reference = {(report.iterations(r), int(r["n_train"]), int(r["seed"])) for r in done
                  if report.candidate(r) == report.REFERENCE}
     unpaired = [(report.iterations(r), int(r["n_train"]), int(r["seed"]), report.candidate(r)) for r in done
@@ -53,7 +53,7 @@ TARGET_HEADER = "| candidate | iterations | labelled cases | mean − nnUNetTrai
 
 def test_the_published_target_table_is_what_the_committed_csvs_give():
     report = _report_module()
-    derived = report.target_table(report.finished_runs(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    derived = report.target_table(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
     assert published_table(TARGET_HEADER) == derived
 
 
@@ -77,7 +77,7 @@ EXTREMES_HEADER = "| candidate | cells | best cell: mean − nnUNetTrainer"
 
 def test_the_published_best_and_worst_cells_are_what_the_committed_csvs_give():
     report = _report_module()
-    derived = report.extremes_table(report.finished_runs(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    derived = report.extremes_table(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
     assert published_table(EXTREMES_HEADER) == derived
 
 
@@ -138,3 +138,34 @@ def test_the_target_is_judged_on_the_unrounded_mean_and_the_same_share_of_more_d
     rows = report.target_table(reference + just_below + half)[2:]
     assert rows[0].endswith("| +0.020 | 3 of 3 | not met: mean 0.001 short |")
     assert rows[1].endswith("| 2 of 4 | not met: too few draws ahead |")
+
+
+def test_runs_of_an_embedded_fp16_export_count_as_its_fp32_source_and_are_named():
+    """The grid ran plainconv_unet_synth_5000.pth (fp32, lost with its machine); later draws ran the shipped fp16
+    export. Unmerged, the cell splits into two candidates of 1 and 2 draws, neither judged by the target."""
+    report = _report_module()
+    source = dict(weights="/runs/plainconv_unet_synth_5000.pth", weights_sha256="s" * 64)
+    export = dict(weights="/pkg/plainconv_unet_synth_nnfm.safetensors", weights_sha256="e" * 64)
+    done = [_record("nnUNetTrainer", s, 0.6, 1000, 10) for s in range(3)] + \
+        [_record("A", 0, 0.7, 1000, 10, **source)] + [_record("A", s, 0.65, 1000, 10, **export) for s in (1, 2)]
+    assert not report.target_table(done)[2:]
+    exports = {"e" * 64: {"name": "plainconv_unet_synth_nnfm", "source_sha256": "s" * 64,
+                          "fp16_max_relative_rounding_error": 4.9e-4}}
+    merged = report.merge_exports(done, exports)
+    row = next(r for r in report.table(merged) if "| A [" in r)
+    assert row.startswith("| 1000 | 10 | A [plainconv_unet_synth_5000] | 0.700 / 0.650 / 0.650 |") and "3 of 3" in row
+    assert len(report.target_table(merged)[2:]) == 1
+    assert report.exports_note(merged) == [
+        "A [plainconv_unet_synth_5000]: 2 run(s) started from the shipped fp16 export plainconv_unet_synth_nnfm "
+        "(sha256 eeeeeeee…, fp16 rounding at most 4.9e-04 relative) of that file (sha256 ssssssss…): "
+        "1000 its x 10 cases, seed 1; 1000 its x 10 cases, seed 2."]
+    alone = report.merge_exports([r for r in done if r.get("weights_sha256") != "s" * 64],
+                                 exports)
+    assert not report.exports_note(alone)  # without its source, an export is a candidate of its own
+
+
+def test_the_shipped_default_records_the_file_it_was_exported_from():
+    from nnfm.weights.registry import embedded_provenance, get_weights_entry
+    record = embedded_provenance(get_weights_entry("plainconv_unet_synth_nnfm"))
+    assert record["sha256"] == get_weights_entry("plainconv_unet_synth_nnfm").sha256
+    assert len(record["source_sha256"]) == 64 and record["fp16_max_relative_rounding_error"] < 1e-3

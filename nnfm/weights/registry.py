@@ -4,6 +4,7 @@ sha256 is the hash of the published file. Where it is not known from a source we
 it is None: the downloader then records the hash it saw and warns that the file is unverified,
 instead of pretending to verify it.
 """
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -65,6 +66,12 @@ def embedded_path(entry: WeightsEntry) -> Path:
 
 def embedded_weights() -> List[WeightsEntry]:
     return [e for e in _REGISTRY.values() if e.embedded]
+
+
+def embedded_provenance(entry: WeightsEntry) -> dict:
+    """The provenance JSON beside an embedded file (``python -m nnfm.weights.embed`` writes it): how it was made, and
+    ``source_sha256``, the sha256 of the fp32 file it was exported from."""
+    return json.loads((EMBEDDED_DIR / f"{entry.name}.json").read_text())
 
 
 def register_embedded_weights(name: str, made_by: str, sha256: str, **fields) -> WeightsEntry:
