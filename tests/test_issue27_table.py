@@ -169,3 +169,13 @@ def test_the_shipped_default_records_the_file_it_was_exported_from():
     record = embedded_provenance(get_weights_entry("plainconv_unet_synth_nnfm"))
     assert record["sha256"] == get_weights_entry("plainconv_unet_synth_nnfm").sha256
     assert len(record["source_sha256"]) == 64 and record["fp16_max_relative_rounding_error"] < 1e-3
+
+
+def test_the_published_export_note_is_what_the_committed_csvs_give():
+    """Which published runs started from the shipped fp16 export instead of its fp32 source is said in benchmarks.md,
+    as the report derives it."""
+    from benchmark_tables import ROOT
+    report = _report_module()
+    notes = report.exports_note(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    published = " ".join((ROOT / "documentation" / "benchmarks.md").read_text().split())
+    assert [n for n in notes if " ".join(n.split()) not in published] == []
