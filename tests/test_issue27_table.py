@@ -24,11 +24,10 @@ def test_every_published_candidate_cell_is_paired_with_nnunets_trainer_on_the_sa
     """A candidate's row compares draws that nnUNetTrainer also ran (same cases, budget, patch and batch)."""
     report = _report_module()
     done = report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv")))
-    reference = {(report.iterations(r), int(r["n_train"]), int(r["seed"])) for r in done
-                 if report.candidate(r) == report.REFERENCE}
-    unpaired = [(report.iterations(r), int(r["n_train"]), int(r["seed"]), report.candidate(r)) for r in done
-                if report.candidate(r) != report.REFERENCE and
-                (report.iterations(r), int(r["n_train"]), int(r["seed"])) not in reference]
+    draw = lambda r: (report.iterations(r), int(r["n_train"]), report._seed(r))  # noqa: E731 (seed None: full data)
+    reference = {draw(r) for r in done if report.candidate(r) == report.REFERENCE}
+    unpaired = [(*draw(r), report.candidate(r)) for r in done
+                if report.candidate(r) != report.REFERENCE and draw(r) not in reference]
     assert not unpaired, unpaired
 
 
