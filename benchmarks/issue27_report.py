@@ -69,9 +69,10 @@ def exports_note(done: list) -> list:
         record = group[0]["export"]
         which = "; ".join(sorted(f"{iterations(r)} its x {r['n_train']} cases, " +
                                  (f"seed {_seed(r)}" if _seed(r) is not None else "full data") for r in group))
+        rounding = record["fp16_max_relative_rounding_error"]
         lines.append(f"{name}: {len(group)} run(s) started from the shipped fp16 export {export} (sha256 "
-                     f"{record['runs_sha256'][:8]}…, fp16 rounding at most {record['fp16_max_relative_rounding_error']:.1e} "
-                     f"relative) of that file (sha256 {record['source_sha256'][:8]}…): {which}.")
+                     f"{record['runs_sha256'][:8]}…, fp16 rounding at most {rounding:.1e} relative) of that file "
+                     f"(sha256 {record['source_sha256'][:8]}…): {which}.")
     return lines
 
 

@@ -31,7 +31,8 @@ def test_no_source_takes_a_view_of_a_temporary_image():
 
 
 def test_the_scan_finds_a_view_of_a_temporary():
-    assert views_of_temporaries("a = sitk.GetArrayViewFromImage(sitk.ReadImage(f))\nb = GetArrayViewFromImage(x)") == [1]
+    source = "a = sitk.GetArrayViewFromImage(sitk.ReadImage(f))\nb = GetArrayViewFromImage(x)"
+    assert views_of_temporaries(source) == [1]
 
 
 def test_a_clean_image_is_finite_while_other_arrays_are_allocated(tmp_path, monkeypatch):
