@@ -41,9 +41,9 @@ def test_a_clean_image_is_finite_while_other_arrays_are_allocated(tmp_path, monk
     import nnfm.features.extract as extract
 
     path = tmp_path / "clean.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"), sitk.sitkFloat32),
-                    str(path))
-    size = sitk.ReadImage(str(path)).GetNumberOfPixels()
+    image = sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"), sitk.sitkFloat32)
+    sitk.WriteImage(image, str(path))
+    size = image.GetNumberOfPixels()
 
     class Allocating:
         def __getattr__(self, name):

@@ -10,20 +10,25 @@ def _report_module():
     return report_module("issue27_report")
 
 
+def _published_runs(report) -> list:
+    """The finished runs of the committed issue-27 CSVs, as the report loads them."""
+    return report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv")))
+
+
 def _published_table() -> list:
     return published_table(HEADER)
 
 
 def test_the_published_issue27_table_is_what_the_committed_csvs_give():
     report = _report_module()
-    derived = report.table(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    derived = report.table(_published_runs(report))
     assert _published_table() == derived
 
 
 def test_every_published_candidate_cell_is_paired_with_nnunets_trainer_on_the_same_draws():
     """A candidate's row compares draws that nnUNetTrainer also ran (same cases, budget, patch and batch)."""
     report = _report_module()
-    done = report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv")))
+    done = _published_runs(report)
     draw = lambda r: (report.iterations(r), int(r["n_train"]), report._seed(r))  # noqa: E731 (seed None: full data)
     reference = {draw(r) for r in done if report.candidate(r) == report.REFERENCE}
     unpaired = [(*draw(r), report.candidate(r)) for r in done
@@ -52,7 +57,7 @@ TARGET_HEADER = "| candidate | iterations | labelled cases | mean − nnUNetTrai
 
 def test_the_published_target_table_is_what_the_committed_csvs_give():
     report = _report_module()
-    derived = report.target_table(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    derived = report.target_table(_published_runs(report))
     assert published_table(TARGET_HEADER) == derived
 
 
@@ -76,7 +81,7 @@ EXTREMES_HEADER = "| candidate | cells | best cell: mean − nnUNetTrainer"
 
 def test_the_published_best_and_worst_cells_are_what_the_committed_csvs_give():
     report = _report_module()
-    derived = report.extremes_table(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    derived = report.extremes_table(_published_runs(report))
     assert published_table(EXTREMES_HEADER) == derived
 
 
@@ -175,6 +180,6 @@ def test_the_published_export_note_is_what_the_committed_csvs_give():
     as the report derives it."""
     from benchmark_tables import ROOT
     report = _report_module()
-    notes = report.exports_note(report.load(sorted(FIGURES.glob("issue27_grid_results_*.csv"))))
+    notes = report.exports_note(_published_runs(report))
     published = " ".join((ROOT / "documentation" / "benchmarks.md").read_text().split())
     assert [n for n in notes if " ".join(n.split()) not in published] == []
